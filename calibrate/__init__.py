@@ -1,0 +1,1 @@
+"""GPU microbenchmarks (torch) and the fitting that turns them into cost profiles."""

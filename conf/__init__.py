@@ -1,0 +1,1 @@
+"""The command-line layer: hydra config groups and the kvsim apps (the only hydra user)."""

@@ -1,0 +1,36 @@
+"""Datasheet figures of the GPUs and host links kvsim ships (DESIGN.md's table).
+
+These are the *nominal* numbers; a :class:`~hwmodels.profile.DatasheetProfile` derates them,
+and a calibrated profile replaces them with measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    bf16_tflops: float  # dense
+    hbm_tbps: float  # TB/s = 1e12 B/s
+    memory_gb: float  # 1e9 bytes, as datasheets count
+    pcie_gbps: float  # GB/s per direction, nominal
+    nvlink_gbps: float  # GB/s per direction per GPU, for tensor-parallel all-reduce
+
+
+GPUS: dict[str, GpuSpec] = {
+    g.name: g
+    for g in (
+        GpuSpec("h100-sxm", 989.0, 3.35, 80.0, 64.0, 450.0),
+        GpuSpec("h200", 989.0, 4.8, 141.0, 64.0, 450.0),
+        GpuSpec("a100-80gb", 312.0, 2.0, 80.0, 32.0, 300.0),
+    )
+}
+
+
+def get_gpu(name: str) -> GpuSpec:
+    try:
+        return GPUS[name]
+    except KeyError:
+        raise ValueError(f"unknown GPU {name!r}; shipped GPUs: {', '.join(sorted(GPUS))}") from None

@@ -1,0 +1,146 @@
+"""GPU cost profiles: how long the primitive operations of LLM serving take on one GPU.
+
+A profile answers the handful of questions the execution model and the link models ask —
+GEMM, prefill and decode attention, memory-bound elementwise work, host<->device copies.
+:class:`DatasheetProfile` answers from nominal datasheet figures with stated derating;
+a calibrated profile (``hwmodels.calibrated``) answers from measurements fitted by
+``calibrate/``. Both satisfy :class:`GpuProfile`, so the simulator cannot tell them apart.
+
+Every method accepts NumPy arrays where it takes a size, so the engine can price many decode
+steps in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from hwmodels.gpus import GpuSpec, get_gpu
+
+COPY_KINDS = ("h2d", "d2h", "h2d_pageable", "d2h_pageable", "d2d")
+
+ArrayLike = float | np.ndarray
+
+
+@runtime_checkable
+class GpuProfile(Protocol):
+    """Timing of primitive operations on one GPU, in seconds."""
+
+    name: str
+    gpu: GpuSpec
+
+    def gemm_s(self, m: ArrayLike, k: int, n: int) -> ArrayLike:
+        """bf16 ``(m x k) @ (k x n)``."""
+
+    def attention_prefill_s(
+        self, seq_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int, prefix_len: ArrayLike = 0
+    ) -> ArrayLike:
+        """Causal attention of ``seq_len`` new tokens over ``prefix_len`` cached + themselves."""
+
+    def attention_decode_s(
+        self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
+    ) -> ArrayLike:
+        """One decode step of ``batch`` sequences of mean context ``ctx_len`` (one layer)."""
+
+    def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
+        """A memory-bound kernel touching ``nbytes`` of HBM (norms, activations, residuals)."""
+
+    def copy_s(self, nbytes: ArrayLike, kind: str) -> ArrayLike:
+        """One copy of ``nbytes``; ``kind`` is one of :data:`COPY_KINDS`."""
+
+    def copy_many_s(self, n_copies: ArrayLike, nbytes_each: ArrayLike, kind: str) -> ArrayLike:
+        """``n_copies`` back-to-back copies of ``nbytes_each`` (per-copy overhead included)."""
+
+
+def check_copy_kind(kind: str) -> None:
+    if kind not in COPY_KINDS:
+        raise ValueError(f"unknown copy kind {kind!r}; expected one of {', '.join(COPY_KINDS)}")
+
+
+@dataclass(frozen=True)
+class DatasheetProfile:
+    """A roofline from datasheet numbers, derated by efficiencies typical of real kernels.
+
+    Each operation costs ``max(flops / achievable_flops, bytes / achievable_bandwidth)`` plus a
+    kernel launch. The default efficiencies (70 % of peak bf16 for large GEMMs, 80 % of HBM
+    bandwidth, 80 % of nominal PCIe) are what well-tuned kernels reach on Hopper/Ampere; they
+    are deliberately simple, and a calibrated profile replaces them with fitted curves.
+    """
+
+    gpu: GpuSpec
+    flops_efficiency: float = 0.7
+    hbm_efficiency: float = 0.8
+    pcie_efficiency: float = 0.8
+    pageable_slowdown: float = 2.0  # pageable copies are staged through a bounce buffer
+    kernel_launch_s: float = 4e-6
+    copy_latency_s: float = 10e-6
+
+    @property
+    def name(self) -> str:
+        return f"{self.gpu.name}-datasheet"
+
+    @property
+    def _flops(self) -> float:
+        return self.gpu.bf16_tflops * 1e12 * self.flops_efficiency
+
+    @property
+    def _hbm_bps(self) -> float:
+        return self.gpu.hbm_tbps * 1e12 * self.hbm_efficiency
+
+    def _roofline(self, flops: ArrayLike, nbytes: ArrayLike) -> ArrayLike:
+        return np.maximum(flops / self._flops, nbytes / self._hbm_bps) + self.kernel_launch_s
+
+    def gemm_s(self, m: ArrayLike, k: int, n: int) -> ArrayLike:
+        flops = 2.0 * m * k * n
+        nbytes = 2.0 * (m * k + k * n + m * n)
+        return self._roofline(flops, nbytes)
+
+    def attention_prefill_s(
+        self, seq_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int, prefix_len: ArrayLike = 0
+    ) -> ArrayLike:
+        # Each new token attends to the prefix and, causally, to half of the new tokens.
+        keys_per_query = prefix_len + (seq_len + 1) / 2.0
+        flops = 4.0 * q_heads * head_dim * seq_len * keys_per_query
+        nbytes = 2.0 * (2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim)
+        return self._roofline(flops, nbytes)
+
+    def attention_decode_s(
+        self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
+    ) -> ArrayLike:
+        flops = 4.0 * batch * q_heads * head_dim * ctx_len
+        nbytes = 2.0 * batch * (2 * ctx_len * kv_heads * head_dim + 2 * q_heads * head_dim)
+        return self._roofline(flops, nbytes)
+
+    def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
+        return nbytes / self._hbm_bps + self.kernel_launch_s
+
+    def copy_s(self, nbytes: ArrayLike, kind: str) -> ArrayLike:
+        return self.copy_many_s(1, nbytes, kind)
+
+    def copy_many_s(self, n_copies: ArrayLike, nbytes_each: ArrayLike, kind: str) -> ArrayLike:
+        check_copy_kind(kind)
+        if kind == "d2d":
+            # A device-to-device copy reads and writes every byte.
+            return n_copies * (self.kernel_launch_s + 2.0 * nbytes_each / self._hbm_bps)
+        bps = self.gpu.pcie_gbps * 1e9 * self.pcie_efficiency
+        if kind.endswith("_pageable"):
+            bps /= self.pageable_slowdown
+        return n_copies * (self.copy_latency_s + nbytes_each / bps)
+
+
+_CALIBRATED_SUFFIX = "-calibrated"
+
+
+def load_profile(name: str) -> GpuProfile:
+    """A profile by name: ``<gpu>-datasheet`` or a shipped calibrated profile.
+
+    ``"h100-sxm"`` alone means its datasheet profile.
+    """
+    if name.endswith(_CALIBRATED_SUFFIX) or name.startswith("calibrated:"):
+        from hwmodels.calibrated import load_calibrated_profile
+
+        return load_calibrated_profile(name)
+    base = name.removesuffix("-datasheet")
+    return DatasheetProfile(get_gpu(base))

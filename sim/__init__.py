@@ -1,0 +1,1 @@
+"""The simulation engine: SimPy event loop, tiered KV cache, links, batching, metrics."""

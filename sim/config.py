@@ -1,0 +1,119 @@
+"""Plain-dataclass configuration of a simulation run.
+
+The library takes these; the hydra CLI (``conf/``) mirrors them as structured configs and
+builds them from the command line. A notebook builds them directly::
+
+    from sim.config import SimConfig, HardwareConfig
+    cfg = SimConfig(hardware=HardwareConfig(dram_gb=64), eviction="s3fifo")
+
+Policies are given as a shipped name (``"lru"``), a dotted path, ``"file.py:Class"``, or a
+callable returning a fresh policy (a class or ``functools.partial``); see
+:func:`policies.registry.resolve`. Units are in the field names (``_gb`` = 1e9 bytes,
+``_gbps`` = 1e9 bytes/s, ``_s`` = seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+PolicyRef = str | Callable[..., Any]
+
+MODES = ("serve", "replay")
+PREEMPTION_MODES = ("recompute", "swap")
+
+
+@dataclass
+class ModelConfig:
+    """Which model is served; overrides change how its KV cache is stored."""
+
+    name: str = "llama-3-8b"
+    kv_bytes_per_element: float | None = None  # None: the model's (2 = bf16); 1 = FP8 KV
+    kv_compression_ratio: float = 1.0  # bytes kept / bytes raw, for KV compression schemes
+
+
+@dataclass
+class HardwareConfig:
+    """One replica's GPUs, memory tiers and links.
+
+    ``hbm_gb`` is the HBM given to the KV cache per replica. Left ``None`` it is what vLLM
+    would get: ``gpu_memory_utilization x memory x tensor_parallel`` minus the weights and an
+    activation reserve. DRAM and SSD tiers exist when their size is above zero.
+    """
+
+    gpu: str = "h100-sxm"
+    profile: str | None = None  # timing profile; None = the GPU's datasheet roofline
+    tensor_parallel: int = 1
+    n_replicas: int = 1
+    gpu_memory_utilization: float = 0.9
+    activation_reserve_gb: float = 2.0  # per GPU, for activations and CUDA graphs
+    hbm_gb: float | None = None
+    dram_gb: float = 0.0
+    ssd_gb: float = 0.0
+    pcie_gbps: float | None = None  # per direction; None = the profile's copy model
+    pcie_latency_s: float | None = None  # per copy; None = the profile's copy model
+    ssd_read_gbps: float = 7.0
+    ssd_write_gbps: float = 5.0
+    ssd_latency_s: float = 100e-6  # per request to the SSD
+    copies_per_block: int | None = None  # copy calls per block moved; None = 2 x layers (K, V paged per layer)
+
+
+@dataclass
+class TierConfig:
+    """Block size and, optionally, tier capacities in blocks (these override ``*_gb``).
+
+    ``block_tokens`` is the engine's KV block; ``None`` takes the trace's hash block size.
+    Replay mode needs only this group: ``kvsim mode=replay tiers.hbm_blocks=2000``.
+    """
+
+    block_tokens: int | None = None
+    hbm_blocks: int | None = None
+    dram_blocks: int | None = None
+    ssd_blocks: int | None = None
+
+
+@dataclass
+class EngineConfig:
+    """Iteration-level scheduling knobs, named as vLLM names them."""
+
+    max_num_seqs: int = 256  # max running requests per replica
+    max_num_batched_tokens: int = 8192  # token budget per step (chunked prefill)
+    preemption: str = "recompute"  # or "swap"
+    iteration_overhead_s: float = 0.001  # host-side scheduling per step
+
+
+@dataclass
+class SLOConfig:
+    """Latency targets; a request meets its SLO when both hold."""
+
+    ttft_s: float = 2.0
+    tpot_s: float = 0.1
+
+
+@dataclass
+class PowerConfig:
+    """A simple power model: GPUs draw ``idle_w`` always, ``active_w`` while computing."""
+
+    gpu_idle_w: float = 100.0
+    gpu_active_w: float = 700.0
+    joules_per_byte_moved: float = 5e-11  # PCIe/SSD transfers
+
+
+@dataclass
+class SimConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    tiers: TierConfig = field(default_factory=TierConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    slo: SLOConfig = field(default_factory=SLOConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
+    eviction: PolicyRef = "lru"
+    prefetch: PolicyRef = "none"
+    admission: PolicyRef = "ssd_spill"
+    scheduler: PolicyRef = "fcfs"
+    routing: PolicyRef = "round_robin"
+    mode: str = "serve"
+    seed: int = 0
+    timeseries_interval_s: float = 1.0
+    check_invariants: bool = True  # verify capacity, pinning and accounting as the run goes

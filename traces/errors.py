@@ -1,0 +1,34 @@
+"""Errors for bad trace input: every message names the file, the place and the field."""
+
+from __future__ import annotations
+
+
+class TraceFormatError(ValueError):
+    """A trace file or table that is not what it claims to be.
+
+    The message reads ``FILE: line 17: field 'input_length': must be > 0 (got -3)`` so a user can
+    jump straight to the offending place. ``unit`` is ``"line"`` (1-based, for text formats) or
+    ``"row"`` (0-based request index, for tables).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        position: int | None,
+        field: str | None,
+        problem: str,
+        *,
+        unit: str = "row",
+    ) -> None:
+        self.source = source
+        self.position = position
+        self.field = field
+        self.problem = problem
+        self.unit = unit
+        parts = [str(source)]
+        if position is not None:
+            parts.append(f"{unit} {position}")
+        if field is not None:
+            parts.append(f"field '{field}'")
+        parts.append(problem)
+        super().__init__(": ".join(parts))
