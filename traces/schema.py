@@ -50,8 +50,9 @@ class Trace:
 
     Invariants (checked by :meth:`validate`, which every reader calls before returning):
     arrivals are finite and non-decreasing, ``input_tokens > 0``, ``output_tokens >= 0``,
-    request ids are unique, and request ``i`` has at most ``input_tokens[i] // block_size``
-    hashes (one per *full* prompt block).
+    request ids are unique, and request ``i`` has at most ``ceil(input_tokens[i] / block_size)``
+    hashes: one per prompt block, where a trace may or may not hash the last, partial block
+    (Mooncake does).
     """
 
     request_id: np.ndarray  # int64
@@ -187,15 +188,16 @@ class Trace:
         _first_bad(self, self.output_tokens < 0, "output_tokens", "must be >= 0")
         counts = np.diff(self.block_offsets)
         _first_bad(self, counts < 0, "block_hashes", "offsets decrease")
-        too_many = counts > (self.input_tokens.astype(np.int64) // self.block_size)
+        max_blocks = -(-self.input_tokens.astype(np.int64) // self.block_size)
+        too_many = counts > max_blocks
         if too_many.any():
             i = int(np.flatnonzero(too_many)[0])
             raise TraceFormatError(
                 self.source,
                 i,
                 "block_hashes",
-                f"has {counts[i]} hashes but input_tokens={self.input_tokens[i]} holds only "
-                f"{self.input_tokens[i] // self.block_size} full blocks of {self.block_size} tokens",
+                f"has {counts[i]} hashes but input_tokens={self.input_tokens[i]} spans only "
+                f"{max_blocks[i]} blocks of {self.block_size} tokens (ceil(input_tokens / block_size))",
             )
         if len(np.unique(self.request_id)) != n:
             ids, first = np.unique(self.request_id, return_index=True)

@@ -1,0 +1,74 @@
+"""From a trace's hash blocks to the engine's KV blocks, and the future of the access stream.
+
+Re-mapping rule (a trace hashed at ``B_t`` tokens a block, an engine paging at ``B_e``):
+
+* ``B_e = B_t / r`` (finer engine blocks): trace block ``i`` becomes ``r`` engine blocks with
+  ids ``combine(h_i, j)``, ``j = 0..r-1``. Because ``h_i`` already names the whole prefix up to
+  block ``i``, the derived ids form a hash chain too: two requests share engine block ``(i, j)``
+  exactly when they share trace block ``i``. Reuse inside a trace block that the trace does not
+  reveal (prefixes diverging mid-block) is not invented.
+* ``B_e = r x B_t`` (coarser engine blocks): engine block ``k`` covers trace blocks
+  ``k*r .. k*r + r - 1`` and takes the id of the last of them (which names the whole prefix);
+  trailing trace blocks that do not fill an engine block are not cacheable, as in a real
+  engine that hashes only full blocks.
+* Any other ratio is a configuration error.
+
+Prompt tokens past the last hashed block are private to their request: they occupy KV memory
+while it runs but are never looked up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from traces.hashing import combine
+from traces.schema import Trace
+
+NEVER = np.iinfo(np.int64).max
+
+
+class BlockSizeError(ValueError):
+    pass
+
+
+def remap_blocks(trace: Trace, engine_block_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, ids)`` of each request's engine blocks in CSR form (see the module rule)."""
+    bt = trace.block_size
+    be = bt if engine_block_tokens is None else int(engine_block_tokens)
+    if be <= 0:
+        raise BlockSizeError(f"tiers.block_tokens must be > 0, got {be}")
+    if be == bt:
+        return trace.block_offsets, trace.block_hashes
+    counts = np.diff(trace.block_offsets)
+    if bt % be == 0:
+        r = bt // be
+        ids = combine(np.repeat(trace.block_hashes, r), np.tile(np.arange(r, dtype=np.uint64), len(trace.block_hashes)))
+        offsets = trace.block_offsets * r
+        return offsets, ids
+    if be % bt == 0:
+        r = be // bt
+        new_counts = counts // r
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(new_counts, out=offsets[1:])
+        # The last trace block of engine block k of request q sits at start_q + k*r + r - 1.
+        request_of = np.repeat(np.arange(len(counts)), new_counts)
+        k = np.arange(offsets[-1]) - offsets[request_of]
+        ids = trace.block_hashes[trace.block_offsets[request_of] + k * r + r - 1]
+        return offsets, ids
+    raise BlockSizeError(
+        f"tiers.block_tokens={be} does not divide or multiply the trace's block size {bt}; "
+        f"use a divisor or a multiple of {bt} (e.g. {bt}, {max(1, bt // 2)} or {2 * bt})"
+    )
+
+
+def next_use(keys: np.ndarray) -> np.ndarray:
+    """For each position of ``keys``, the next position holding the same key, else ``NEVER``."""
+    n = len(keys)
+    out = np.full(n, NEVER, dtype=np.int64)
+    if n < 2:
+        return out
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    same = sorted_keys[1:] == sorted_keys[:-1]
+    out[order[:-1][same]] = order[1:][same]
+    return out
