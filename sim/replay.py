@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+import pandas as pd
+
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
+from policies.registry import resolve
 from sim.blocks import next_use, remap_blocks
+from sim.config import SimConfig
+from sim.result import Result
 from traces.schema import Trace
 
 _NO_PINS: frozenset[int] = frozenset()
@@ -64,3 +69,31 @@ def replay_single_tier(
                 resident.add(block)
                 on_insert(block, g - start)
     return hits
+
+
+def run_replay(config: SimConfig, trace: Trace) -> Result:
+    """Replay mode of :func:`sim.run`: single-tier hit ratios at ``config.tiers.hbm_blocks``."""
+    capacity = config.tiers.hbm_blocks
+    if capacity is None:
+        raise ValueError("replay mode needs tiers.hbm_blocks (the cache capacity in blocks)")
+    policy = resolve("eviction", config.eviction)()
+    hits = replay_single_tier(trace, capacity, policy, block_tokens=config.tiers.block_tokens)
+    offsets, _ = remap_blocks(trace, config.tiers.block_tokens)
+    per_request_hits = np.add.reduceat(hits.astype(np.int64), offsets[:-1]) if len(hits) else np.zeros(len(trace), np.int64)
+    per_request_hits[np.diff(offsets) == 0] = 0
+    requests = pd.DataFrame(
+        {
+            "request_id": trace.request_id,
+            "blocks": np.diff(offsets),
+            "hbm_hit_blocks": per_request_hits,
+        }
+    )
+    summary = {
+        "mode": "replay",
+        "eviction": getattr(policy, "name", type(policy).__name__),
+        "hbm_blocks": capacity,
+        "n_requests": len(trace),
+        "n_accesses": int(len(hits)),
+        "block_hit_ratio": float(hits.mean()) if len(hits) else 0.0,
+    }
+    return Result(summary, requests)

@@ -1,0 +1,20 @@
+"""The one entry point: ``run(config, trace) -> Result`` for either mode."""
+
+from __future__ import annotations
+
+from sim.config import MODES, SimConfig
+from sim.result import Result
+from traces.schema import Trace
+
+
+def run(config: SimConfig, trace: Trace, *, progress: bool = False) -> Result:
+    """Simulate ``trace`` under ``config``; ``progress`` shows a progress bar on stderr."""
+    if config.mode == "replay":
+        from sim.replay import run_replay
+
+        return run_replay(config, trace)
+    if config.mode == "serve":
+        from sim.engine import run_serve
+
+        return run_serve(config, trace, progress=progress)
+    raise ValueError(f"mode={config.mode!r} is not one of {', '.join(MODES)}")
