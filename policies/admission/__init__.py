@@ -1,0 +1,1 @@
+"""Admission / placement policies: where blocks go below HBM."""

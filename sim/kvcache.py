@@ -1,0 +1,252 @@
+"""Residency of prefix blocks across memory tiers: the bookkeeping, not the timing.
+
+:class:`TieredCache` knows which tier holds which block, which blocks are pinned, how much
+space running requests hold privately, and asks each tier's eviction policy for victims and
+the placement policy where victims go. Every operation that moves data appends a
+:class:`Move` to a list the caller passes in; the serve engine turns moves into timed
+transfers on links, the cache-only replayer just counts them. One implementation serves both
+modes, so replay hit ratios and serve-mode residency follow the same rules.
+
+Rules kept here (and checked when ``check_invariants`` is on):
+
+* a tier never holds more than its capacity (named blocks + reserved private blocks);
+* a pinned block is never evicted (victims are verified against the pin table);
+* the hierarchy is inclusive: promoting a block up leaves its lower copy in place;
+* a block is told to its tier's eviction policy when it becomes a candidate: at once when
+  inserted unpinned, or when its pinning request releases it (see ``policies/eviction/base``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from policies.admission.base import AdmissionPolicy
+from policies.eviction.base import EvictionPolicy, RequestContext
+
+DROPPED = -1  # destination tier of a block evicted from the hierarchy
+
+
+class InvariantError(AssertionError):
+    """The simulator broke one of its own rules; results from this run must not be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Block ``block`` copied from tier ``src`` to tier ``dst`` (``DROPPED``: discarded)."""
+
+    block: int
+    src: int
+    dst: int
+
+
+class Tier:
+    """One level of the hierarchy: named (cached) blocks plus reserved private space."""
+
+    __slots__ = ("blocks", "capacity", "evictions", "index", "name", "pinned", "policy", "reserved", "untold")
+
+    def __init__(self, name: str, index: int, capacity: int, policy: EvictionPolicy) -> None:
+        if capacity < 1:
+            raise ValueError(f"tier {name} must hold at least one block, got capacity {capacity}")
+        self.name = name
+        self.index = index
+        self.capacity = capacity
+        self.policy = policy
+        self.blocks: dict[int, int] = {}  # block id -> position in its prefix chain
+        self.pinned: dict[int, int] = {}  # block id -> pin count; only resident blocks
+        self.untold: set[int] = set()  # resident, pinned, not yet told to the policy
+        self.reserved = 0  # private blocks of running or swapped requests
+        self.evictions = 0
+
+    @property
+    def used(self) -> int:
+        return len(self.blocks) + self.reserved
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.blocks) - self.reserved
+
+    @property
+    def evictable(self) -> int:
+        return len(self.blocks) - len(self.pinned)
+
+
+class TieredCache:
+    """Tiers top first (index 0 is HBM); see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        tiers: Sequence[Tier],
+        admission: AdmissionPolicy,
+        *,
+        check_invariants: bool = True,
+    ) -> None:
+        self.tiers = list(tiers)
+        self.names = tuple(t.name for t in self.tiers)
+        self.admission = admission
+        admission.bind(self.names)
+        self.check_invariants = check_invariants
+        self._index = {t.name: t.index for t in self.tiers}
+
+    # ------------------------------------------------------------------ queries
+    def tier_index(self, name: str) -> int:
+        return self._index[name]
+
+    def find(self, block: int) -> int:
+        """Index of the highest tier holding ``block``, or ``DROPPED``."""
+        for tier in self.tiers:
+            if block in tier.blocks:
+                return tier.index
+        return DROPPED
+
+    def match_prefix(self, blocks: Sequence[int]) -> list[int]:
+        """Tier of each block of the longest prefix of ``blocks`` held anywhere.
+
+        A prefix block is only useful if every block before it is too, so the walk stops at
+        the first block no tier holds.
+        """
+        found: list[int] = []
+        for block in blocks:
+            where = self.find(block)
+            if where == DROPPED:
+                break
+            found.append(where)
+        return found
+
+    # ------------------------------------------------------------------ space
+    def make_room(self, t: int, n: int, moves: list[Move]) -> bool:
+        """Evict from tier ``t`` until ``n`` slots are free; ``False`` if pins forbid it."""
+        tier = self.tiers[t]
+        if tier.free + tier.evictable < n:
+            return False
+        while tier.free < n:
+            self._evict_one(tier, moves)
+        return True
+
+    def reserve(self, t: int, n: int, moves: list[Move]) -> bool:
+        """Hold ``n`` private (unnamed) blocks in tier ``t``, evicting to make room."""
+        if not self.make_room(t, n, moves):
+            return False
+        self.tiers[t].reserved += n
+        return True
+
+    def unreserve(self, t: int, n: int) -> None:
+        tier = self.tiers[t]
+        if self.check_invariants and n > tier.reserved:
+            raise InvariantError(f"{tier.name}: releasing {n} private blocks but only {tier.reserved} held")
+        tier.reserved -= n
+
+    def _evict_one(self, tier: Tier, moves: list[Move]) -> None:
+        victim = tier.policy.victim(tier.pinned)
+        if self.check_invariants:
+            if victim in tier.pinned:
+                raise InvariantError(f"{tier.name}: {type(tier.policy).__name__} evicted pinned block {victim}")
+            if victim not in tier.blocks:
+                raise InvariantError(f"{tier.name}: {type(tier.policy).__name__} evicted non-resident block {victim}")
+        position = tier.blocks.pop(victim)
+        tier.evictions += 1
+        dest_name = self.admission.demote_to(tier.name)
+        if dest_name is None:
+            moves.append(Move(victim, tier.index, DROPPED))
+            return
+        dest = self._checked_destination(dest_name, tier.index, "demote_to")
+        lower = self.tiers[dest]
+        if victim in lower.blocks:
+            # The inclusive lower copy is still there: nothing to write.
+            lower.policy.on_access(victim, position)
+            moves.append(Move(victim, tier.index, DROPPED))
+            return
+        if self.insert(dest, victim, position, moves, pin=False):
+            moves.append(Move(victim, tier.index, dest))
+        else:
+            moves.append(Move(victim, tier.index, DROPPED))
+
+    def _checked_destination(self, name: str, below: int, method: str) -> int:
+        dest = self._index.get(name)
+        if dest is None or dest <= below:
+            raise ValueError(
+                f"{type(self.admission).__name__}.{method} returned {name!r}; "
+                f"expected a tier below {self.names[below]!r} among {self.names}"
+            )
+        return dest
+
+    # ------------------------------------------------------------------ residency
+    def insert(self, t: int, block: int, position: int, moves: list[Move], *, pin: bool) -> bool:
+        """Make ``block`` resident in tier ``t``; ``False`` if no room can be made.
+
+        A pinned insert is not told to the policy until :meth:`release`; an unpinned insert is
+        told at once.
+        """
+        tier = self.tiers[t]
+        if self.check_invariants and block in tier.blocks:
+            raise InvariantError(f"{tier.name}: block {block} inserted twice")
+        if not self.make_room(t, 1, moves):
+            return False
+        tier.blocks[block] = position
+        if pin:
+            tier.pinned[block] = tier.pinned.get(block, 0) + 1
+            tier.untold.add(block)
+        else:
+            tier.policy.on_insert(block, position)
+        if self.check_invariants and tier.used > tier.capacity:
+            raise InvariantError(f"{tier.name}: {tier.used} blocks held, capacity {tier.capacity}")
+        return True
+
+    def pin(self, t: int, block: int) -> None:
+        pinned = self.tiers[t].pinned
+        pinned[block] = pinned.get(block, 0) + 1
+
+    def unpin(self, t: int, block: int) -> None:
+        """Drop one pin without telling the policy (e.g. the source of a finished copy)."""
+        tier = self.tiers[t]
+        count = tier.pinned.get(block, 0)
+        if self.check_invariants and count == 0:
+            raise InvariantError(f"{tier.name}: unpinning block {block} that is not pinned")
+        if count == 1:
+            del tier.pinned[block]
+            if block in tier.untold:
+                # Its inserter never released it through release(); tell it now so that it
+                # can be evicted at all.
+                tier.untold.discard(block)
+                tier.policy.on_insert(block, tier.blocks[block])
+        else:
+            tier.pinned[block] = count - 1
+
+    def touch(self, t: int, block: int) -> None:
+        """A use of a resident, unpinned-or-told block that the policy should see now."""
+        tier = self.tiers[t]
+        if block not in tier.untold:
+            tier.policy.on_access(block, tier.blocks[block])
+
+    def release(self, t: int, blocks: Sequence[int], ctx: RequestContext | None) -> None:
+        """A request stops using ``blocks`` (head first as given): unpin them and tell the
+        policy, tail first, as vLLM returns a finished request's blocks to its free queue."""
+        tier = self.tiers[t]
+        policy = tier.policy
+        if ctx is not None:
+            policy.on_request(ctx)
+        pinned, untold, positions = tier.pinned, tier.untold, tier.blocks
+        for block in reversed(blocks):
+            count = pinned.get(block, 0)
+            if self.check_invariants and count == 0:
+                raise InvariantError(f"{tier.name}: releasing block {block} that is not pinned")
+            if count == 1:
+                del pinned[block]
+            else:
+                pinned[block] = count - 1
+            if block in untold:
+                untold.discard(block)
+                policy.on_insert(block, positions[block])
+            else:
+                policy.on_access(block, positions[block])
+
+    def occupancy(self) -> list[int]:
+        return [t.used for t in self.tiers]
+
+
+def build_tiers(
+    capacities: Sequence[tuple[str, int]],
+    make_policy: Callable[[str, int], EvictionPolicy],
+) -> list[Tier]:
+    """Tiers from ``(name, capacity_blocks)`` pairs, top first, each with a bound policy."""
+    return [Tier(name, i, capacity, make_policy(name, capacity)) for i, (name, capacity) in enumerate(capacities)]
