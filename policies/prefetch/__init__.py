@@ -1,0 +1,1 @@
+"""Prefetch policies: staging KV up the hierarchy ahead of need."""

@@ -1,0 +1,1 @@
+"""Scheduling policies: admission order and preemption victims."""
