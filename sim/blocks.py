@@ -31,21 +31,41 @@ class BlockSizeError(ValueError):
     pass
 
 
+def check_block_tokens(trace_block_tokens: int, engine_block_tokens: int) -> None:
+    """Raise :class:`BlockSizeError` unless one block size is a multiple of the other."""
+    bt, be = trace_block_tokens, engine_block_tokens
+    if be <= 0:
+        raise BlockSizeError(f"tiers.block_tokens must be > 0, got {be}")
+    if bt % be and be % bt:
+        raise BlockSizeError(
+            f"tiers.block_tokens={be} does not divide or multiply the trace's block size {bt}; "
+            f"use a divisor or a multiple of {bt} (e.g. {bt}, {max(1, bt // 2)} or {2 * bt})"
+        )
+
+
 def remap_blocks(trace: Trace, engine_block_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``(offsets, ids)`` of each request's engine blocks in CSR form (see the module rule)."""
     bt = trace.block_size
     be = bt if engine_block_tokens is None else int(engine_block_tokens)
-    if be <= 0:
-        raise BlockSizeError(f"tiers.block_tokens must be > 0, got {be}")
+    check_block_tokens(bt, be)
     if be == bt:
         return trace.block_offsets, trace.block_hashes
     counts = np.diff(trace.block_offsets)
     if bt % be == 0:
         r = bt // be
-        ids = combine(np.repeat(trace.block_hashes, r), np.tile(np.arange(r, dtype=np.uint64), len(trace.block_hashes)))
-        offsets = trace.block_offsets * r
-        return offsets, ids
-    if be % bt == 0:
+        ids = combine(
+            np.repeat(trace.block_hashes, r),
+            np.tile(np.arange(r, dtype=np.uint64), len(trace.block_hashes)),
+        )
+        # A hashed partial last trace block yields engine blocks only where it has tokens.
+        fine_counts = np.minimum(counts * r, -(-trace.input_tokens.astype(np.int64) // be))
+        keep = np.arange(len(ids)) - np.repeat(trace.block_offsets[:-1] * r, counts * r) < np.repeat(
+            fine_counts, counts * r
+        )
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(fine_counts, out=offsets[1:])
+        return offsets, ids[keep]
+    else:
         r = be // bt
         new_counts = counts // r
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
@@ -55,10 +75,6 @@ def remap_blocks(trace: Trace, engine_block_tokens: int | None) -> tuple[np.ndar
         k = np.arange(offsets[-1]) - offsets[request_of]
         ids = trace.block_hashes[trace.block_offsets[request_of] + k * r + r - 1]
         return offsets, ids
-    raise BlockSizeError(
-        f"tiers.block_tokens={be} does not divide or multiply the trace's block size {bt}; "
-        f"use a divisor or a multiple of {bt} (e.g. {bt}, {max(1, bt // 2)} or {2 * bt})"
-    )
 
 
 def next_use(keys: np.ndarray) -> np.ndarray:
@@ -72,3 +88,25 @@ def next_use(keys: np.ndarray) -> np.ndarray:
     same = sorted_keys[1:] == sorted_keys[:-1]
     out[order[:-1][same]] = order[1:][same]
     return out
+
+
+class AccessOracle:
+    """The future of an access stream, for offline policies (Belady/OPT).
+
+    ``next_use[g]`` answers for the block accessed at flat index ``g``; ``next_access(block,
+    after)`` answers for any block: the first index ``> after`` at which it is accessed. The
+    second is what a tier needs when a block arrives by demotion, outside its own access.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.next_use = next_use(keys)
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted_keys = keys[self._order]
+
+    def next_access(self, block: int, after: int) -> int:
+        keys = self._sorted_keys
+        lo = int(np.searchsorted(keys, np.uint64(block), side="left"))
+        hi = int(np.searchsorted(keys, np.uint64(block), side="right"))
+        positions = self._order[lo:hi]  # ascending: the sort was stable
+        k = int(np.searchsorted(positions, after, side="right"))
+        return int(positions[k]) if k < len(positions) else NEVER

@@ -19,7 +19,7 @@ Rules kept here (and checked when ``check_invariants`` is on):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from policies.admission.base import AdmissionPolicy
 from policies.eviction.base import EvictionPolicy, RequestContext
@@ -31,8 +31,7 @@ class InvariantError(AssertionError):
     """The simulator broke one of its own rules; results from this run must not be used."""
 
 
-@dataclass(frozen=True, slots=True)
-class Move:
+class Move(NamedTuple):
     """Block ``block`` copied from tier ``src`` to tier ``dst`` (``DROPPED``: discarded)."""
 
     block: int
@@ -43,7 +42,17 @@ class Move:
 class Tier:
     """One level of the hierarchy: named (cached) blocks plus reserved private space."""
 
-    __slots__ = ("blocks", "capacity", "evictions", "index", "name", "pinned", "policy", "reserved", "untold")
+    __slots__ = (
+        "blocks",
+        "capacity",
+        "evictions",
+        "index",
+        "name",
+        "pinned",
+        "policy",
+        "reserved",
+        "untold",
+    )
 
     def __init__(self, name: str, index: int, capacity: int, policy: EvictionPolicy) -> None:
         if capacity < 1:
@@ -113,13 +122,21 @@ class TieredCache:
             found.append(where)
         return found
 
+    def begin(self, ctx: RequestContext) -> None:
+        """Tell every tier's policy which request the next touches belong to."""
+        for tier in self.tiers:
+            tier.policy.on_request(ctx)
+
     # ------------------------------------------------------------------ space
     def make_room(self, t: int, n: int, moves: list[Move]) -> bool:
         """Evict from tier ``t`` until ``n`` slots are free; ``False`` if pins forbid it."""
         tier = self.tiers[t]
-        if tier.free + tier.evictable < n:
+        free = tier.capacity - len(tier.blocks) - tier.reserved
+        if free >= n:
+            return True
+        if free + len(tier.blocks) - len(tier.pinned) < n:
             return False
-        while tier.free < n:
+        for _ in range(n - free):
             self._evict_one(tier, moves)
         return True
 
@@ -149,7 +166,9 @@ class TieredCache:
         if dest_name is None:
             moves.append(Move(victim, tier.index, DROPPED))
             return
-        dest = self._checked_destination(dest_name, tier.index, "demote_to")
+        dest = self._index.get(dest_name, DROPPED)
+        if dest <= tier.index:
+            self._checked_destination(dest_name, tier.index, "demote_to")
         lower = self.tiers[dest]
         if victim in lower.blocks:
             # The inclusive lower copy is still there: nothing to write.
@@ -161,14 +180,13 @@ class TieredCache:
         else:
             moves.append(Move(victim, tier.index, DROPPED))
 
-    def _checked_destination(self, name: str, below: int, method: str) -> int:
+    def _checked_destination(self, name: str, below: int, method: str) -> None:
         dest = self._index.get(name)
         if dest is None or dest <= below:
             raise ValueError(
                 f"{type(self.admission).__name__}.{method} returned {name!r}; "
                 f"expected a tier below {self.names[below]!r} among {self.names}"
             )
-        return dest
 
     # ------------------------------------------------------------------ residency
     def insert(self, t: int, block: int, position: int, moves: list[Move], *, pin: bool) -> bool:
@@ -188,7 +206,7 @@ class TieredCache:
             tier.untold.add(block)
         else:
             tier.policy.on_insert(block, position)
-        if self.check_invariants and tier.used > tier.capacity:
+        if self.check_invariants and len(tier.blocks) + tier.reserved > tier.capacity:
             raise InvariantError(f"{tier.name}: {tier.used} blocks held, capacity {tier.capacity}")
         return True
 

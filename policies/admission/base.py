@@ -25,6 +25,7 @@ class AdmissionPolicy(ABC):
 
     def bind(self, tiers: tuple[str, ...]) -> None:
         self.tiers = tiers
+        self._next_below = {upper: lower for upper, lower in zip(tiers, tiers[1:], strict=False)}
 
     def write_through_tiers(self, position: int) -> tuple[str, ...]:
         """Lower tiers that receive a copy of a newly computed block at chain ``position``."""
@@ -36,8 +37,7 @@ class AdmissionPolicy(ABC):
 
     def _below(self, tier: str) -> str | None:
         """The next tier present below ``tier``, if any."""
-        i = self.tiers.index(tier)
-        return self.tiers[i + 1] if i + 1 < len(self.tiers) else None
+        return self._next_below.get(tier)
 
 
 BASE_CLASS = AdmissionPolicy

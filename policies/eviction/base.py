@@ -35,7 +35,7 @@ policies (Belady/OPT) may read it; online policies must decide from the past alo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,8 +62,11 @@ class WorkloadView:
     """Facts about the workload and hardware a policy may use when it is bound to a tier.
 
     ``next_use[g]`` is the flat access index at which the block accessed at ``g`` is accessed
-    next (:data:`NEVER` if never): flat index ``g = ctx.access_offset + position``. It is the
-    future, for offline policies only. ``recompute_s_by_position[p]`` is the time the GPU
+    next (:data:`NEVER` if never): flat index ``g = ctx.access_offset + position``.
+    ``next_access(block, g)`` is the first flat index after ``g`` at which ``block`` is
+    accessed; in serve mode a lower tier receives evicted blocks outside their own accesses,
+    and only this form answers for those. Both are the future, for offline policies only.
+    ``recompute_s_by_position[p]`` is the time the GPU
     spends recomputing the block at chain position ``p`` (longer for deeper blocks, which attend
     to a longer prefix); positions past the end use the last entry.
     """
@@ -72,6 +75,7 @@ class WorkloadView:
     block_bytes: int
     categories: tuple[str, ...] = ()
     next_use: np.ndarray | None = None
+    next_access: Callable[[int, int], int] | None = None
     recompute_s_by_position: np.ndarray | None = None
 
 

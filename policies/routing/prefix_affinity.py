@@ -25,7 +25,10 @@ class PrefixAffinity(Router):
         loads = [r.outstanding_tokens() for r in replicas]
         least = min(range(len(replicas)), key=lambda i: (loads[i], i))
         limit = self.load_cap * loads[least] + self.slack_tokens
-        best = max(range(len(replicas)), key=lambda i: (replicas[i].cached_prefix_blocks(request), -loads[i], -i))
+        best = max(
+            range(len(replicas)),
+            key=lambda i: (replicas[i].cached_prefix_blocks(request), -loads[i], -i),
+        )
         if replicas[best].cached_prefix_blocks(request) > 0 and loads[best] <= limit:
             return best
         return least

@@ -9,7 +9,14 @@ from policies.scheduler.base import Scheduler
 
 # Categories a user waits on at the keyboard are latency-critical; api, file and agent
 # traffic tolerates delay (the split used by Alibaba's Bailian trace study).
-DEFAULT_CLASSES: Mapping[str, int] = {"text": 0, "search": 0, "image": 0, "api": 1, "file": 1, "agent": 1}
+DEFAULT_CLASSES: Mapping[str, int] = {
+    "text": 0,
+    "search": 0,
+    "image": 0,
+    "api": 1,
+    "file": 1,
+    "agent": 1,
+}
 
 
 class Priority(Scheduler):

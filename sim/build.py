@@ -1,0 +1,285 @@
+"""From a :class:`~sim.config.SimConfig` and a trace to concrete hardware: validated first.
+
+Every check runs before any simulation starts, and each failure is a one-line
+:class:`ConfigError` naming the config key, the value and what would be valid, so a sweep
+fails at once rather than an hour in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hwmodels.execution import ExecutionModel
+from hwmodels.gpus import GPUS, GpuSpec, get_gpu
+from hwmodels.models import MODELS, ModelSpec, get_model
+from hwmodels.profile import GpuProfile, load_profile
+from policies.registry import FAMILIES, UnknownPolicyError, resolve
+from sim.blocks import BlockSizeError, check_block_tokens
+from sim.config import MODES, PREEMPTION_MODES, SimConfig
+from sim.links import DurationModel, linear_duration
+from traces.schema import Trace
+
+GB = 1e9
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be simulated; ``key`` is the offending config key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything the engine needs that follows from the config and the trace."""
+
+    model: ModelSpec
+    gpu: GpuSpec
+    profile: GpuProfile
+    execution: ExecutionModel
+    block_tokens: int
+    bytes_per_block: int
+    tier_blocks: tuple[tuple[str, int], ...]  # (name, capacity in blocks), HBM first
+    copies_per_block: int
+    pcie_h2d: DurationModel
+    pcie_d2h: DurationModel
+    ssd_read: DurationModel
+    ssd_write: DurationModel
+    policies: dict[str, Callable[..., Any]]  # family -> factory
+    hbm_kv_bytes_available: float
+
+
+def build_setup(config: SimConfig, trace: Trace) -> Setup:
+    """Validate ``config`` against ``trace`` and resolve it; raises :class:`ConfigError`."""
+    _check_scalars(config)
+    model = _model(config)
+    gpu = _gpu(config)
+    profile = _profile(config, gpu)
+    tp = config.hardware.tensor_parallel
+    if model.n_q_heads % tp:
+        divisors = [d for d in range(1, model.n_q_heads + 1) if model.n_q_heads % d == 0 and d <= 16]
+        raise ConfigError(
+            "hardware.tensor_parallel",
+            f"{tp} does not divide {model.name}'s {model.n_q_heads} attention heads; use one of {divisors}",
+        )
+    block_tokens = config.tiers.block_tokens or trace.block_size
+    try:
+        check_block_tokens(trace.block_size, block_tokens)
+    except BlockSizeError as exc:
+        raise ConfigError("tiers.block_tokens", str(exc)) from None
+    bytes_per_block = model.kv_bytes_per_block(block_tokens)
+    available = _hbm_kv_bytes_available(config, model, gpu)
+    tiers = _tier_capacities(config, bytes_per_block, available)
+    copies = config.hardware.copies_per_block or 2 * model.n_layers
+    if copies < 1:
+        raise ConfigError("hardware.copies_per_block", f"must be >= 1, got {copies}")
+    policies = {}
+    for family in FAMILIES:
+        ref = getattr(config, family)
+        try:
+            policies[family] = resolve(family, ref)
+        except UnknownPolicyError as exc:
+            raise ConfigError(family, str(exc)) from None
+    h2d, d2h = _pcie_models(config, profile, tp)
+    hw = config.hardware
+    return Setup(
+        model=model,
+        gpu=gpu,
+        profile=profile,
+        execution=ExecutionModel(model, profile, tp, config.engine.iteration_overhead_s),
+        block_tokens=block_tokens,
+        bytes_per_block=bytes_per_block,
+        tier_blocks=tiers,
+        copies_per_block=copies,
+        pcie_h2d=h2d,
+        pcie_d2h=d2h,
+        ssd_read=linear_duration(hw.ssd_latency_s, hw.ssd_read_gbps * GB),
+        ssd_write=linear_duration(hw.ssd_latency_s, hw.ssd_write_gbps * GB),
+        policies=policies,
+        hbm_kv_bytes_available=available,
+    )
+
+
+def _check_scalars(config: SimConfig) -> None:
+    hw, eng, slo, pw = config.hardware, config.engine, config.slo, config.power
+
+    def positive(key: str, value: float) -> None:
+        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise ConfigError(key, f"must be a positive number, got {value!r}")
+
+    def non_negative(key: str, value: float) -> None:
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ConfigError(key, f"must be >= 0, got {value!r}")
+
+    if config.mode not in MODES:
+        raise ConfigError("mode", f"{config.mode!r} is not one of {', '.join(MODES)}")
+    for key, value in (
+        ("hardware.tensor_parallel", hw.tensor_parallel),
+        ("hardware.n_replicas", hw.n_replicas),
+        ("engine.max_num_seqs", eng.max_num_seqs),
+        ("engine.max_num_batched_tokens", eng.max_num_batched_tokens),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(key, f"must be an integer >= 1, got {value!r}")
+    if not 0 < hw.gpu_memory_utilization <= 1:
+        raise ConfigError("hardware.gpu_memory_utilization", f"must be in (0, 1], got {hw.gpu_memory_utilization}")
+    if hw.hbm_gb is not None:
+        positive("hardware.hbm_gb", hw.hbm_gb)
+    for key in ("dram_gb", "ssd_gb", "activation_reserve_gb"):
+        non_negative(f"hardware.{key}", getattr(hw, key))
+    for key in ("ssd_read_gbps", "ssd_write_gbps"):
+        positive(f"hardware.{key}", getattr(hw, key))
+    non_negative("hardware.ssd_latency_s", hw.ssd_latency_s)
+    if hw.pcie_gbps is not None:
+        positive("hardware.pcie_gbps", hw.pcie_gbps)
+    if hw.pcie_latency_s is not None:
+        non_negative("hardware.pcie_latency_s", hw.pcie_latency_s)
+    if eng.preemption not in PREEMPTION_MODES:
+        raise ConfigError("engine.preemption", f"{eng.preemption!r} is not one of {', '.join(PREEMPTION_MODES)}")
+    non_negative("engine.iteration_overhead_s", eng.iteration_overhead_s)
+    positive("slo.ttft_s", slo.ttft_s)
+    positive("slo.tpot_s", slo.tpot_s)
+    for key in ("gpu_idle_w", "gpu_active_w", "joules_per_byte_moved"):
+        non_negative(f"power.{key}", getattr(pw, key))
+    positive("timeseries_interval_s", config.timeseries_interval_s)
+    for key in ("hbm_blocks", "dram_blocks", "ssd_blocks"):
+        value = getattr(config.tiers, key)
+        if value is not None and (not isinstance(value, int) or value < (1 if key == "hbm_blocks" else 0)):
+            lowest = 1 if key == "hbm_blocks" else 0
+            raise ConfigError(f"tiers.{key}", f"must be an integer >= {lowest}, got {value!r}")
+
+
+def _model(config: SimConfig) -> ModelSpec:
+    try:
+        model = get_model(config.model.name)
+    except ValueError:
+        raise ConfigError(
+            "model.name",
+            f"unknown model {config.model.name!r}; choose one of {', '.join(sorted(MODELS))}",
+        ) from None
+    changes: dict[str, Any] = {}
+    if config.model.kv_bytes_per_element is not None:
+        if config.model.kv_bytes_per_element <= 0:
+            raise ConfigError(
+                "model.kv_bytes_per_element",
+                f"must be > 0, got {config.model.kv_bytes_per_element}",
+            )
+        changes["kv_bytes_per_element"] = float(config.model.kv_bytes_per_element)
+    if not 0 < config.model.kv_compression_ratio <= 1:
+        raise ConfigError(
+            "model.kv_compression_ratio",
+            f"must be in (0, 1], got {config.model.kv_compression_ratio}",
+        )
+    changes["kv_compression_ratio"] = float(config.model.kv_compression_ratio)
+    return model.with_overrides(**changes)
+
+
+def _gpu(config: SimConfig) -> GpuSpec:
+    try:
+        return get_gpu(config.hardware.gpu)
+    except ValueError:
+        raise ConfigError(
+            "hardware.gpu",
+            f"unknown GPU {config.hardware.gpu!r}; choose one of {', '.join(sorted(GPUS))}",
+        ) from None
+
+
+def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
+    name = config.hardware.profile or gpu.name
+    try:
+        return load_profile(name)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise ConfigError("hardware.profile", f"cannot load profile {name!r}: {exc}") from None
+
+
+def _hbm_kv_bytes_available(config: SimConfig, model: ModelSpec, gpu: GpuSpec) -> float:
+    """HBM left for KV per replica, as vLLM sizes it: usable memory minus weights and reserve."""
+    hw = config.hardware
+    tp = hw.tensor_parallel
+    usable_per_gpu = gpu.memory_gb * GB * hw.gpu_memory_utilization
+    weights_per_gpu = model.weight_bytes / tp
+    left_per_gpu = usable_per_gpu - weights_per_gpu - hw.activation_reserve_gb * GB
+    if left_per_gpu <= 0:
+        needed_tp = math.ceil(model.weight_bytes / (usable_per_gpu - hw.activation_reserve_gb * GB))
+        raise ConfigError(
+            "hardware.tensor_parallel",
+            f"{model.name}'s weights ({model.weight_bytes / GB:.1f} GB, {weights_per_gpu / GB:.1f} GB per GPU "
+            f"at tensor_parallel={tp}) leave no room for KV on {gpu.name} ({usable_per_gpu / GB:.1f} GB usable "
+            f"per GPU, {hw.activation_reserve_gb} GB activation reserve); "
+            f"use tensor_parallel >= {max(needed_tp, tp + 1)}",
+        )
+    return left_per_gpu * tp
+
+
+def _tier_capacities(config: SimConfig, bytes_per_block: int, hbm_available: float) -> tuple[tuple[str, int], ...]:
+    hw, tiers = config.hardware, config.tiers
+    block_mib = bytes_per_block / 2**20
+    if tiers.hbm_blocks is not None:
+        hbm_blocks = tiers.hbm_blocks
+        if hbm_blocks * bytes_per_block > hbm_available:
+            raise ConfigError(
+                "tiers.hbm_blocks",
+                f"{hbm_blocks} blocks of {block_mib:.2f} MiB exceed the {hbm_available / GB:.1f} GB of HBM left "
+                f"for KV after weights; use at most {int(hbm_available // bytes_per_block)}",
+            )
+    else:
+        if hw.hbm_gb is not None and hw.hbm_gb * GB > hbm_available:
+            raise ConfigError(
+                "hardware.hbm_gb",
+                f"{hw.hbm_gb} GB exceeds the {hbm_available / GB:.1f} GB of HBM left for KV after weights "
+                f"on {hw.gpu} x {hw.tensor_parallel}",
+            )
+        hbm_bytes = hbm_available if hw.hbm_gb is None else hw.hbm_gb * GB
+        hbm_blocks = int(hbm_bytes // bytes_per_block)
+        if hbm_blocks < 1:
+            raise ConfigError(
+                "hardware.hbm_gb",
+                f"{hw.hbm_gb} GB holds less than one {block_mib:.2f} MiB KV block",
+            )
+    capacities = [("hbm", hbm_blocks)]
+    for name in ("dram", "ssd"):
+        blocks = getattr(tiers, f"{name}_blocks")
+        if blocks is None:
+            size_gb = getattr(hw, f"{name}_gb")
+            if size_gb == 0:
+                continue
+            blocks = int(size_gb * GB // bytes_per_block)
+            if blocks < 1:
+                raise ConfigError(
+                    f"hardware.{name}_gb",
+                    f"{size_gb} GB holds less than one {block_mib:.2f} MiB KV block",
+                )
+        if blocks > 0:
+            capacities.append((name, blocks))
+    if config.engine.preemption == "swap" and "dram" not in dict(capacities):
+        raise ConfigError(
+            "engine.preemption",
+            "swap needs a DRAM tier to swap into; set hardware.dram_gb > 0 or use recompute",
+        )
+    return tuple(capacities)
+
+
+def _pcie_models(config: SimConfig, profile: GpuProfile, tp: int) -> tuple[DurationModel, DurationModel]:
+    """Per-replica PCIe: each of the ``tp`` GPUs moves its shard over its own link at once."""
+    hw = config.hardware
+    if hw.pcie_gbps is None and hw.pcie_latency_s is None:
+
+        def from_profile(kind: str) -> DurationModel:
+            def duration(nbytes: int, n_copies: int) -> float:
+                return float(profile.copy_many_s(n_copies, nbytes / tp / n_copies, kind))
+
+            return duration
+
+        return from_profile("h2d"), from_profile("d2h")
+    gbps = hw.pcie_gbps if hw.pcie_gbps is not None else profile.gpu.pcie_gbps * 0.8
+    latency = hw.pcie_latency_s if hw.pcie_latency_s is not None else float(profile.copy_s(1, "h2d"))
+    per_gpu = linear_duration(latency, gbps * GB)
+
+    def sharded(nbytes: int, n_copies: int) -> float:
+        return per_gpu(nbytes / tp, n_copies)
+
+    return sharded, sharded

@@ -1,0 +1,296 @@
+"""Serve mode: replay a trace at its arrival times through replicas behind a router.
+
+Wires the pieces together — tiers and policies per replica, links, the router, a sampler for
+the time series — runs the SimPy environment to completion, checks the run's accounting, and
+returns a :class:`~sim.result.Result`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
+from sim.blocks import AccessOracle, remap_blocks
+from sim.build import Setup, build_setup
+from sim.config import SimConfig
+from sim.kvcache import InvariantError, TieredCache, build_tiers
+from sim.links import Link
+from sim.metrics import RequestLog, RunTotals, requests_frame, summarise
+from sim.progress import SimProgress
+from sim.replica import Replica
+from sim.request import Request
+from sim.result import Result
+from traces.schema import Trace
+
+
+def run_serve(config: SimConfig, trace: Trace, *, progress: bool = False) -> Result:
+    setup = build_setup(config, trace)
+    return _ServeRun(config, trace, setup, progress).run()
+
+
+class _ServeRun:
+    def __init__(self, config: SimConfig, trace: Trace, setup: Setup, progress: bool) -> None:
+        self.config = config
+        self.trace = trace
+        self.setup = setup
+        self.env = simpy.Environment()
+        self.offsets, self.keys = remap_blocks(trace, setup.block_tokens)
+        eviction = setup.policies["eviction"]
+        needs_future = bool(getattr(eviction, "offline", False))
+        self.oracle = AccessOracle(self.keys) if needs_future else None
+        self.recompute_s = self._recompute_cost_by_position()
+        self.tier_names = tuple(name for name, _ in setup.tier_blocks)
+        self.log = RequestLog(len(trace), self.tier_names)
+        self.remaining = len(trace)
+        self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
+        self.router = setup.policies["routing"]()
+        self.timeseries_rows: list[dict[str, float]] = []
+        self.progress = SimProgress(float(trace.arrival_s[-1]) if len(trace) else 0.0, len(trace)) if progress else None
+
+    # ------------------------------------------------------------------ construction
+    def _recompute_cost_by_position(self) -> np.ndarray:
+        """GPU seconds to recompute one block at each chain position (deeper = longer prefix)."""
+        counts = np.diff(self.offsets)
+        longest = int(counts.max()) if len(counts) else 1
+        bt = self.setup.block_tokens
+        execution = self.setup.execution
+        return np.array(
+            [
+                execution.iteration_s([bt], [p * bt], 0, 0) - execution.iteration_overhead_s
+                for p in range(max(longest, 1))
+            ]
+        )
+
+    def _make_policy(self, tier: str, capacity: int) -> EvictionPolicy:
+        policy = self.setup.policies["eviction"]()
+        policy.bind(
+            capacity,
+            WorkloadView(
+                tier=tier,
+                block_bytes=self.setup.bytes_per_block,
+                categories=self.trace.categories,
+                next_use=self.oracle.next_use if self.oracle else None,
+                next_access=self.oracle.next_access if self.oracle else None,
+                recompute_s_by_position=self.recompute_s,
+            ),
+        )
+        return policy
+
+    def _build_replica(self, index: int) -> Replica:
+        setup, config, env = self.setup, self.config, self.env
+        bucket = config.timeseries_interval_s
+        links = {
+            "pcie_h2d": Link(env, "pcie_h2d", setup.pcie_h2d, bucket),
+            "pcie_d2h": Link(env, "pcie_d2h", setup.pcie_d2h, bucket),
+        }
+        if "ssd" in self.tier_names:
+            links["ssd_read"] = Link(env, "ssd_read", setup.ssd_read, bucket)
+            links["ssd_write"] = Link(env, "ssd_write", setup.ssd_write, bucket)
+        cache = TieredCache(
+            build_tiers(setup.tier_blocks, self._make_policy),
+            setup.policies["admission"](),
+            check_invariants=config.check_invariants,
+        )
+        scheduler = setup.policies["scheduler"]()
+        scheduler.bind(self.trace.categories)
+        return Replica(
+            env,
+            index,
+            cache=cache,
+            links=links,
+            execution=setup.execution,
+            scheduler=scheduler,
+            prefetch=setup.policies["prefetch"](),
+            log=self.log,
+            context_of=self._context_of,
+            bytes_per_block=setup.bytes_per_block,
+            copies_per_block=setup.copies_per_block,
+            max_num_seqs=config.engine.max_num_seqs,
+            max_num_batched_tokens=config.engine.max_num_batched_tokens,
+            preemption=config.engine.preemption,
+            on_done=self._on_done,
+        )
+
+    def _context_of(self, req: Request) -> RequestContext:
+        return RequestContext(
+            request_index=req.index,
+            now_s=self.env.now,
+            arrival_s=req.arrival_s,
+            session_id=req.session_id,
+            turn=req.turn,
+            category=req.category,
+            n_blocks=len(req.blocks),
+            access_offset=req.access_offset,
+        )
+
+    # ------------------------------------------------------------------ processes
+    def _arrivals(self):
+        trace, env = self.trace, self.env
+        arrival, inputs, outputs = trace.arrival_s, trace.input_tokens, trace.output_tokens
+        sessions, turns, categories = trace.session_id, trace.turn, trace.category_code
+        offsets, keys = self.offsets, self.keys
+        for i in range(len(trace)):
+            at = float(arrival[i])
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            start, end = int(offsets[i]), int(offsets[i + 1])
+            req = Request(
+                i,
+                at,
+                int(inputs[i]),
+                int(outputs[i]),
+                keys[start:end].tolist(),
+                self.setup.block_tokens,
+                start,
+                int(sessions[i]),
+                int(turns[i]),
+                int(categories[i]),
+            )
+            choice = self.router.route(req, self.replicas) if len(self.replicas) > 1 else 0
+            if not 0 <= choice < len(self.replicas):
+                raise ValueError(
+                    f"{type(self.router).__name__}.route returned {choice!r}; replicas are 0..{len(self.replicas) - 1}"
+                )
+            self.replicas[choice].submit(req)
+
+    def _on_done(self, req: Request) -> None:
+        self.remaining -= 1
+        req.blocks = []  # the block list is the largest part of a request; free it now
+
+    def _sampler(self):
+        env, interval = self.env, self.config.timeseries_interval_s
+        bucket = 0
+        last_time = -1.0
+        while self.remaining > 0:
+            yield env.timeout(interval)
+            if env.now < last_time:
+                raise InvariantError(f"simulated time went backwards: {env.now} after {last_time}")
+            last_time = env.now
+            for replica in self.replicas:
+                row: dict[str, float] = {"time_s": env.now, "replica": replica.index}
+                for tier in replica.cache.tiers:
+                    row[f"{tier.name}_used_blocks"] = tier.used
+                    row[f"{tier.name}_pinned_blocks"] = len(tier.pinned)
+                row["running"] = len(replica.running)
+                row["waiting"] = replica.n_waiting
+                row["loading"] = replica.n_loading
+                row["decoding"] = replica.n_decode
+                for name, link in replica.links.items():
+                    row[f"{name}_utilisation"] = link.utilisation(bucket)
+                self.timeseries_rows.append(row)
+            bucket += 1
+            if self.progress:
+                self.progress.update(env.now, len(self.trace) - self.remaining)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Result:
+        env = self.env
+        env.process(self._arrivals())
+        env.process(self._sampler())
+        try:
+            env.run()
+        finally:
+            if self.progress:
+                self.progress.close()
+        return self._result()
+
+    def _result(self) -> Result:
+        log, trace = self.log, self.trace
+        unfinished = ~log.finished & (log.reject_reason == 0)
+        log.reject_reason[unfinished] = 2
+        columns = {
+            "request_id": trace.request_id,
+            "arrival_s": trace.arrival_s,
+            "input_tokens": trace.input_tokens.astype(np.int64),
+            "output_tokens": trace.output_tokens.astype(np.int64),
+        }
+        frame = requests_frame(columns, log)
+        totals = self._totals(frame)
+        if self.config.check_invariants:
+            self._check_accounting(frame)
+        summary = summarise(
+            frame,
+            log,
+            totals,
+            ttft_slo_s=self.config.slo.ttft_s,
+            tpot_slo_s=self.config.slo.tpot_s,
+            power=self.config.power,
+        )
+        summary = {**self._describe(), **summary}
+        return Result(summary, frame, pd.DataFrame(self.timeseries_rows))
+
+    def _totals(self, frame: pd.DataFrame) -> RunTotals:
+        finish = frame["e2e_s"].to_numpy() + frame["arrival_s"].to_numpy()
+        start = float(self.trace.arrival_s[0]) if len(self.trace) else 0.0
+        makespan = float(np.nanmax(finish) - start) if np.isfinite(finish).any() else 0.0
+        link_bytes: dict[str, int] = {}
+        link_busy: dict[str, float] = {}
+        link_transfers: dict[str, int] = {}
+        for replica in self.replicas:
+            for name, link in replica.links.items():
+                link_bytes[name] = link_bytes.get(name, 0) + link.bytes_moved
+                link_busy[name] = link_busy.get(name, 0.0) + link.busy_s / len(self.replicas)
+                link_transfers[name] = link_transfers.get(name, 0) + link.transfers
+        tp = self.config.hardware.tensor_parallel
+        return RunTotals(
+            makespan_s=makespan,
+            gpu_busy_s=sum(r.busy_s for r in self.replicas) * tp,
+            n_gpus=len(self.replicas) * tp,
+            link_bytes=link_bytes,
+            link_busy_s=link_busy,
+            link_transfers=link_transfers,
+            tier_capacity_blocks={name: cap for name, cap in self.setup.tier_blocks},
+            tier_peak_blocks={
+                name: max(r.peak_blocks[i] for r in self.replicas) for i, name in enumerate(self.tier_names)
+            },
+            evictions={
+                name: sum(r.cache.tiers[i].evictions for r in self.replicas) for i, name in enumerate(self.tier_names)
+            },
+            preemptions_recompute=sum(r.preemptions_recompute for r in self.replicas),
+            preemptions_swap=sum(r.preemptions_swap for r in self.replicas),
+            swap_fallbacks=sum(r.swap_fallbacks for r in self.replicas),
+            bytes_per_block=self.setup.bytes_per_block,
+        )
+
+    def _check_accounting(self, frame: pd.DataFrame) -> None:
+        """Invariants that close over the whole run; a violation is an engine bug."""
+        for replica in self.replicas:
+            for name, link in replica.links.items():
+                if link.bytes_moved != replica.issued_bytes[name]:
+                    raise InvariantError(
+                        f"replica {replica.index} link {name}: {link.bytes_moved} bytes moved but "
+                        f"{replica.issued_bytes[name]} issued"
+                    )
+        log = self.log
+        hits = log.hit_tokens.sum(axis=0)
+        inputs = frame["input_tokens"].to_numpy()
+        done = log.finished
+        mismatch = done & (hits + log.recomputed_tokens != inputs)
+        if mismatch.any():
+            i = int(np.flatnonzero(mismatch)[0])
+            raise InvariantError(
+                f"request {i}: hit tokens {hits[i]} + recomputed {log.recomputed_tokens[i]} != prompt {inputs[i]}"
+            )
+
+    def _describe(self) -> dict[str, object]:
+        def name_of(factory: Callable[..., object]) -> str:
+            func = getattr(factory, "func", factory)  # functools.partial from hydra
+            module = getattr(func, "__module__", "")
+            if module.startswith("policies."):
+                return module.rsplit(".", 1)[-1]
+            return getattr(func, "__qualname__", repr(func))
+
+        return {
+            "mode": "serve",
+            "model": self.setup.model.name,
+            "gpu": self.setup.gpu.name,
+            "profile": self.setup.profile.name,
+            "tensor_parallel": self.config.hardware.tensor_parallel,
+            "n_replicas": self.config.hardware.n_replicas,
+            "block_tokens": self.setup.block_tokens,
+            **{family: name_of(factory) for family, factory in self.setup.policies.items()},
+        }

@@ -1,0 +1,742 @@
+"""One GPU-backed serving engine: an iteration-level scheduler over a tiered KV cache.
+
+Each step is built as vLLM builds it: every running decode contributes one token, running
+prefills continue in chunks, and waiting requests are admitted in the scheduler's order while
+the token budget (``max_num_batched_tokens``), the sequence limit (``max_num_seqs``) and KV
+memory allow. Admission looks the prompt's prefix up tier by tier: HBM hits are pinned,
+lower-tier hits are copied up over the links (the request waits in ``LOADING``, which is
+recorded as KV stall), misses are prefilled. Memory is allocated per step; when a running
+request cannot grow, the scheduler's preemption victim is preempted by recompute or swap.
+
+Cost is O(events), not O(tokens): while the batch is decode-only, the replica advances many
+decode steps in one SimPy timeout, up to the next completion or memory boundary, priced in
+one vectorised call. Decode progress is kept implicitly against a per-replica step counter
+(``generated = joined_generated + counter - joined_counter``), so a step does not touch every
+running request. An arrival or a finished copy wakes the replica at the next step boundary,
+exactly when a real engine would see it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import simpy
+
+from hwmodels.execution import ExecutionModel
+from policies.eviction.base import RequestContext
+from policies.prefetch.base import Hold, Order, PrefetchPolicy, Stage
+from policies.scheduler.base import Scheduler
+from sim.kvcache import DROPPED, InvariantError, Move, TieredCache
+from sim.links import Link
+from sim.metrics import RequestLog
+from sim.queue import WaitingQueue
+from sim.request import Request, State
+
+HBM = 0
+_MAX_DECODE_STEPS_PER_EVENT = 4096
+_PATHS = {
+    ("dram", "hbm"): ("pcie_h2d",),
+    ("ssd", "dram"): ("ssd_read",),
+    ("ssd", "hbm"): ("ssd_read", "pcie_h2d"),
+    ("hbm", "dram"): ("pcie_d2h",),
+    ("dram", "ssd"): ("ssd_write",),
+    ("hbm", "ssd"): ("pcie_d2h", "ssd_write"),
+}
+
+
+class Replica:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        index: int,
+        *,
+        cache: TieredCache,
+        links: dict[str, Link],
+        execution: ExecutionModel,
+        scheduler: Scheduler,
+        prefetch: PrefetchPolicy,
+        log: RequestLog,
+        context_of: Callable[[Request], RequestContext],
+        bytes_per_block: int,
+        copies_per_block: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        preemption: str,
+        on_done: Callable[[Request], None],
+    ) -> None:
+        self.env = env
+        self.index = index
+        self.cache = cache
+        self.links = links
+        self.execution = execution
+        self.scheduler = scheduler
+        self.prefetch = prefetch
+        self.log = log
+        self._context_of = context_of
+        self.bytes_per_block = bytes_per_block
+        self.copies_per_block = copies_per_block
+        self.max_num_seqs = max_num_seqs
+        self.token_budget = max_num_batched_tokens
+        self.preemption = preemption
+        self._on_done = on_done
+        self.hbm = cache.tiers[HBM]
+        self.block_tokens = 0  # set from the first request
+        self.waiting = WaitingQueue(scheduler)
+        self.running: list[Request] = []  # admission order: LOADING, PREFILL and DECODE
+        # Decode bookkeeping (see the module docstring).
+        self.counter = 0
+        self.n_decode = 0
+        self.decode_ctx_base = 0
+        self._finish_heap: list[tuple[int, int, int, Request]] = []
+        self._alloc_heap: list[tuple[int, int, int, Request]] = []
+        # Copies in flight into a tier: (tier, block) -> completion event.
+        self._inflight: dict[tuple[int, int], simpy.Event] = {}
+        self._stall_until = 0.0  # the next step waits for write-backs that free its slots
+        self._resuming: list[Request] = []  # swapped-in decoders; they rejoin at a step boundary
+        self._holds: list[list[int]] = []
+        self._held_blocks = 0
+        self._queue_dirty = False
+        # Showing the queue costs a partial sort; skip it for policies that ignore it.
+        self._watches_queue = type(prefetch).on_queue_change is not PrefetchPolicy.on_queue_change
+        self._wake = env.event()
+        self.outstanding_tokens_total = 0
+        # Totals for the summary.
+        self.busy_s = 0.0
+        self.steps = 0
+        self.preemptions_recompute = 0
+        self.preemptions_swap = 0
+        self.swap_fallbacks = 0
+        self.issued_bytes: dict[str, int] = {name: 0 for name in links}
+        self.peak_blocks = [0] * len(cache.tiers)
+        env.process(self._loop())
+
+    # ================================================================== views for policies
+    def outstanding_tokens(self) -> int:
+        return self.outstanding_tokens_total
+
+    def cached_prefix_blocks(self, request: Any) -> int:
+        return len(self.cache.match_prefix(request.blocks))
+
+    def free_blocks(self, tier: str) -> int:
+        return self.cache.tiers[self.cache.tier_index(tier)].free if tier in self.cache.names else 0
+
+    def has_tier(self, tier: str) -> bool:
+        return tier in self.cache.names
+
+    def blocks_below(self, request: Any, tier: str) -> int:
+        if tier not in self.cache.names:
+            return 0
+        t = self.cache.tier_index(tier)
+        return sum(1 for where in self.cache.match_prefix(request.blocks) if where > t)
+
+    # ================================================================== arrivals
+    def submit(self, req: Request) -> None:
+        """A request routed here; rejected at once if its KV could never fit in HBM."""
+        if self.block_tokens == 0:
+            self.block_tokens = req.block_tokens
+        req.replica = self.index
+        self.log.replica[req.index] = self.index
+        if req.kv_blocks_for(req.input_tokens + req.output_tokens) > self.hbm.capacity:
+            req.state = State.REJECTED
+            self.log.reject_reason[req.index] = 1
+            self._on_done(req)
+            return
+        self.outstanding_tokens_total += req.input_tokens + req.output_tokens
+        self.waiting.push(req, self.env.now)
+        self._queue_dirty = True
+        self._execute(self.prefetch.on_arrival(req, self))
+        self._notify()
+
+    def _notify(self) -> None:
+        if not self._wake.triggered:
+            self._wake.succeed()
+
+    # ================================================================== the step loop
+    def _loop(self):  # noqa: C901 - the loop reads best in one place
+        env = self.env
+        while True:
+            if self._wake.triggered:
+                self._wake = env.event()
+            if self._stall_until > env.now:
+                yield env.timeout(self._stall_until - env.now)
+                continue
+            plan = self._plan()
+            if plan is None:
+                yield self._wake
+                continue
+            prefill, k, durations = plan
+            start, start_counter = env.now, self.counter
+            cumulative = np.cumsum(durations)
+            if k == 1:
+                yield env.timeout(float(cumulative[0]))
+                done = 1
+            else:
+                timeout = env.timeout(float(cumulative[-1]))
+                yield timeout | self._wake
+                if timeout.processed or env.now >= start + cumulative[-1]:
+                    done = k
+                else:
+                    # Woken mid-run: finish the step in progress, then re-plan.
+                    elapsed = env.now - start
+                    j = int(np.searchsorted(cumulative, elapsed, side="left"))
+                    if cumulative[j] > elapsed:
+                        yield env.timeout(float(cumulative[j] - elapsed))
+                    done = j + 1
+            self.busy_s += float(cumulative[done - 1])
+            self.steps += done
+            self._complete(prefill, start, start_counter, cumulative[:done])
+
+    def _plan(self) -> tuple[list[tuple[Request, int]], int, np.ndarray] | None:
+        """Build the next step: ``(prefill chunks, decode steps, step durations)`` or ``None``."""
+        for req in self._resuming:
+            self._join_decode(req)
+        self._resuming.clear()
+        # Decodes first: each needs room for one more token.
+        while self.n_decode and self._grow_decoders(1) == 0:
+            if not self._relieve_pressure(None):
+                break
+        budget = self.token_budget - self.n_decode
+        prefill: list[tuple[Request, int]] = []
+        for req in list(self.running):
+            if budget <= 0:
+                break
+            if req.state is not State.PREFILL:
+                continue
+            chunk = min(req.prompt_target - req.computed, budget)
+            if not self._allocate_for(req, req.computed + chunk):
+                continue  # it was preempted
+            prefill.append((req, chunk))
+            budget -= chunk
+        budget = self._admit(budget, prefill)
+        if self._queue_dirty:
+            self._queue_dirty = False
+            if self._watches_queue and len(self.waiting):
+                self._execute(self.prefetch.on_queue_change(self.waiting.head(32, self.env.now), self))
+        self._track_peaks()
+        if prefill:
+            new = [chunk for _, chunk in prefill]
+            prefix = [req.computed for req, _ in prefill]
+            ctx = self.decode_ctx_base + self.n_decode * self.counter
+            return (
+                prefill,
+                1,
+                np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)]),
+            )
+        if not self.n_decode:
+            return None
+        k = self._finish_heap[0][0] - self.counter + 1 if self._finish_heap else 1
+        k = max(1, min(k, _MAX_DECODE_STEPS_PER_EVENT))
+        k = max(1, self._grow_decoders(k))
+        ctx = self.decode_ctx_base + self.n_decode * self.counter
+        return prefill, k, self.execution.decode_steps_s(self.n_decode, ctx, k)
+
+    # ================================================================== admission
+    def _admit(self, budget: int, prefill: list[tuple[Request, int]]) -> int:
+        now = self.env.now
+        for req in self.waiting.candidates(now, self._refresh_cached_tokens):
+            if budget <= 0 or len(self.running) >= self.max_num_seqs:
+                break
+            chunk = self._try_admit(req, budget)
+            while chunk is None:
+                victim = self.scheduler.preempt_for(req, self._preemptable())
+                if victim is None:
+                    break
+                self._preempt(victim)
+                chunk = self._try_admit(req, budget)
+            if chunk is None:
+                break
+            self.waiting.pop(req)
+            self._queue_dirty = True
+            if chunk:
+                prefill.append((req, chunk))
+                budget -= chunk
+        return budget
+
+    def _refresh_cached_tokens(self, req: Request) -> None:
+        """Prompt tokens of ``req`` whose prefix is resident in HBM (what SGLang matches)."""
+        blocks_in_hbm = self.hbm.blocks
+        tokens = 0
+        for j, block in enumerate(req.blocks):
+            if block not in blocks_in_hbm:
+                break
+            tokens += req.block_token_count(j)
+        req.cached_tokens = tokens
+
+    def _try_admit(self, req: Request, budget: int) -> int | None:
+        """Admit ``req`` if memory allows; return the prefill chunk it runs in this step
+        (0 if it waits for KV copies first), or ``None`` if it does not fit."""
+        if req.swapped_blocks:
+            return self._swap_in(req)
+        cache, now = self.cache, self.env.now
+        cache.begin(self._context_of(req))
+        tiers = cache.match_prefix(req.blocks)
+        m = len(tiers)
+        hit_tokens = sum(req.block_token_count(j) for j in range(m))
+        # At least one token is computed so that the step produces logits (vLLM's rule).
+        while m and hit_tokens >= req.prompt_target:
+            m -= 1
+            hit_tokens -= req.block_token_count(m)
+        hbm_hits = [j for j in range(m) if tiers[j] == HBM]
+        lower = [j for j in range(m) if tiers[j] != HBM]
+        for j in hbm_hits:
+            cache.pin(HBM, req.blocks[j])
+        chunk = min(req.prompt_target - hit_tokens, budget) if not lower else 0
+        need_new = len(lower) + req.kv_blocks_for(hit_tokens + chunk) - m
+        if self.hbm.free + self.hbm.evictable < need_new:
+            for j in hbm_hits:
+                cache.unpin(HBM, req.blocks[j])
+            return None
+        sources = [(j, tiers[j]) for j in lower]
+        self._pin_sources(req.blocks, sources)
+        moves: list[Move] = []
+        for j in lower:
+            cache.insert(HBM, req.blocks[j], j, moves, pin=True)
+        private = req.kv_blocks_for(hit_tokens + chunk) - m
+        if private and not cache.reserve(HBM, private, moves):
+            raise InvariantError("admission reserved less than it checked")
+        req.held_named, req.held_private = m, private
+        self._set_computed(req, hit_tokens)
+        if not req.looked_up:
+            self._record_lookup(req, tiers[:m], hit_tokens)
+        else:
+            self.log.preempt_recomputed_tokens[req.index] += req.prompt_target - hit_tokens
+        req.admitted_s = now
+        if req.first_scheduled_s < 0:
+            req.first_scheduled_s = now
+            self.log.first_scheduled_s[req.index] = now
+        self.running.append(req)
+        waits = self._until(self._pay(moves))
+        for j in hbm_hits:
+            pending = self._inflight.get((HBM, req.blocks[j]))
+            if pending is not None:
+                waits.append(pending)
+        if lower:
+            waits.extend(self._load_up(req.blocks, sources, HBM))
+        if waits:
+            self._wait_for(req, waits)
+            return 0
+        req.state = State.PREFILL
+        return chunk
+
+    def _record_lookup(self, req: Request, tiers: Sequence[int], hit_tokens: int) -> None:
+        req.looked_up = True
+        log, i = self.log, req.index
+        log.named_blocks[i] = len(req.blocks)
+        for j, t in enumerate(tiers):
+            log.hit_tokens[t, i] += req.block_token_count(j)
+            log.hit_blocks[t, i] += 1
+        log.recomputed_tokens[i] = req.input_tokens - hit_tokens
+
+    def _set_computed(self, req: Request, tokens: int) -> None:
+        self.outstanding_tokens_total -= tokens - req.computed
+        req.computed = tokens
+
+    def _preemptable(self) -> list[Request]:
+        return [r for r in self.running if r.state in (State.PREFILL, State.DECODE)]
+
+    # ================================================================== KV copies
+    def _pin_sources(self, blocks: Sequence[int], sources: Sequence[tuple[int, int]]) -> None:
+        """Pin the lower-tier copies a load will read, before anything can evict them."""
+        for j, t in sources:
+            self.cache.touch(t, blocks[j])
+            self.cache.pin(t, blocks[j])
+
+    def _load_up(self, blocks: Sequence[int], sources: Sequence[tuple[int, int]], dest: int) -> list[simpy.Event]:
+        """Copy ``blocks[j]`` from tier ``t`` up to ``dest`` for each ``(j, t)``. The
+        destination slots must be held and the sources pinned (:meth:`_pin_sources`); the
+        sources are unpinned when their copy lands."""
+        by_source: dict[int, list[int]] = {}
+        for j, t in sources:
+            by_source.setdefault(t, []).append(blocks[j])
+        events = []
+        for t, moved in sorted(by_source.items()):
+            done = self.env.process(self._copy_up(self._path(t, dest), t, dest, moved))
+            for block in moved:
+                self._inflight[(dest, block)] = done
+            events.append(done)
+        return events
+
+    def _copy_up(self, path: list[Link], src: int, dest: int, blocks: list[int]):
+        """Process: the copy hop by hop (SSD -> host -> HBM), each hop queued on its link
+        when the previous one lands; then the sources are unpinned."""
+        n = len(blocks)
+        for link in path:
+            end = self._transfer(link, n * self.bytes_per_block, n)
+            yield self.env.timeout(end - self.env.now)
+        for block in blocks:
+            self.cache.unpin(src, block)
+            if self._inflight.get((dest, block)) is self.env.active_process:
+                del self._inflight[(dest, block)]
+
+    def _copy_down(self, path: list[Link], n: int):
+        """Process: the later hops of a downward copy (host -> SSD after PCIe)."""
+        for link in path:
+            end = self._transfer(link, n * self.bytes_per_block, n)
+            yield self.env.timeout(end - self.env.now)
+
+    def _path(self, src: int, dst: int) -> list[Link]:
+        """Links a copy from tier ``src`` to tier ``dst`` crosses, in order. SSD data always
+        passes through host memory, whether or not DRAM is a cache tier."""
+        pair = (self.cache.names[src], self.cache.names[dst])
+        return [self.links[name] for name in _PATHS[pair]]
+
+    def _transfer(self, link: Link, nbytes: int, n_blocks: int) -> float:
+        """Queue a copy of ``n_blocks`` blocks on ``link`` now; return its completion time."""
+        copies = n_blocks * self.copies_per_block if link.name.startswith("pcie") else n_blocks
+        self.issued_bytes[link.name] += nbytes
+        return link.reserve(nbytes, copies)
+
+    def _pay(self, moves: Sequence[Move]) -> float:
+        """Issue the copies evictions caused; return when the HBM slots they freed are
+        reusable (once their old contents have left HBM), or now if none was written."""
+        down: dict[tuple[int, int], int] = {}
+        for move in moves:
+            if move.dst != DROPPED:
+                down[(move.src, move.dst)] = down.get((move.src, move.dst), 0) + 1
+        slots_free_at = self.env.now
+        for (src, dst), n in sorted(down.items()):
+            end = self._write_down(src, dst, n)
+            if src == HBM:
+                slots_free_at = max(slots_free_at, end)
+        return slots_free_at
+
+    def _write_down(self, src: int, dst: int, n: int) -> float:
+        """Copy ``n`` blocks from tier ``src`` down to ``dst``; return when they have left
+        ``src`` (the first hop), later hops following in the background."""
+        first, *rest = self._path(src, dst)
+        end = self._transfer(first, n * self.bytes_per_block, n)
+        if rest:
+            self.env.timeout(end - self.env.now).callbacks.append(lambda _e: self.env.process(self._copy_down(rest, n)))
+        return end
+
+    def _until(self, at: float) -> list[simpy.Event]:
+        """Events to wait on for time ``at`` (none if it is now)."""
+        return [self.env.timeout(at - self.env.now)] if at > self.env.now else []
+
+    def _wait_for(self, req: Request, events: list[simpy.Event]) -> None:
+        req.state = State.LOADING
+        req.load_started_s = self.env.now
+        self.env.all_of(events).callbacks.append(lambda _event, req=req: self._loaded(req))
+
+    def _loaded(self, req: Request) -> None:
+        if req.state is not State.LOADING:
+            return
+        waited = self.env.now - req.load_started_s
+        req.stall_s += waited
+        self.log.stall_s[req.index] += waited
+        if req.swapped_blocks:
+            self.cache.unreserve(self.cache.tier_index("dram"), req.swapped_blocks)
+            req.swapped_blocks = 0
+        if req.computed >= req.prompt_target:
+            self._resuming.append(req)
+        else:
+            req.state = State.PREFILL
+        self._notify()
+
+    # ================================================================== memory
+    def _allocate_for(self, req: Request, tokens: int) -> bool:
+        """Reserve private blocks so ``req`` can hold ``tokens`` tokens; preempt if needed.
+        ``False`` if ``req`` itself was preempted."""
+        need = req.kv_blocks_for(tokens) - req.held_named - req.held_private
+        if need <= 0:
+            return True
+        moves: list[Move] = []
+        while not self.cache.reserve(HBM, need, moves):
+            if not self._relieve_pressure(req):
+                return False
+        req.held_private += need
+        self._stall_until = max(self._stall_until, self._pay(moves))
+        return True
+
+    def _relieve_pressure(self, requester: Request | None) -> bool:
+        """Free HBM: drop prefetch holds first, then preempt a victim. ``False`` when the
+        requester itself was preempted (or nothing could be freed)."""
+        if self._holds:
+            self._release_holds()
+            return True
+        candidates = self._preemptable()
+        if not candidates:
+            return False
+        victim = self.scheduler.preemption_victim(candidates)
+        self._preempt(victim)
+        return victim is not requester
+
+    def _grow_decoders(self, k: int) -> int:
+        """Reserve blocks so every decoder can run ``k`` more steps; return how many steps
+        are covered (fewer than ``k`` when HBM runs out)."""
+        limit = self.counter + k
+        heap = self._alloc_heap
+        moves: list[Move] = []
+        covered = k
+        while heap and heap[0][0] < limit:
+            at, _, epoch, req = heap[0]
+            if epoch != req.decode_epoch or req.state is not State.DECODE:
+                heapq.heappop(heap)
+                continue
+            if not self.cache.reserve(HBM, 1, moves):
+                covered = at - self.counter
+                break
+            req.held_private += 1
+            heapq.heapreplace(heap, (at + self.block_tokens, req.index, epoch, req))
+        self._stall_until = max(self._stall_until, self._pay(moves))
+        return covered
+
+    # ================================================================== decode bookkeeping
+    def _join_decode(self, req: Request) -> None:
+        req.state = State.DECODE
+        req.decode_epoch += 1
+        c0 = self.counter
+        req.decode_join_counter = c0
+        req.decode_join_generated = req.generated
+        kv = req.computed
+        capacity_tokens = req.named_tokens + req.held_private * self.block_tokens
+        self.n_decode += 1
+        self.decode_ctx_base += kv + 1 - c0
+        finish_step = c0 + (req.output_tokens - req.generated) - 1
+        heapq.heappush(self._finish_heap, (finish_step, req.index, req.decode_epoch, req))
+        heapq.heappush(self._alloc_heap, (c0 + capacity_tokens - kv, req.index, req.decode_epoch, req))
+
+    def _leave_decode(self, req: Request) -> None:
+        """Bring ``req``'s counters up to date and take it out of the decode batch."""
+        steps = self.counter - req.decode_join_counter
+        req.generated = req.decode_join_generated + steps
+        req.computed += steps
+        req.prompt_target = max(req.prompt_target, req.computed)
+        self.n_decode -= 1
+        self.decode_ctx_base -= (req.computed - steps) + 1 - req.decode_join_counter
+        req.decode_epoch += 1  # invalidates its heap entries
+
+    # ================================================================== step completion
+    def _complete(
+        self,
+        prefill: list[tuple[Request, int]],
+        start: float,
+        start_counter: int,
+        cumulative: np.ndarray,
+    ) -> None:
+        steps = len(cumulative)
+        self.counter = start_counter + steps
+        self.outstanding_tokens_total -= self.n_decode * steps
+        while self._finish_heap and self._finish_heap[0][0] < self.counter:
+            finish_step, _, epoch, req = heapq.heappop(self._finish_heap)
+            if epoch != req.decode_epoch or req.state is not State.DECODE:
+                continue
+            self._leave_decode(req)
+            self._finish(req, start + float(cumulative[finish_step - start_counter]))
+        end = start + float(cumulative[-1])
+        for req, chunk in prefill:
+            if req.state is not State.PREFILL:
+                continue  # preempted while the step ran
+            self._set_computed(req, req.computed + chunk)
+            self._name_completed_blocks(req)
+            if req.computed < req.prompt_target:
+                continue
+            if req.first_token_s < 0:
+                req.first_token_s = end
+                self.log.first_token_s[req.index] = end
+            if req.generated < req.output_tokens:
+                req.generated += 1
+                self.outstanding_tokens_total -= 1
+            if req.generated >= req.output_tokens:
+                self._finish(req, end)
+            else:
+                self._join_decode(req)
+
+    def _name_completed_blocks(self, req: Request) -> None:
+        """Computed chain blocks become named cached blocks (pinned by ``req``), and are
+        written through to lower tiers where the placement policy says so."""
+        complete = req.complete_named(req.computed)
+        if complete <= req.held_named:
+            return
+        cache, moves = self.cache, []
+        through: dict[int, int] = {}
+        for j in range(req.held_named, complete):
+            block = req.blocks[j]
+            cache.unreserve(HBM, 1)
+            req.held_private -= 1
+            if block in self.hbm.blocks:
+                cache.pin(HBM, block)
+            else:
+                cache.insert(HBM, block, j, moves, pin=True)
+            for tier_name in cache.admission.write_through_tiers(j):
+                t = cache.tier_index(tier_name) if tier_name in cache.names else -1
+                if t <= HBM:
+                    raise ValueError(
+                        f"{type(cache.admission).__name__}.write_through_tiers named {tier_name!r}, "
+                        "not a tier below hbm"
+                    )
+                if block not in cache.tiers[t].blocks and cache.insert(t, block, j, moves, pin=False):
+                    through[t] = through.get(t, 0) + 1
+        req.held_named = complete
+        self._stall_until = max(self._stall_until, self._pay(moves))
+        for t, n in sorted(through.items()):
+            self._write_down(HBM, t, n)
+
+    def _finish(self, req: Request, at: float) -> None:
+        self.running.remove(req)
+        self._release_kv(req)
+        req.state = State.DONE
+        log, i = self.log, req.index
+        log.finish_s[i] = at
+        log.finished[i] = True
+        log.generated[i] = req.generated
+        log.preemptions[i] = req.preemptions
+        if req.first_token_s < 0:
+            log.first_token_s[i] = at
+        self._execute(self.prefetch.on_finish(req, self))
+        self._on_done(req)
+
+    def _release_kv(self, req: Request) -> None:
+        if req.held_private:
+            self.cache.unreserve(HBM, req.held_private)
+            req.held_private = 0
+        if req.held_named:
+            self.cache.release(HBM, req.blocks[: req.held_named], self._context_of(req))
+            req.held_named = 0
+
+    # ================================================================== preemption
+    def _preempt(self, req: Request) -> None:
+        was_decoding = req.state is State.DECODE
+        if was_decoding:
+            self._leave_decode(req)
+        self.running.remove(req)
+        req.preemptions += 1
+        if self.preemption == "swap" and self._swap_out(req):
+            self.preemptions_swap += 1
+        else:
+            before = (req.prompt_target - req.computed) + (req.output_tokens - req.generated)
+            self._release_kv(req)
+            req.prompt_target = req.input_tokens + req.generated
+            req.computed = 0
+            self.outstanding_tokens_total += (req.prompt_target + req.output_tokens - req.generated) - before
+            self.preemptions_recompute += 1
+        req.state = State.WAITING
+        self.waiting.push(req, self.env.now)
+        self._queue_dirty = True
+
+    def _swap_out(self, req: Request) -> bool:
+        dram = self.cache.tier_index("dram")
+        n = req.held_named + req.held_private
+        moves: list[Move] = []
+        if not self.cache.reserve(dram, n, moves):
+            self.swap_fallbacks += 1
+            return False
+        self._pay(moves)
+        copied_out = self._transfer(self.links["pcie_d2h"], n * self.bytes_per_block, n)
+        self._stall_until = max(self._stall_until, copied_out)
+        self._release_kv(req)
+        req.swapped_blocks = n
+        return True
+
+    def _swap_in(self, req: Request) -> int | None:
+        """Bring a swapped request's KV back: chain blocks still in HBM are pinned, the rest
+        is copied from its DRAM swap space."""
+        cache = self.cache
+        named = req.complete_named(req.computed)
+        in_hbm = [j for j in range(named) if req.blocks[j] in self.hbm.blocks]
+        private = req.kv_blocks_for(req.computed) - named
+        need = (named - len(in_hbm)) + private
+        for j in in_hbm:
+            cache.pin(HBM, req.blocks[j])
+        if self.hbm.free + self.hbm.evictable < need:
+            for j in in_hbm:
+                cache.unpin(HBM, req.blocks[j])
+            return None
+        moves: list[Move] = []
+        resident = set(in_hbm)
+        for j in range(named):
+            if j not in resident:
+                cache.insert(HBM, req.blocks[j], j, moves, pin=True)
+        if private:
+            cache.reserve(HBM, private, moves)
+        req.held_named, req.held_private = named, private
+        req.admitted_s = self.env.now
+        self.running.append(req)
+        copied_in = self._transfer(self.links["pcie_h2d"], need * self.bytes_per_block, need)
+        self._wait_for(req, self._until(max(self._pay(moves), copied_in)))
+        return 0
+
+    # ================================================================== prefetch orders
+    def _execute(self, orders: Sequence[Order]) -> None:
+        for order in orders:
+            if isinstance(order, Stage):
+                self._stage(order)
+            elif isinstance(order, Hold):
+                self._hold(order)
+            else:
+                raise TypeError(f"{type(self.prefetch).__name__} returned {order!r}, not a Stage or Hold")
+
+    def _stage(self, order: Stage) -> None:
+        if order.to_tier not in self.cache.names:
+            return
+        dest = self.cache.tier_index(order.to_tier)
+        blocks = order.request.blocks
+        below = [(j, t) for j, t in enumerate(self.cache.match_prefix(blocks)) if t > dest]
+        if not below:
+            return
+        tier = self.cache.tiers[dest]
+        room = tier.free + (tier.evictable if order.evict else 0)
+        below = below[:room]
+        self._pin_sources(blocks, below)
+        moves: list[Move] = []
+        placed = []
+        for j, t in below:
+            if self.cache.insert(dest, blocks[j], j, moves, pin=True):
+                placed.append((j, t))
+            else:
+                self.cache.unpin(t, blocks[j])
+        self._stall_until = max(self._stall_until, self._pay(moves))
+        for event in self._load_up(blocks, placed, dest):
+            event.callbacks.append(
+                lambda _e, moved=[blocks[j] for j, _ in placed], dest=dest: self._unpin_all(dest, moved)
+            )
+
+    def _unpin_all(self, tier: int, blocks: list[int]) -> None:
+        for block in blocks:
+            self.cache.unpin(tier, block)
+
+    def _hold(self, order: Hold) -> None:
+        req = order.request
+        limit = int(self.prefetch.max_hold_fraction * self.hbm.capacity)
+        blocks = [b for b in req.blocks[: req.complete_named(req.computed)] if b in self.hbm.blocks]
+        if not blocks or self._held_blocks + len(blocks) > limit:
+            return
+        for block in blocks:
+            self.cache.pin(HBM, block)
+        self._holds.append(blocks)
+        self._held_blocks += len(blocks)
+        self.env.timeout(order.seconds).callbacks.append(lambda _e, blocks=blocks: self._end_hold(blocks))
+
+    def _end_hold(self, blocks: list[int]) -> None:
+        for i, held in enumerate(self._holds):
+            if held is blocks:
+                del self._holds[i]
+                self._held_blocks -= len(blocks)
+                self._unpin_all(HBM, blocks)
+                return
+
+    def _release_holds(self) -> None:
+        for blocks in self._holds:
+            self._unpin_all(HBM, blocks)
+        self._holds.clear()
+        self._held_blocks = 0
+
+    # ================================================================== accounting
+    def _track_peaks(self) -> None:
+        for i, tier in enumerate(self.cache.tiers):
+            used = tier.used
+            if used > self.peak_blocks[i]:
+                self.peak_blocks[i] = used
+            if self.cache.check_invariants and used > tier.capacity:
+                raise InvariantError(f"{tier.name}: {used} blocks held, capacity {tier.capacity}")
+
+    @property
+    def n_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def n_loading(self) -> int:
+        return sum(1 for r in self.running if r.state is State.LOADING)
