@@ -14,7 +14,7 @@ class GpuSpec:
     name: str
     bf16_tflops: float  # dense
     hbm_tbps: float  # TB/s = 1e12 B/s
-    memory_gb: float  # 1e9 bytes, as datasheets count
+    memory_gb: float  # 1e9 bytes as the driver reports them (a datasheet's "80 GB" is 80 GiB)
     pcie_gbps: float  # GB/s per direction, nominal
     nvlink_gbps: float  # GB/s per direction per GPU, for tensor-parallel all-reduce
 
@@ -22,9 +22,9 @@ class GpuSpec:
 GPUS: dict[str, GpuSpec] = {
     g.name: g
     for g in (
-        GpuSpec("h100-sxm", 989.0, 3.35, 80.0, 64.0, 450.0),
-        GpuSpec("h200", 989.0, 4.8, 141.0, 64.0, 450.0),
-        GpuSpec("a100-80gb", 312.0, 2.0, 80.0, 32.0, 300.0),
+        GpuSpec("h100-sxm", 989.0, 3.35, 85.52, 64.0, 450.0),  # 81,559 MiB
+        GpuSpec("h200", 989.0, 4.8, 150.76, 64.0, 450.0),  # 143,771 MiB
+        GpuSpec("a100-80gb", 312.0, 2.0, 85.90, 32.0, 300.0),  # 81,920 MiB
     )
 }
 

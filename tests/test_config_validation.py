@@ -1,0 +1,58 @@
+"""Each class of impossible configuration is refused before simulating, naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.build import ConfigError, build_setup
+from sim.config import EngineConfig, HardwareConfig, ModelConfig, SimConfig, SLOConfig, TierConfig
+from traces import Trace
+
+TRACE = Trace.from_columns(
+    arrival_s=[0.0], input_tokens=[64], output_tokens=[4], block_hashes=[[1, 2, 3, 4]], block_size=16
+)
+
+
+def error_for(config: SimConfig) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        build_setup(config, TRACE)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "text"),
+    [
+        (SimConfig(hardware=HardwareConfig(hbm_gb=0)), "hardware.hbm_gb", "positive"),
+        (SimConfig(hardware=HardwareConfig(dram_gb=-1)), "hardware.dram_gb", ">= 0"),
+        (SimConfig(hardware=HardwareConfig(dram_gb=1e-6)), "hardware.dram_gb", "less than one"),
+        (SimConfig(hardware=HardwareConfig(hbm_gb=500)), "hardware.hbm_gb", "exceeds"),
+        (SimConfig(tiers=TierConfig(hbm_blocks=0)), "tiers.hbm_blocks", ">= 1"),
+        (SimConfig(model=ModelConfig(name="llama-3-70b")), "hardware.tensor_parallel", "use tensor_parallel >="),
+        (SimConfig(hardware=HardwareConfig(tensor_parallel=3)), "hardware.tensor_parallel", "does not divide"),
+        (SimConfig(slo=SLOConfig(ttft_s=0)), "slo.ttft_s", "positive"),
+        (SimConfig(slo=SLOConfig(tpot_s=-1)), "slo.tpot_s", "positive"),
+        (SimConfig(eviction="lruu"), "eviction", "choose one of"),
+        (SimConfig(scheduler="fifo"), "scheduler", "choose one of"),
+        (SimConfig(tiers=TierConfig(block_tokens=24)), "tiers.block_tokens", "does not divide or multiply"),
+        (SimConfig(engine=EngineConfig(preemption="kill")), "engine.preemption", "recompute, swap"),
+        (SimConfig(engine=EngineConfig(preemption="swap")), "engine.preemption", "DRAM tier"),
+        (SimConfig(engine=EngineConfig(max_num_seqs=0)), "engine.max_num_seqs", ">= 1"),
+        (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
+        (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),
+        (SimConfig(mode="fast"), "mode", "serve, replay"),
+    ],
+)
+def test_bad_config_names_the_key_and_what_is_valid(config: SimConfig, key: str, text: str) -> None:
+    error = error_for(config)
+    assert error.key == key
+    message = str(error)
+    assert message.startswith(f"{key}: ")
+    assert text in message
+    assert "\n" not in message
+
+
+def test_seventy_b_fits_at_tensor_parallel_two() -> None:
+    setup = build_setup(
+        SimConfig(model=ModelConfig(name="llama-3-70b"), hardware=HardwareConfig(tensor_parallel=2)), TRACE
+    )
+    assert setup.tier_blocks[0][1] > 0

@@ -1,0 +1,187 @@
+"""Serve mode on small hand-built traces whose answers are worked out here.
+
+Timing expectations come from the execution model and the configured link parameters, which
+are the simulator's stated cost model: an isolated request's TTFT is one prefill step of its
+uncached tokens (plus any KV load), and a PCIe copy of ``n`` blocks costs
+``n x copies_per_block x latency + bytes / bandwidth``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwmodels import ExecutionModel, get_model, load_profile
+from sim.config import EngineConfig, HardwareConfig, SimConfig, TierConfig
+from sim.result import summary_json
+from sim.run import run
+from traces import Trace
+
+BLOCK = 128
+PROMPT = 1000  # 7 full blocks (896 tokens) + a 104-token unhashed tail
+PCIE_GBPS = 20.0
+PCIE_LATENCY_S = 1e-5
+
+
+def chain(tag: int, n: int = 7) -> list[int]:
+    return [tag * 1000 + j for j in range(n)]
+
+
+def make_trace(rows: list[tuple[float, list[int]]], *, prompt: int = PROMPT, output: int = 1) -> Trace:
+    return Trace.from_columns(
+        arrival_s=[t for t, _ in rows],
+        input_tokens=[prompt] * len(rows),
+        output_tokens=[output] * len(rows),
+        block_hashes=[h for _, h in rows],
+        block_size=BLOCK,
+    )
+
+
+def config(**tiers: int) -> SimConfig:
+    return SimConfig(
+        hardware=HardwareConfig(pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1),
+        tiers=TierConfig(**tiers),
+        admission="write_back",
+    )
+
+
+def execution() -> ExecutionModel:
+    return ExecutionModel(get_model("llama-3-8b"), load_profile("h100-sxm"), 1, EngineConfig().iteration_overhead_s)
+
+
+def bytes_per_block() -> int:
+    return get_model("llama-3-8b").kv_bytes_per_block(BLOCK)
+
+
+def test_repeated_prompt_hits_in_hbm_and_prefills_only_the_tail() -> None:
+    result = run(config(hbm_blocks=100), make_trace([(0.0, chain(1)), (10.0, chain(1))]))
+    second = result.requests.iloc[1]
+    assert result.requests.iloc[0]["hbm_hit_tokens"] == 0
+    assert second["hbm_hit_tokens"] == 7 * BLOCK
+    assert second["recomputed_tokens"] == PROMPT - 7 * BLOCK
+    assert second["ttft_s"] == pytest.approx(execution().iteration_s([104], [896], 0, 0))
+
+
+def test_fully_cached_prompt_still_recomputes_its_last_block() -> None:
+    # 896 tokens = exactly 7 blocks: vLLM recomputes the last block to produce logits.
+    trace = make_trace([(0.0, chain(1)), (10.0, chain(1))], prompt=896)
+    second = run(config(hbm_blocks=100), trace).requests.iloc[1]
+    assert second["hbm_hit_tokens"] == 6 * BLOCK
+    assert second["recomputed_tokens"] == BLOCK
+
+
+def test_prompt_evicted_from_hbm_hits_in_dram_and_pays_the_pcie_load() -> None:
+    # HBM holds 8 blocks: each request needs 7 named + 1 private, so B's admission pushes all
+    # of A's cached blocks down to DRAM, and A's return pushes B's down while loading A's.
+    trace = make_trace([(0.0, chain(1)), (10.0, chain(2)), (20.0, chain(1))])
+    result = run(config(hbm_blocks=8, dram_blocks=100), trace)
+    third = result.requests.iloc[2]
+    assert third["hbm_hit_tokens"] == 0
+    assert third["dram_hit_tokens"] == 7 * BLOCK
+    load_s = 7 * PCIE_LATENCY_S + 7 * bytes_per_block() / (PCIE_GBPS * 1e9)
+    assert third["kv_stall_s"] == pytest.approx(load_s)
+    assert third["ttft_s"] == pytest.approx(load_s + execution().iteration_s([104], [896], 0, 0))
+    summary = result.summary
+    assert summary["link_pcie_h2d_bytes"] == 7 * bytes_per_block()
+    # Written back: A's 7 blocks when B arrived, B's 7 when A returned.
+    assert summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
+
+
+def test_isolated_request_decodes_at_the_models_step_times() -> None:
+    output = 50
+    result = run(config(hbm_blocks=100), make_trace([(0.0, chain(1))], output=output))
+    row = result.requests.iloc[0]
+    model = execution()
+    # After prefill the context holds the prompt; decode step j attends to PROMPT + 1 + j tokens.
+    steps = model.decode_steps_s(1, PROMPT + 1, output - 1)
+    assert row["ttft_s"] == pytest.approx(model.iteration_s([PROMPT], [0], 0, 0))
+    assert row["e2e_s"] - row["ttft_s"] == pytest.approx(steps.sum())
+    assert row["tpot_s"] == pytest.approx(steps.sum() / (output - 1))
+
+
+def sessions_trace(n_sessions: int = 12, turns: int = 4, gap_s: float = 2.0) -> Trace:
+    """Multi-turn sessions: turn k's prompt extends turn k-1's by two blocks."""
+    rows = []
+    for turn in range(turns):
+        for s in range(n_sessions):
+            blocks = chain(s + 1, 3 + 2 * turn)
+            rows.append((turn * gap_s * n_sessions + s * gap_s, blocks, len(blocks) * BLOCK + 50))
+    rows.sort(key=lambda r: r[0])
+    return Trace.from_columns(
+        arrival_s=[r[0] for r in rows],
+        input_tokens=[r[2] for r in rows],
+        output_tokens=[20] * len(rows),
+        block_hashes=[r[1] for r in rows],
+        block_size=BLOCK,
+    )
+
+
+def test_shrinking_hbm_lowers_hit_ratio_and_raises_ttft() -> None:
+    trace = sessions_trace()
+    large = run(config(hbm_blocks=400), trace).summary
+    small = run(config(hbm_blocks=24), trace).summary
+    assert small["token_hit_ratio_hbm"] < large["token_hit_ratio_hbm"]
+    assert small["ttft_s_mean"] > large["ttft_s_mean"]
+
+
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_memory_pressure_preempts_yet_every_request_finishes(preemption: str) -> None:
+    trace = sessions_trace(n_sessions=6, turns=3, gap_s=0.01)
+    cfg = config(hbm_blocks=24, dram_blocks=200)
+    cfg.engine.preemption = preemption
+    result = run(cfg, trace)
+    assert result.summary["n_finished"] == len(trace)
+    assert result.summary[f"preemptions_{preemption}"] > 0
+    assert result.summary["hbm_peak_blocks"] <= 24
+    requests = result.requests
+    hits = sum(requests[f"{t}_hit_tokens"] for t in ("hbm", "dram"))
+    assert (hits + requests["recomputed_tokens"] == requests["input_tokens"]).all()
+
+
+def test_request_too_large_for_hbm_is_rejected_with_a_reason() -> None:
+    trace = Trace.from_columns(
+        arrival_s=[0.0, 1.0],
+        input_tokens=[PROMPT, 30 * BLOCK],
+        output_tokens=[1, 1],
+        block_hashes=[chain(1), chain(2, 30)],
+        block_size=BLOCK,
+    )
+    result = run(config(hbm_blocks=20), trace)
+    assert result.requests["finished"].tolist() == [True, False]
+    assert result.requests["reject_reason"].tolist()[1] == "kv_exceeds_hbm"
+    assert result.summary["rejected_by_reason"]["kv_exceeds_hbm"] == 1
+
+
+def test_same_config_and_trace_give_byte_identical_results(tmp_path) -> None:
+    trace = sessions_trace()
+    first = run(config(hbm_blocks=30, dram_blocks=60), trace).save(tmp_path / "a")
+    second = run(config(hbm_blocks=30, dram_blocks=60), trace).save(tmp_path / "b")
+    for name in ("summary.json", "requests.parquet", "timeseries.parquet"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_summary_reports_every_metric_family() -> None:
+    summary = run(config(hbm_blocks=30, dram_blocks=60), sessions_trace()).summary
+    for family in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "kv_stall_s"):
+        for stat in ("mean", "p50", "p90", "p95", "p99"):
+            assert np.isfinite(summary[f"{family}_{stat}"]), f"{family}_{stat}"
+    for key in (
+        "slo_attainment",
+        "goodput_rps",
+        "throughput_rps",
+        "output_tokens_per_s",
+        "token_hit_ratio_hbm",
+        "token_hit_ratio_dram",
+        "block_hit_ratio_hbm",
+        "recompute_ratio",
+        "link_pcie_h2d_bytes",
+        "link_pcie_d2h_utilisation",
+        "kv_stall_s_total",
+        "hbm_peak_blocks",
+        "preemptions_recompute",
+        "energy_per_output_token_j",
+    ):
+        assert key in summary, key
+    json.loads(summary_json(summary))
