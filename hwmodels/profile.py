@@ -35,7 +35,12 @@ class GpuProfile(Protocol):
         """bf16 ``(m x k) @ (k x n)``."""
 
     def attention_prefill_s(
-        self, seq_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int, prefix_len: ArrayLike = 0
+        self,
+        seq_len: ArrayLike,
+        q_heads: int,
+        kv_heads: int,
+        head_dim: int,
+        prefix_len: ArrayLike = 0,
     ) -> ArrayLike:
         """Causal attention of ``seq_len`` new tokens over ``prefix_len`` cached + themselves."""
 
@@ -98,12 +103,19 @@ class DatasheetProfile:
         return self._roofline(flops, nbytes)
 
     def attention_prefill_s(
-        self, seq_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int, prefix_len: ArrayLike = 0
+        self,
+        seq_len: ArrayLike,
+        q_heads: int,
+        kv_heads: int,
+        head_dim: int,
+        prefix_len: ArrayLike = 0,
     ) -> ArrayLike:
         # Each new token attends to the prefix and, causally, to half of the new tokens.
         keys_per_query = prefix_len + (seq_len + 1) / 2.0
         flops = 4.0 * q_heads * head_dim * seq_len * keys_per_query
-        nbytes = 2.0 * (2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim)
+        nbytes = 2.0 * (
+            2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim
+        )
         return self._roofline(flops, nbytes)
 
     def attention_decode_s(

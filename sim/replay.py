@@ -8,7 +8,6 @@ as libCacheSim, so hit ratios here are directly comparable with one.
 from __future__ import annotations
 
 import numpy as np
-
 import pandas as pd
 
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
@@ -43,7 +42,12 @@ def replay_single_tier(
     hits = np.zeros(len(keys), dtype=bool)
     resident: set[int] = set()
     keys_list = keys.tolist()  # Python ints: hashing numpy scalars is several times slower
-    on_request, on_access, on_insert, victim = policy.on_request, policy.on_access, policy.on_insert, policy.victim
+    on_request, on_access, on_insert, victim = (
+        policy.on_request,
+        policy.on_access,
+        policy.on_insert,
+        policy.victim,
+    )
     for r in range(len(trace)):
         start, end = int(offsets[r]), int(offsets[r + 1])
         on_request(
@@ -79,7 +83,9 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     policy = resolve("eviction", config.eviction)()
     hits = replay_single_tier(trace, capacity, policy, block_tokens=config.tiers.block_tokens)
     offsets, _ = remap_blocks(trace, config.tiers.block_tokens)
-    per_request_hits = np.add.reduceat(hits.astype(np.int64), offsets[:-1]) if len(hits) else np.zeros(len(trace), np.int64)
+    per_request_hits = (
+        np.add.reduceat(hits.astype(np.int64), offsets[:-1]) if len(hits) else np.zeros(len(trace), np.int64)
+    )
     per_request_hits[np.diff(offsets) == 0] = 0
     requests = pd.DataFrame(
         {

@@ -241,7 +241,8 @@ class Replica:
                 break
             chunk = self._try_admit(req, budget)
             while chunk is None:
-                victim = self.scheduler.preempt_for(req, self._preemptable())
+                candidates = self._preemptable()
+                victim = self.scheduler.preempt_for(req, candidates) if candidates else None
                 if victim is None:
                     break
                 self._preempt(victim)

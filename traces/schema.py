@@ -137,9 +137,7 @@ class Trace:
                 count=n,
             )
         trace = cls(
-            request_id=np.arange(n, dtype=np.int64)
-            if request_id is None
-            else np.asarray(request_id, dtype=np.int64),
+            request_id=np.arange(n, dtype=np.int64) if request_id is None else np.asarray(request_id, dtype=np.int64),
             arrival_s=np.asarray(arrival_s, dtype=np.float64),
             input_tokens=np.asarray(input_tokens, dtype=np.int32),
             output_tokens=np.asarray(output_tokens, dtype=np.int32),
@@ -166,9 +164,7 @@ class Trace:
             raise TraceFormatError(self.source, None, "block_size", f"must be > 0, got {self.block_size}")
         for name in ("arrival_s", "input_tokens", "output_tokens", "session_id", "turn", "category_code"):
             if len(getattr(self, name)) != n:
-                raise TraceFormatError(
-                    self.source, None, name, f"has {len(getattr(self, name))} rows, expected {n}"
-                )
+                raise TraceFormatError(self.source, None, name, f"has {len(getattr(self, name))} rows, expected {n}")
         if len(self.block_offsets) != n + 1 or (n and self.block_offsets[0] != 0):
             raise TraceFormatError(self.source, None, "block_hashes", "offsets are not a CSR index")
         _first_bad(self, ~np.isfinite(self.arrival_s), "arrival_s", "is not a finite number")
@@ -202,9 +198,7 @@ class Trace:
         if len(np.unique(self.request_id)) != n:
             ids, first = np.unique(self.request_id, return_index=True)
             dup = np.setdiff1d(np.arange(n), first)[0]
-            raise TraceFormatError(
-                self.source, int(dup), "request_id", f"{self.request_id[dup]} is not unique"
-            )
+            raise TraceFormatError(self.source, int(dup), "request_id", f"{self.request_id[dup]} is not unique")
         bad_cat = (self.category_code < NO_CATEGORY) | (self.category_code >= len(self.categories))
         _first_bad(self, bad_cat, "category", "code out of range")
 
@@ -221,7 +215,9 @@ class Trace:
             hashes = hashes.cast(pa.list_(pa.uint64()))
         cat_dict = pa.array(list(self.categories), type=pa.string())
         cat_codes = pa.array(self.category_code.astype(np.int32), mask=self.category_code == NO_CATEGORY)
-        category = pa.DictionaryArray.from_arrays(cat_codes, cat_dict).cast(pa.string()) if n else pa.array([], pa.string())
+        category = (
+            pa.DictionaryArray.from_arrays(cat_codes, cat_dict).cast(pa.string()) if n else pa.array([], pa.string())
+        )
         table = pa.Table.from_arrays(
             [
                 pa.array(self.request_id, type=pa.int64()),
@@ -256,7 +252,9 @@ class Trace:
             try:
                 block_size = int(meta[META_BLOCK_SIZE])
             except ValueError:
-                raise TraceFormatError(source, None, "block_size", f"metadata {meta[META_BLOCK_SIZE]!r} is not an integer") from None
+                raise TraceFormatError(
+                    source, None, "block_size", f"metadata {meta[META_BLOCK_SIZE]!r} is not an integer"
+                ) from None
         n = table.num_rows
 
         def column(name: str, dtype: type, fill: int | None = None) -> np.ndarray:
@@ -314,7 +312,7 @@ class Trace:
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         flat = (
-            np.concatenate([self.block_hashes[s:e] for s, e in zip(starts, ends)])
+            np.concatenate([self.block_hashes[s:e] for s, e in zip(starts, ends, strict=True)])
             if offsets[-1]
             else np.zeros(0, dtype=np.uint64)
         )

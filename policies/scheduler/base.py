@@ -16,7 +16,8 @@ What the engine guarantees
 * ``preemption_victim(running)`` is asked when a running request needs KV memory that cannot
   be freed by eviction; ``running`` is in admission order and never empty.
 * ``preempt_for(candidate, running)`` is asked when ``candidate`` heads the queue but does
-  not fit; returning a running request preempts it to make room (priority scheduling).
+  not fit and ``running`` (the preemptable requests, in admission order) is not empty;
+  returning one of them preempts it to make room (priority scheduling).
 
 The request objects expose ``index, arrival_s, input_tokens, output_tokens, category,
 session_id, turn, priority, cached_tokens, admitted_s``; schedulers must not modify them.

@@ -1,0 +1,152 @@
+"""Invariants of serve mode over random small traces and random configurations.
+
+Each example runs the engine with its internal checks on (capacity at every insert, pinned
+blocks never evicted, link bytes equal to the bytes the engine issued, token accounting), and
+then checks from the outside what a user relies on: every request finished or was rejected
+with a reason, occupancy stayed within capacity, time ran forward, and each request's events
+happened in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies import available
+from sim.config import EngineConfig, HardwareConfig, SimConfig, TierConfig
+from sim.kvcache import InvariantError, TieredCache
+from sim.replica import Replica
+from sim.run import run
+from traces import Trace
+
+BLOCK = 16
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> Trace:
+    n = draw(st.integers(1, 24))
+    n_prefixes = draw(st.integers(1, 4))
+    prefix_blocks = [draw(st.integers(1, 12)) for _ in range(n_prefixes)]
+    gaps = draw(st.lists(st.floats(0.0, 0.5), min_size=n, max_size=n))
+    rows = []
+    for i in range(n):
+        p = draw(st.integers(0, n_prefixes - 1))
+        shared = draw(st.integers(0, prefix_blocks[p]))
+        own = draw(st.integers(0, 6))
+        tail = draw(st.integers(0, BLOCK - 1))
+        blocks = [1000 * (p + 1) + j for j in range(shared)] + [10**6 + 100 * i + j for j in range(own)]
+        tokens = max(1, len(blocks) * BLOCK + tail)
+        rows.append((blocks, tokens, draw(st.integers(0, 40))))
+    return Trace.from_columns(
+        arrival_s=np.cumsum(gaps),
+        input_tokens=[r[1] for r in rows],
+        output_tokens=[r[2] for r in rows],
+        block_hashes=[r[0] for r in rows],
+        block_size=BLOCK,
+        session_id=[i % 3 for i in range(n)],
+        categories=["text" if i % 2 else "api" for i in range(n)],
+    )
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> SimConfig:
+    dram = draw(st.sampled_from([0, 16, 64]))
+    ssd = draw(st.sampled_from([0, 32]))
+    preemption = draw(st.sampled_from(["recompute", "swap"])) if dram else "recompute"
+    replicas = draw(st.integers(1, 3))
+    return SimConfig(
+        hardware=HardwareConfig(n_replicas=replicas, copies_per_block=draw(st.sampled_from([1, 64]))),
+        tiers=TierConfig(
+            hbm_blocks=draw(st.integers(6, 80)),
+            dram_blocks=dram or None,
+            ssd_blocks=ssd or None,
+        ),
+        engine=EngineConfig(
+            max_num_seqs=draw(st.integers(1, 8)),
+            max_num_batched_tokens=draw(st.sampled_from([16, 64, 512])),
+            preemption=preemption,
+        ),
+        eviction=draw(st.sampled_from(available("eviction"))),
+        admission=draw(st.sampled_from(available("admission"))),
+        scheduler=draw(st.sampled_from(available("scheduler"))),
+        prefetch=draw(st.sampled_from(available("prefetch"))),
+        routing=draw(st.sampled_from(available("routing"))),
+        timeseries_interval_s=0.25,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(), config=configs())
+def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> None:
+    result = run(config, trace)
+    summary, requests = result.summary, result.requests
+    reasons = set(requests.loc[~requests["finished"], "reject_reason"])
+    assert reasons <= {"kv_exceeds_hbm"}, f"unfinished requests: {reasons}"
+    assert summary["n_finished"] + summary["n_rejected"] == len(trace)
+    capacity = config.tiers.hbm_blocks
+    assert summary["hbm_peak_blocks"] <= capacity
+    series = result.timeseries
+    if len(series):
+        assert (series["hbm_used_blocks"] <= capacity).all()
+        times = series.loc[series["replica"] == 0, "time_s"].to_numpy()
+        assert (np.diff(times) > 0).all()
+    done = requests[requests["finished"]]
+    arrival = done["arrival_s"]
+    assert (done["queue_s"] >= 0).all()
+    assert (done["ttft_s"] >= done["queue_s"] - 1e-12).all()
+    assert (done["e2e_s"] >= done["ttft_s"] - 1e-12).all()
+    assert np.isfinite(arrival + done["e2e_s"]).all()
+    hit_columns = [c for c in requests.columns if c.endswith("_hit_tokens")]
+    assert (done[hit_columns].sum(axis=1) + done["recomputed_tokens"] == done["input_tokens"]).all()
+    per_block = summary["bytes_per_block"]
+    for key, value in summary.items():
+        if key.startswith("link_") and key.endswith("_bytes"):
+            assert value % per_block == 0, key
+
+
+def pressure_trace() -> Trace:
+    n = 12
+    return Trace.from_columns(
+        arrival_s=np.linspace(0, 0.2, n),
+        input_tokens=[8 * BLOCK] * n,
+        output_tokens=[30] * n,
+        block_hashes=[[100 * (i % 4) + j for j in range(8)] for i in range(n)],
+        block_size=BLOCK,
+    )
+
+
+def pressure_config() -> SimConfig:
+    return SimConfig(tiers=TierConfig(hbm_blocks=24, dram_blocks=64))
+
+
+def test_a_tier_overfilled_by_a_broken_engine_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TieredCache, "make_room", lambda self, t, n, moves: True)
+    with pytest.raises(InvariantError, match="capacity"):
+        run(pressure_config(), pressure_trace())
+
+
+def test_bytes_moved_without_being_issued_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Replica._transfer
+
+    def unaccounted(self, link, nbytes, n_blocks):
+        end = original(self, link, nbytes, n_blocks)
+        self.issued_bytes[link.name] -= nbytes  # the engine "forgets" what it issued
+        return end
+
+    monkeypatch.setattr(Replica, "_transfer", unaccounted)
+    with pytest.raises(InvariantError, match="bytes moved"):
+        run(pressure_config(), pressure_trace())
+
+
+def test_broken_token_accounting_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Replica._record_lookup
+
+    def off_by_one(self, req, tiers, hit_tokens):
+        original(self, req, tiers, hit_tokens)
+        self.log.recomputed_tokens[req.index] += 1
+
+    monkeypatch.setattr(Replica, "_record_lookup", off_by_one)
+    with pytest.raises(InvariantError, match="recomputed"):
+        run(pressure_config(), pressure_trace())
