@@ -9,10 +9,12 @@ from policies.eviction.base import EvictionPolicy
 
 
 class LRU(EvictionPolicy):
-    """An ordered dict from least to most recently used; O(1) per operation.
+    """An ordered dict from least to most recently used; O(1) amortised per operation.
 
-    Pinned blocks are skipped, not moved: in serve mode they sit near the recent end anyway,
-    because a block is only told to the policy when its request releases it.
+    A pinned block met at the old end is moved to the recent end rather than skipped: it is in
+    use right now, which is the most recent use there is, and leaving it in place would make
+    every later ``victim`` call walk past it again (a long-running request pins its prefix for
+    thousands of evictions).
     """
 
     def __init__(self) -> None:
@@ -28,8 +30,11 @@ class LRU(EvictionPolicy):
         del self._order[block]
 
     def victim(self, pinned: Container[int]) -> int:
-        for block in self._order:
+        order = self._order
+        for _ in range(len(order)):
+            block = next(iter(order))
             if block not in pinned:
-                del self._order[block]
+                del order[block]
                 return block
+            order.move_to_end(block)
         raise RuntimeError("LRU.victim called with every block pinned")
