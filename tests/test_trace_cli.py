@@ -1,0 +1,52 @@
+"""``kvsim-trace``: convert, stats and gen; exit codes and no partial output on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from traces import read_trace
+from traces.cli import main
+
+MOONCAKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
+
+
+def test_gen_then_stats_reports_the_generated_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "g.parquet"
+    assert main(["gen", "rag", "--n", "120", "--seed", "3", "--param", "prefix_zipf=1.5", "-o", str(out)]) == 0
+    assert len(read_trace(out)) == 120
+    capsys.readouterr()
+    assert main(["stats", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["requests"] == 120 and 0 < stats["reuse_ratio"] < 1
+    assert stats["categories"]["rag"]["requests"] == 120
+
+
+def test_bad_input_exits_2_with_one_line_and_leaves_no_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n{"timestamp": 1,\n')
+    out = tmp_path / "out.parquet"
+    assert main(["convert", str(src), "--format", "mooncake", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "line 2" in err and "malformed JSON" in err
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_gen_with_an_unknown_parameter_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gen", "agent", "--param", "turns=3", "-o", str(tmp_path / "a.parquet")]) == 2
+    assert "no parameter 'turns'" in capsys.readouterr().err
+    assert not (tmp_path / "a.parquet").exists()
+
+
+@pytest.mark.skipif(not MOONCAKE.exists(), reason="../shared/traces/ not present")
+def test_convert_and_stats_on_the_mooncake_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.parquet"
+    assert main(["convert", str(MOONCAKE), "--format", "mooncake", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["stats", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "requests        12,031" in text and "mean 12,035.1" in text and "mean 342.6" in text

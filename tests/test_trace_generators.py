@@ -1,0 +1,102 @@
+"""Synthetic generators: reproducible, structurally right, and responsive to their knobs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from traces import KINDS, TraceSpec, generate, load_trace
+from traces.generators.arrivals import ArrivalProcess
+from traces.stats import reuse_ratio
+
+SMALL = dict(n_requests=300)
+
+
+def same(a, b) -> bool:
+    return all(
+        np.array_equal(getattr(a, c), getattr(b, c))
+        for c in ("arrival_s", "input_tokens", "output_tokens", "block_offsets", "block_hashes", "session_id", "turn")
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_reproducible_valid_and_seed_sensitive(kind: str) -> None:
+    a, b, c = generate(kind, 1, **SMALL), generate(kind, 1, **SMALL), generate(kind, 2, **SMALL)
+    assert len(a) == 300 and same(a, b) and not same(a, c)
+    assert (np.diff(a.arrival_s) >= 0).all() and a.arrival_s[0] == 0
+    # Only full blocks are hashed.
+    assert (a.blocks_per_request() <= a.input_tokens // a.block_size).all()
+    assert reuse_ratio(a.block_hashes) > 0.05, "every kind is built to have prefix reuse"
+
+
+def test_multi_turn_turns_extend_the_previous_turns_chain() -> None:
+    trace = generate("multi_turn", 3, n_requests=400)
+    checked = 0
+    last_of_session: dict[int, int] = {}
+    for i in range(len(trace)):
+        s = int(trace.session_id[i])
+        if s in last_of_session:
+            prev = last_of_session[s]
+            assert trace.turn[i] == trace.turn[prev] + 1
+            assert trace.input_tokens[i] > trace.input_tokens[prev] + trace.output_tokens[prev] - 1
+            before = trace.hashes_of(prev)
+            assert np.array_equal(trace.hashes_of(i)[: len(before)], before)
+            checked += 1
+        last_of_session[s] = i
+    assert checked > 50
+
+
+def test_sessions_with_different_system_prompts_share_no_blocks() -> None:
+    trace = generate("multi_turn", 4, n_requests=300, n_system_prompts=2, system_prompt_blocks=4)
+    heads = {tuple(trace.hashes_of(i)[:4]) for i in range(len(trace)) if len(trace.hashes_of(i)) >= 4}
+    assert len(heads) == 2
+    firsts = {int(trace.hashes_of(i)[0]) for i in range(len(trace)) if len(trace.hashes_of(i))}
+    fifths = {int(trace.hashes_of(i)[4]) for i in range(len(trace)) if len(trace.hashes_of(i)) > 4}
+    assert not firsts & fifths
+
+
+def test_rag_reuse_rises_with_document_popularity_skew() -> None:
+    flat = reuse_ratio(generate("rag", 5, n_requests=600, prefix_zipf=0.2).block_hashes)
+    skewed = reuse_ratio(generate("rag", 5, n_requests=600, prefix_zipf=1.6).block_hashes)
+    assert skewed > flat + 0.05
+
+
+def test_agent_loops_have_more_turns_and_shorter_outputs_than_chat() -> None:
+    chat, agent = generate("multi_turn", 6, n_requests=800), generate("agent", 6, n_requests=800)
+    assert agent.turn.max() > chat.turn.max()
+    assert agent.output_tokens.mean() < chat.output_tokens.mean()
+
+
+def test_poisson_rate_and_gamma_burstiness() -> None:
+    rng = np.random.default_rng(0)
+    poisson = ArrivalProcess("poisson", rate=5.0).times(20_000, rng)
+    assert abs(len(poisson) / poisson[-1] - 5.0) < 0.2
+    gaps = np.diff(ArrivalProcess("gamma", rate=5.0, cv=3.0).times(20_000, rng))
+    assert abs(gaps.mean() - 0.2) < 0.03 and gaps.std() / gaps.mean() > 2.5
+    on_off = ArrivalProcess("on_off", rate=10.0, on_s=10.0, off_s=50.0).times(2_000, rng)
+    assert np.diff(on_off).max() >= 50.0  # silent periods exist
+
+
+def test_mixed_keeps_each_components_category_and_share() -> None:
+    trace = generate("mixed", 7, n_requests=1000, chat=0.5, rag=0.3, agent=0.2)
+    counts = {name: int((trace.category_code == code).sum()) for code, name in enumerate(trace.categories)}
+    assert counts == {"agent": 200, "chat": 500, "rag": 300}
+
+
+def test_unknown_generator_or_parameter_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown generator 'chats'.*multi_turn"):
+        generate("chats")
+    with pytest.raises(ValueError, match="no parameter 'n_request'.*n_requests"):
+        generate("rag", n_request=5)
+    with pytest.raises(ValueError, match="mean_turns"):
+        generate("multi_turn", mean_turns=0.5)
+
+
+def test_trace_spec_limits_and_rescales_time() -> None:
+    base = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1))
+    cut = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1, max_requests=50))
+    fast = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1, time_scale=0.5))
+    assert len(cut) == 50 and np.array_equal(cut.block_hashes, base.block_hashes[: cut.n_block_accesses])
+    np.testing.assert_allclose(fast.arrival_s, base.arrival_s * 0.5)
+    with pytest.raises(ValueError, match="time_scale"):
+        load_trace(TraceSpec(time_scale=0))

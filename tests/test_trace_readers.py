@@ -1,0 +1,157 @@
+"""Every reader on small files written here, on the real Mooncake slice when present, and
+every class of bad input with the message it must give."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from traces import TraceFormatError, open_trace, read_trace, write_trace
+from traces.readers import detect_format
+
+MOONCAKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def mooncake_rows() -> list[dict]:
+    return [
+        {"timestamp": 1000, "input_length": 1100, "output_length": 20, "hash_ids": [1, 2, 3]},
+        {"timestamp": 1500, "input_length": 1500, "output_length": 0, "hash_ids": [1, 2, 4]},
+        {"timestamp": 4000, "input_length": 300, "output_length": 7, "hash_ids": [9]},
+    ]
+
+
+def test_mooncake_reader_rebases_ms_timestamps_and_keeps_prefix_ids(tmp_path: Path) -> None:
+    trace = open_trace(jsonl(tmp_path / "m.jsonl", mooncake_rows()), "mooncake")
+    assert trace.block_size == 512
+    np.testing.assert_allclose(trace.arrival_s, [0.0, 0.5, 3.0])
+    assert trace.input_tokens.tolist() == [1100, 1500, 300]
+    assert trace.output_tokens.tolist() == [20, 0, 7]
+    assert trace.hashes_of(0).tolist() == [1, 2, 3] and trace.hashes_of(1).tolist() == [1, 2, 4]
+    assert (trace.session_id == -1).all()
+
+
+def test_bailian_reader_recovers_sessions_from_the_parent_chain(tmp_path: Path) -> None:
+    rows = [
+        {"chat_id": 10, "parent_chat_id": -1, "timestamp": 0.0, "input_length": 40, "output_length": 5,
+         "type": "text", "turn": 1, "hash_ids": [1, 2]},
+        {"chat_id": 11, "parent_chat_id": -1, "timestamp": 1.0, "input_length": 20, "output_length": 5,
+         "type": "image", "turn": 1, "hash_ids": [7]},
+        {"chat_id": 12, "parent_chat_id": 10, "timestamp": 2.0, "input_length": 70, "output_length": 5,
+         "type": "text", "turn": 2, "hash_ids": [1, 2, 3, 4]},
+        {"chat_id": 13, "parent_chat_id": 12, "timestamp": 3.0, "input_length": 90, "output_length": 5,
+         "type": "text", "turn": 3, "hash_ids": [1, 2, 3, 4, 5]},
+        {"chat_id": 14, "parent_chat_id": 99, "timestamp": 4.0, "input_length": 16, "output_length": 1,
+         "type": "search", "turn": 4, "hash_ids": [8]},
+    ]  # fmt: skip
+    trace = open_trace(jsonl(tmp_path / "b.jsonl", rows))  # auto-detected
+    assert trace.block_size == 16
+    assert trace.session_id.tolist() == [10, 11, 10, 10, 99]
+    assert trace.turn.tolist() == [1, 1, 2, 3, 4]
+    assert [trace.category_of(i) for i in range(5)] == ["text", "image", "text", "text", "search"]
+
+
+def test_azure_and_burstgpt_readers_give_lengths_without_hashes(tmp_path: Path) -> None:
+    azure = tmp_path / "azure.csv"
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:50.1805900,396,109\n"
+    )
+    trace = open_trace(azure)
+    np.testing.assert_allclose(trace.arrival_s, [0.0, 3.5])
+    assert trace.input_tokens.tolist() == [374, 396] and trace.n_block_accesses == 0
+    burst = tmp_path / "burst.csv"
+    burst.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n"
+        "7,GPT-4,0,0,0,API log\n"
+        "9,GPT-4,1200,0,1200,API log\n"
+    )
+    with pytest.warns(UserWarning, match="skipped 1 row.*line 3"):
+        trace = open_trace(burst, "burstgpt")
+    assert trace.input_tokens.tolist() == [472, 1200] and trace.output_tokens.tolist() == [18, 0]
+    assert trace.category_of(0) == "ChatGPT/Conversation log"
+
+
+def test_canonical_csv_and_parquet_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text(
+        "request_id,arrival_s,input_tokens,output_tokens,block_hashes,session_id,turn,category\n"
+        "5,0.0,40,3,11 12,1,1,chat\n"
+        "6,0.5,70,4,11 12 13 14,1,2,chat\n"
+        "7,0.7,10,4,,,,\n"
+    )
+    trace = open_trace(src, block_size=16)
+    assert trace.request_id.tolist() == [5, 6, 7]
+    assert trace.hashes_of(1).tolist() == [11, 12, 13, 14]
+    assert trace.session_id.tolist() == [1, 1, -1] and trace.category_of(2) is None
+    back = read_trace(write_trace(trace, tmp_path / "c.parquet"))
+    assert detect_format(tmp_path / "c.parquet") == "parquet"
+    for column in ("request_id", "arrival_s", "input_tokens", "output_tokens", "block_offsets", "block_hashes"):
+        np.testing.assert_array_equal(getattr(back, column), getattr(trace, column))
+    assert back.block_size == 16 and back.categories == trace.categories
+
+
+@pytest.mark.skipif(not MOONCAKE.exists(), reason="../shared/traces/ not present")
+def test_real_mooncake_slice_matches_its_published_means() -> None:
+    trace = open_trace(MOONCAKE, "mooncake")
+    assert len(trace) == 12_031
+    assert abs(trace.input_tokens.mean() - 12_035) < 1
+    assert abs(trace.output_tokens.mean() - 343) < 1
+    assert trace.n_block_accesses == 288_500
+    assert len(np.unique(trace.block_hashes)) == 182_790
+
+
+# ---------------------------------------------------------------------------- bad input
+BAD_MOONCAKE = [
+    ("not json at all\n", "line 1", "malformed JSON"),
+    ('{"timestamp": 0, "output_length": 1, "hash_ids": []}\n', "field 'input_length'", "is missing"),
+    ('{"timestamp": 0, "input_length": -3, "output_length": 1, "hash_ids": []}\n', "field 'input_length'", ">= 1"),
+    ('{"timestamp": 0, "input_length": "many", "output_length": 1, "hash_ids": []}\n', "input_length", "not a number"),
+    (
+        '{"timestamp": 5, "input_length": 9, "output_length": 1, "hash_ids": [1]}\n'
+        '{"timestamp": 4, "input_length": 9, "output_length": 1, "hash_ids": [1]}\n',
+        "line 2: field 'timestamp'",
+        "goes backwards",
+    ),
+    ('{"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1, 2, 3]}\n', "field 'hash_ids'", "at most 2"),
+    ('[1, 2, 3]\n', "line 1", "expected a JSON object"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "where", "problem"), BAD_MOONCAKE)
+def test_bad_mooncake_input_names_file_line_and_field(tmp_path: Path, text: str, where: str, problem: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(path, "mooncake")
+    message = str(err.value)
+    assert str(path) in message and where in message and problem in message
+
+
+def test_a_file_of_another_format_fails_on_its_header(tmp_path: Path) -> None:
+    path = tmp_path / "azure.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,44\n")
+    with pytest.raises(TraceFormatError, match=r"line 1: field 'Timestamp': column is missing.*BurstGPT columns"):
+        open_trace(path, "burstgpt")
+    with pytest.raises(TraceFormatError, match=r"line 1: malformed JSON.*Mooncake"):
+        open_trace(path, "mooncake")
+
+
+def test_missing_file_and_unknown_format_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(TraceFormatError, match="file not found"):
+        open_trace(tmp_path / "nope.jsonl", "mooncake")
+    with pytest.raises(ValueError, match="unknown trace format 'kimi'.*mooncake"):
+        open_trace(tmp_path / "x", "kimi")
+    odd = tmp_path / "odd.txt"
+    odd.write_text("hello\n")
+    with pytest.raises(TraceFormatError, match="cannot tell the trace format"):
+        open_trace(odd)

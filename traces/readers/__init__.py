@@ -1,0 +1,83 @@
+"""Readers for public trace formats, all producing the canonical :class:`~traces.schema.Trace`.
+
+``open_trace(path, format="auto")`` picks the reader from the file: Parquet by suffix; JSON
+lines by the fields of the first record (``chat_id`` = Bailian, ``hash_ids`` = Mooncake); CSV
+by its header. Every reader raises :class:`~traces.errors.TraceFormatError` naming the file,
+line and field of the first bad value; none returns a partial trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from traces.errors import TraceFormatError
+from traces.io import read_trace
+from traces.readers.bailian import read_bailian
+from traces.readers.csv_formats import read_azure, read_burstgpt, read_canonical_csv
+from traces.readers.mooncake import read_mooncake
+from traces.schema import Trace
+
+Reader = Callable[..., Trace]
+
+
+def _read_parquet(path: Path, *, block_size: int | None = None) -> Trace:
+    return read_trace(path, block_size=block_size)
+
+
+READERS: dict[str, Reader] = {
+    "mooncake": read_mooncake,
+    "bailian": read_bailian,
+    "azure": read_azure,
+    "burstgpt": read_burstgpt,
+    "csv": read_canonical_csv,
+    "parquet": _read_parquet,
+}
+FORMATS = tuple(READERS)
+
+
+def detect_format(path: Path) -> str:
+    """The format of ``path`` from its suffix and first line; an error lists the choices."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20).decode("utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        raise TraceFormatError(str(path), None, None, "file not found") from None
+    except IsADirectoryError:
+        raise TraceFormatError(str(path), None, None, "is a directory, not a trace file") from None
+    if first.startswith("{"):
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            record = {}
+        if isinstance(record, dict) and "chat_id" in record:
+            return "bailian"
+        if isinstance(record, dict) and "hash_ids" in record:
+            return "mooncake"
+    header = {h.strip() for h in first.split(",")}
+    if {"TIMESTAMP", "ContextTokens"} <= header:
+        return "azure"
+    if "Request tokens" in header:
+        return "burstgpt"
+    if "arrival_s" in header:
+        return "csv"
+    raise TraceFormatError(
+        str(path), None, None, f"cannot tell the trace format; pass format= one of {', '.join(FORMATS)}"
+    )
+
+
+def open_trace(path: str | os.PathLike[str], format: str = "auto", *, block_size: int | None = None) -> Trace:
+    """Read any supported trace file into the canonical form."""
+    file = Path(path)
+    fmt = detect_format(file) if format == "auto" else format
+    if fmt not in READERS:
+        raise ValueError(f"unknown trace format {fmt!r}; choose one of auto, {', '.join(FORMATS)}")
+    return READERS[fmt](file, block_size=block_size)
+
+
+__all__ = ["FORMATS", "READERS", "detect_format", "open_trace"]

@@ -1,0 +1,118 @@
+"""Shared row checks for text readers, so every format reports bad input the same way.
+
+Readers parse one record at a time and call these helpers with the record's 1-based line
+number; a bad value raises :class:`TraceFormatError` naming file, line and field at once,
+before anything is built, so the caller never sees a half-made trace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from traces.errors import TraceFormatError
+
+
+class LineError:
+    """Builds errors for one source file, in the ``FILE: line N: field 'x': problem`` form."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __call__(self, line: int, field: str | None, problem: str) -> TraceFormatError:
+        return TraceFormatError(self.source, line, field, problem, unit="line")
+
+
+def open_text(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for non-blank lines; decoding errors name the line."""
+    source = str(path)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise TraceFormatError(source, None, None, "file not found") from None
+    except IsADirectoryError:
+        raise TraceFormatError(source, None, None, "is a directory, not a trace file") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TraceFormatError(source, number, None, "is not UTF-8 text", unit="line") from None
+            if text.strip():
+                yield number, text
+
+
+def json_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each line of a JSON-lines file."""
+    error = LineError(str(path))
+    for number, text in open_text(path):
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problem = f"malformed JSON ({exc.msg} at column {exc.colno}); is this a {fmt} file?"
+            raise error(number, None, problem) from None
+        if not isinstance(record, dict):
+            problem = f"expected a JSON object, got {type(record).__name__}; is this a {fmt} file?"
+            raise error(number, None, problem)
+        yield number, record
+
+
+def require(record: dict[str, Any], field: str, line: int, error: LineError) -> Any:
+    if field not in record:
+        raise error(line, field, f"is missing (fields present: {', '.join(sorted(record)) or 'none'})")
+    return record[field]
+
+
+def as_count(value: Any, field: str, line: int, error: LineError, *, minimum: int) -> int:
+    """A token count: an integer (or integral float) not below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(str(value).strip())
+        except ValueError:
+            raise error(line, field, f"is not a number (got {value!r})") from None
+    if not math.isfinite(value) or value != int(value):
+        raise error(line, field, f"is not a whole number (got {value!r})")
+    if value < minimum:
+        raise error(line, field, f"must be >= {minimum} (got {int(value)})")
+    return int(value)
+
+
+def as_time(value: Any, field: str, line: int, error: LineError) -> float:
+    if isinstance(value, bool):
+        raise error(line, field, f"is not a number (got {value!r})")
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise error(line, field, f"is not a number (got {value!r})") from None
+    if not math.isfinite(t):
+        raise error(line, field, f"is not finite (got {value!r})")
+    return t
+
+
+def as_hash_list(value: Any, field: str, line: int, error: LineError) -> list[int]:
+    if not isinstance(value, list):
+        raise error(line, field, f"must be a list of non-negative integers (got {type(value).__name__})")
+    for h in value:
+        if isinstance(h, bool) or not isinstance(h, int) or h < 0 or h >= 1 << 64:
+            raise error(line, field, f"must hold non-negative 64-bit integers (got {h!r})")
+    return value
+
+
+def check_hash_count(n_hashes: int, input_tokens: int, block_size: int, line: int, error: LineError) -> None:
+    """At most one hash per (possibly partial) prompt block."""
+    most = -(-input_tokens // block_size)
+    if n_hashes > most:
+        raise error(
+            line,
+            "hash_ids",
+            f"has {n_hashes} block hashes but input_length {input_tokens} at {block_size} tokens per block "
+            f"allows at most {most}",
+        )
+
+
+def check_monotone(previous: float | None, current: float, field: str, line: int, error: LineError) -> None:
+    if previous is not None and current < previous:
+        raise error(line, field, f"goes backwards ({current} after {previous}); traces must be in arrival order")
