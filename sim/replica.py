@@ -259,12 +259,12 @@ class Replica:
     def _refresh_cached_tokens(self, req: Request) -> None:
         """Prompt tokens of ``req`` whose prefix is resident in HBM (what SGLang matches)."""
         blocks_in_hbm = self.hbm.blocks
-        tokens = 0
-        for j, block in enumerate(req.blocks):
+        m = 0
+        for block in req.blocks:
             if block not in blocks_in_hbm:
                 break
-            tokens += req.block_token_count(j)
-        req.cached_tokens = tokens
+            m += 1
+        req.cached_tokens = req.tokens_in_first(m)
 
     def _try_admit(self, req: Request, budget: int) -> int | None:
         """Admit ``req`` if memory allows; return the prefill chunk it runs in this step
@@ -275,11 +275,11 @@ class Replica:
         cache.begin(self._context_of(req))
         tiers = cache.match_prefix(req.blocks)
         m = len(tiers)
-        hit_tokens = sum(req.block_token_count(j) for j in range(m))
+        hit_tokens = req.tokens_in_first(m)
         # At least one token is computed so that the step produces logits (vLLM's rule).
         while m and hit_tokens >= req.prompt_target:
             m -= 1
-            hit_tokens -= req.block_token_count(m)
+            hit_tokens = req.tokens_in_first(m)
         hbm_hits = [j for j in range(m) if tiers[j] == HBM]
         lower = [j for j in range(m) if tiers[j] != HBM]
         for j in hbm_hits:
@@ -690,10 +690,12 @@ class Replica:
             else:
                 self.cache.unpin(t, blocks[j])
         self._stall_until = max(self._stall_until, self._pay(moves))
-        for event in self._load_up(blocks, placed, dest):
-            event.callbacks.append(
-                lambda _e, moved=[blocks[j] for j, _ in placed], dest=dest: self._unpin_all(dest, moved)
-            )
+        loads = self._load_up(blocks, placed, dest)
+        if loads:
+            # One load per source tier; the staged blocks stay pinned until every one has landed.
+            moved = [blocks[j] for j, _ in placed]
+            done = loads[0] if len(loads) == 1 else self.env.all_of(loads)
+            done.callbacks.append(lambda _e: self._unpin_all(dest, moved))
 
     def _unpin_all(self, tier: int, blocks: list[int]) -> None:
         for block in blocks:

@@ -112,6 +112,10 @@ class Request:
         """Tokens held by named block ``j`` (the last one may be partial)."""
         return min(self.block_tokens, self.input_tokens - j * self.block_tokens)
 
+    def tokens_in_first(self, m: int) -> int:
+        """Tokens held by named blocks ``0..m-1`` (all full but possibly the prompt's last)."""
+        return min(m * self.block_tokens, self.input_tokens)
+
     def kv_blocks_for(self, tokens: int) -> int:
         """HBM blocks needed to hold the KV of the first ``tokens`` tokens."""
         bt = self.block_tokens
