@@ -47,7 +47,7 @@ def test_multi_turn_turns_extend_the_previous_turns_chain() -> None:
 
 
 def test_sessions_with_different_system_prompts_share_no_blocks() -> None:
-    trace = generate("multi_turn", 4, n_requests=300, n_system_prompts=2, system_prompt_blocks=4)
+    trace = generate("multi_turn", 4, n_requests=300, n_system_prompts=2, system_prompt_tokens=64)
     heads = {tuple(trace.hashes_of(i)[:4]) for i in range(len(trace)) if len(trace.hashes_of(i)) >= 4}
     assert len(heads) == 2
     firsts = {int(trace.hashes_of(i)[0]) for i in range(len(trace)) if len(trace.hashes_of(i))}

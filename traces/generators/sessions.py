@@ -33,7 +33,7 @@ class SessionParams:
     off_s: float = 60.0
     block_size: int = 16
     n_system_prompts: int = 4
-    system_prompt_blocks: int = 32
+    system_prompt_tokens: int = 512  # rounded to whole blocks
     system_zipf: float = 1.2
     mean_turns: float = 4.0  # geometric number of turns per session
     message_median: int = 400  # tokens of each new user/tool message
@@ -50,12 +50,12 @@ class SessionParams:
             "n_requests": self.n_requests >= 1,
             "block_size": self.block_size >= 1,
             "n_system_prompts": self.n_system_prompts >= 1,
-            "system_prompt_blocks": self.system_prompt_blocks >= 0,
+            "system_prompt_tokens": self.system_prompt_tokens >= 0,
             "mean_turns": self.mean_turns >= 1,
             "message_median": self.message_median >= 1,
             "output_median": self.output_median >= 1,
             "think_median_s": self.think_median_s > 0,
-            "max_context_tokens": self.max_context_tokens > self.system_prompt_blocks * self.block_size,
+            "max_context_tokens": self.max_context_tokens > self.system_prompt_tokens + self.block_size,
         }
         for name, ok in checks.items():
             if not ok:
@@ -64,7 +64,7 @@ class SessionParams:
 
 AGENT_DEFAULTS = dict(
     n_system_prompts=3,
-    system_prompt_blocks=128,  # tool definitions and instructions: ~2k tokens
+    system_prompt_tokens=2048,  # tool definitions and instructions
     system_zipf=1.0,
     mean_turns=12.0,
     message_median=300,  # a tool's output
@@ -81,10 +81,11 @@ AGENT_DEFAULTS = dict(
 def generate_sessions(params: SessionParams, seed: int, *, session_offset: int = 0) -> Trace:
     rng = np.random.default_rng(seed)
     bs = params.block_size
-    sys_tokens = params.system_prompt_blocks * bs
+    sys_blocks = round(params.system_prompt_tokens / bs)
+    sys_tokens = sys_blocks * bs
     root = int(rng.integers(1, 2**63))
     sys_keys = [segment_key(root, p) for p in range(params.n_system_prompts)]
-    sys_ids = [block_ids(k, 0, params.system_prompt_blocks) for k in sys_keys]
+    sys_ids = [block_ids(k, 0, sys_blocks) for k in sys_keys]
     process = arrival_process(params.arrival, params.rate / params.mean_turns, params.cv, params.on_s, params.off_s)
 
     out = TraceAssembler()
@@ -116,8 +117,8 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
             longest = int(prompt_tokens[n_turns - 1]) // bs
             own = block_ids(
                 segment_key(sys_keys[p], int(contents[s])),
-                params.system_prompt_blocks,
-                max(longest, params.system_prompt_blocks),
+                sys_blocks,
+                max(longest, sys_blocks),
             )
             head = np.concatenate((sys_ids[p], own))
             at = float(starts[s])
