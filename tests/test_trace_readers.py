@@ -124,6 +124,7 @@ BAD_MOONCAKE = [
     ),
     ('{"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1, 2, 3]}\n', "field 'hash_ids'", "at most 2"),
     ('[1, 2, 3]\n', "line 1", "expected a JSON object"),
+    ('{"timestamp": 0, "input_length": 99999999999999999999, "output_length": 1, "hash_ids": []}\n', "field 'input_length'", "must be <="),
 ]  # fmt: skip
 
 

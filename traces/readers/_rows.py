@@ -66,8 +66,15 @@ def require(record: dict[str, Any], field: str, line: int, error: LineError) -> 
     return record[field]
 
 
-def as_count(value: Any, field: str, line: int, error: LineError, *, minimum: int) -> int:
-    """A token count: an integer (or integral float) not below ``minimum``."""
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def as_count(value: Any, field: str, line: int, error: LineError, *, minimum: int, maximum: int = INT32_MAX) -> int:
+    """A count or id: an integer (or integral float) in ``[minimum, maximum]``.
+
+    Token counts are stored as int32 and ids as int64; anything larger is a corrupt row.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(str(value).strip())
@@ -77,6 +84,8 @@ def as_count(value: Any, field: str, line: int, error: LineError, *, minimum: in
         raise error(line, field, f"is not a whole number (got {value!r})")
     if value < minimum:
         raise error(line, field, f"must be >= {minimum} (got {int(value)})")
+    if value > maximum:
+        raise error(line, field, f"must be <= {maximum} (got {int(value)})")
     return int(value)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from traces.readers._builder import ColumnBuilder
 from traces.readers._rows import (
+    INT64_MAX,
     LineError,
     as_count,
     as_hash_list,
@@ -37,10 +38,10 @@ def read_bailian(path: Path, *, block_size: int | None = None) -> Trace:
     session_of: dict[int, int] = {}
     previous: float | None = None
     for line, record in json_records(path, "Bailian"):
-        chat = as_count(require(record, "chat_id", line, error), "chat_id", line, error, minimum=0)
+        chat = as_count(require(record, "chat_id", line, error), "chat_id", line, error, minimum=0, maximum=INT64_MAX)
         parent = require(record, "parent_chat_id", line, error)
         if parent not in NO_PARENT:
-            parent = as_count(parent, "parent_chat_id", line, error, minimum=0)
+            parent = as_count(parent, "parent_chat_id", line, error, minimum=0, maximum=INT64_MAX)
         t = as_time(require(record, "timestamp", line, error), "timestamp", line, error)
         check_monotone(previous, t, "timestamp", line, error)
         previous = t

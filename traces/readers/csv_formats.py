@@ -16,7 +16,7 @@ import numpy as np
 
 from traces.errors import TraceFormatError
 from traces.readers._builder import ColumnBuilder
-from traces.readers._rows import LineError, as_count, as_time, check_hash_count, check_monotone, open_text
+from traces.readers._rows import INT64_MAX, LineError, as_count, as_time, check_hash_count, check_monotone, open_text
 from traces.schema import NO_SESSION, NO_TURN, Trace
 
 LENGTHS_ONLY_BLOCK_SIZE = 16  # no hashes to interpret; vLLM's block size, for remapping
@@ -132,12 +132,16 @@ def read_canonical_csv(path: Path, *, block_size: int | None = None) -> Trace:
                 raise error(line, "block_hashes", "must hold non-negative 64-bit integers")
             check_hash_count(len(hashes), n_in, block_size, line, error)
         session = (
-            as_count(row["session_id"], "session_id", line, error, minimum=0) if row.get("session_id") else NO_SESSION
+            as_count(row["session_id"], "session_id", line, error, minimum=0, maximum=INT64_MAX)
+            if row.get("session_id")
+            else NO_SESSION
         )
         turn = as_count(row["turn"], "turn", line, error, minimum=0) if row.get("turn") else NO_TURN
         id_lines.append(line)
         ids.append(
-            as_count(row["request_id"], "request_id", line, error, minimum=0) if row.get("request_id") else len(ids)
+            as_count(row["request_id"], "request_id", line, error, minimum=0, maximum=INT64_MAX)
+            if row.get("request_id")
+            else len(ids)
         )
         rows.add(t, n_in, n_out, hashes, session_id=session, turn=turn, category=row.get("category") or None)
     trace = rows.build(block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE, source=str(path), rebase_time=False)
