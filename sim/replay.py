@@ -41,7 +41,6 @@ def replay_single_tier(
     policy.bind(capacity_blocks, workload)
     hits = np.zeros(len(keys), dtype=bool)
     resident: set[int] = set()
-    keys_list = keys.tolist()  # Python ints: hashing numpy scalars is several times slower
     on_request, on_access, on_insert, victim = (
         policy.on_request,
         policy.on_access,
@@ -62,16 +61,17 @@ def replay_single_tier(
                 access_offset=start,
             )
         )
-        for g in range(start, end):
-            block = keys_list[g]
+        # Python ints: hashing NumPy scalars is several times slower. Converting one request
+        # at a time keeps memory flat on traces of a hundred million accesses.
+        for position, block in enumerate(keys[start:end].tolist()):
             if block in resident:
-                hits[g] = True
-                on_access(block, g - start)
+                hits[start + position] = True
+                on_access(block, position)
             else:
                 if len(resident) >= capacity_blocks:
                     resident.remove(victim(_NO_PINS))
                 resident.add(block)
-                on_insert(block, g - start)
+                on_insert(block, position)
     return hits
 
 
