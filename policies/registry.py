@@ -64,6 +64,15 @@ def resolve(family: str, ref: str | Callable[..., Any]) -> Callable[..., Any]:
     return _single_policy_class(module, family)
 
 
+def policy_label(factory: Callable[..., Any]) -> str:
+    """A short name for reports: the module name of a shipped policy, else the qualified name."""
+    func = getattr(factory, "func", factory)  # functools.partial, as hydra's _partial_ makes
+    module = getattr(func, "__module__", "") or ""
+    if module.startswith("policies."):
+        return module.rsplit(".", 1)[-1]
+    return getattr(func, "__qualname__", repr(func))
+
+
 def _family_package(family: str) -> ModuleType:
     if family not in FAMILIES:
         raise UnknownPolicyError(f"unknown policy family {family!r}; families: {', '.join(FAMILIES)}")

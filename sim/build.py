@@ -30,7 +30,12 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
+        self.message = message
         super().__init__(f"{key}: {message}")
+
+    def __reduce__(self) -> tuple:
+        # Parallel sweep launchers pickle a failed job's exception back to the parent.
+        return (type(self), (self.key, self.message))
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,12 @@ returns a :class:`~sim.result.Result`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import simpy
 
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
+from policies.registry import policy_label
 from sim.blocks import AccessOracle, remap_blocks
 from sim.build import Setup, build_setup
 from sim.config import SimConfig
@@ -277,13 +276,6 @@ class _ServeRun:
             )
 
     def _describe(self) -> dict[str, object]:
-        def name_of(factory: Callable[..., object]) -> str:
-            func = getattr(factory, "func", factory)  # functools.partial from hydra
-            module = getattr(func, "__module__", "")
-            if module.startswith("policies."):
-                return module.rsplit(".", 1)[-1]
-            return getattr(func, "__qualname__", repr(func))
-
         return {
             "mode": "serve",
             "model": self.setup.model.name,
@@ -292,5 +284,5 @@ class _ServeRun:
             "tensor_parallel": self.config.hardware.tensor_parallel,
             "n_replicas": self.config.hardware.n_replicas,
             "block_tokens": self.setup.block_tokens,
-            **{family: name_of(factory) for family, factory in self.setup.policies.items()},
+            **{family: policy_label(factory) for family, factory in self.setup.policies.items()},
         }

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
-from policies.registry import resolve
+from policies.registry import policy_label, resolve
 from sim.blocks import next_use, remap_blocks
 from sim.config import SimConfig
 from sim.result import Result
@@ -80,7 +80,8 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     capacity = config.tiers.hbm_blocks
     if capacity is None:
         raise ValueError("replay mode needs tiers.hbm_blocks (the cache capacity in blocks)")
-    policy = resolve("eviction", config.eviction)()
+    factory = resolve("eviction", config.eviction)
+    policy = factory()
     hits = replay_single_tier(trace, capacity, policy, block_tokens=config.tiers.block_tokens)
     offsets, _ = remap_blocks(trace, config.tiers.block_tokens)
     per_request_hits = (
@@ -96,7 +97,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     )
     summary = {
         "mode": "replay",
-        "eviction": getattr(policy, "name", type(policy).__name__),
+        "eviction": policy_label(factory),
         "hbm_blocks": capacity,
         "n_requests": len(trace),
         "n_accesses": int(len(hits)),

@@ -32,3 +32,11 @@ class TraceFormatError(ValueError):
             parts.append(f"field '{field}'")
         parts.append(problem)
         super().__init__(": ".join(parts))
+
+    def __reduce__(self) -> tuple:
+        # Parallel sweep launchers pickle a failed job's exception back to the parent.
+        return (_rebuild, (self.source, self.position, self.field, self.problem, self.unit))
+
+
+def _rebuild(source: str, position: int | None, field: str | None, problem: str, unit: str) -> TraceFormatError:
+    return TraceFormatError(source, position, field, problem, unit=unit)

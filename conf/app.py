@@ -1,0 +1,149 @@
+"""``kvsim``: the hydra command line over :func:`sim.run.run`.
+
+    kvsim                                   # the bundled default workload on one H100
+    kvsim trace=mooncake trace.path=t.jsonl hardware=h100_offload eviction=s3fifo
+    kvsim mode=replay trace=mooncake trace.path=t.jsonl eviction=lru tiers.hbm_blocks=2000
+    kvsim -m eviction=lru,s3fifo hardware.hbm_gb=10,20     # a sweep, runs in parallel
+
+Hydra stays here: the app turns the composed config into plain :class:`sim.config.SimConfig`
+and :class:`traces.TraceSpec` objects and calls the library. Each run directory gets
+``summary.json``, ``requests.parquet``, ``timeseries.parquet``, ``config.json`` (the resolved
+config), PNG plots, and hydra's own ``.hydra/``; a failed run gets ``error.json`` instead of a
+summary. A run whose directory already holds a complete result for the same config is skipped,
+which is how an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from conf.schema import register
+from policies.registry import UnknownPolicyError
+from sim.build import ConfigError
+from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
+from sim.report import format_summary
+from sim.result import SUMMARY_FILE
+from sim.results import CONFIG_FILE, ERROR_FILE, OVERRIDES_FILE
+from traces import TraceFormatError, TraceSpec, load_trace
+from traces.atomic import write_text_atomic
+
+POLICY_FAMILIES = ("eviction", "prefetch", "admission", "scheduler", "routing")
+# Errors that describe bad input (config values, policy names, trace files), not kvsim bugs.
+USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, FileNotFoundError)
+
+register()
+
+
+def sim_config(cfg: DictConfig) -> SimConfig:
+    """The library config for a composed hydra config; policies become factories."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    policies = {family: instantiate(cfg[family]) for family in POLICY_FAMILIES}
+    return SimConfig(
+        model=ModelConfig(**plain["model"]),
+        hardware=HardwareConfig(**plain["hardware"]),
+        tiers=TierConfig(**plain["tiers"]),
+        engine=EngineConfig(**plain["engine"]),
+        slo=SLOConfig(**plain["slo"]),
+        power=PowerConfig(**plain["power"]),
+        mode=plain["mode"],
+        seed=plain["seed"],
+        timeseries_interval_s=plain["timeseries_interval_s"],
+        check_invariants=plain["check_invariants"],
+        **policies,
+    )
+
+
+def trace_spec(cfg: DictConfig) -> TraceSpec:
+    return TraceSpec(**OmegaConf.to_container(cfg.trace, resolve=True))
+
+
+def _identity(cfg: DictConfig) -> str:
+    """The resolved config minus output switches: two runs with equal identity are the same run."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("output", None)
+    return json.dumps(plain, sort_keys=True, indent=2)
+
+
+def _already_done(run_dir: Path, identity: str) -> bool:
+    config = run_dir / CONFIG_FILE
+    return (run_dir / SUMMARY_FILE).exists() and config.exists() and config.read_text() == identity
+
+
+def _record_failure(run_dir: Path, exc: BaseException) -> None:
+    error = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+    write_text_atomic(run_dir / ERROR_FILE, json.dumps(error, indent=2) + "\n")
+
+
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """Run one simulation into ``run_dir``; ``None`` when skipped as already complete."""
+    from sim.run import run  # imported late so that `kvsim --help` stays fast
+
+    identity = _identity(cfg)
+    if cfg.output.resume and _already_done(run_dir, identity):
+        print(f"kvsim: {run_dir} already holds this run's result; skipping (output.resume=false to redo)")
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    write_text_atomic(run_dir / OVERRIDES_FILE, json.dumps(_parse_overrides(overrides), indent=2) + "\n")
+    try:
+        config = sim_config(cfg)
+        spec = trace_spec(cfg)
+        trace = load_trace(spec)
+        result = run(config, trace, progress=cfg.output.progress and sys.stderr.isatty())
+        write_text_atomic(run_dir / CONFIG_FILE, identity)
+        if cfg.output.plots:
+            from sim.plots import plot_run
+
+            plot_run(result, run_dir)
+        result.save(run_dir)  # summary.json last: its presence marks the run complete
+    except BaseException as exc:
+        _record_failure(run_dir, exc)
+        raise
+    print(f"\n{spec.describe()}: {len(trace):,} requests, mode={config.mode}")
+    print(format_summary(result.summary))
+    print(f"results in {run_dir}")
+    return result.summary
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+@hydra.main(version_base=None, config_path=".", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    try:
+        execute(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    except USER_ERRORS as exc:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the launcher records it; error.json is already in the run directory
+        # A bad config or trace is the user's to fix: one line, no stack trace.
+        print(f"kvsim: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point; hydra's own stack traces are shortened to the message."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

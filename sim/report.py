@@ -1,0 +1,72 @@
+"""A one-screen text summary of a run, for the CLI's last words and for notebooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if unit == "%":
+            return f"{100 * value:.1f} %"
+        if unit == "s":
+            return f"{value * 1000:.1f} ms" if abs(value) < 1 else f"{value:.2f} s"
+        return f"{value:,.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The headline numbers of a serve or replay summary as an aligned table."""
+    get = summary.get
+    if get("mode") == "replay":
+        rows = [
+            ("policy", get("eviction")),
+            ("capacity (blocks)", get("hbm_blocks")),
+            ("requests", get("n_requests")),
+            ("block accesses", get("n_accesses")),
+            ("block hit ratio", _fmt(get("block_hit_ratio"), "%")),
+        ]
+        rows += [
+            (f"  {t} hit ratio", _fmt(get(f"{t}_hit_ratio"), "%"))
+            for t in ("hbm", "dram", "ssd")
+            if f"{t}_hit_ratio" in summary
+        ]
+    else:
+        policies = ", ".join(f"{f}={get(f)}" for f in ("eviction", "prefetch", "admission", "scheduler", "routing"))
+        rows = [
+            (
+                "model / gpu",
+                f"{get('model')} on {get('n_replicas')} x {get('gpu')} (tp {get('tensor_parallel')}), {get('profile')}",
+            ),
+            ("policies", policies),
+            (
+                "requests",
+                f"{_fmt(get('n_finished'))} finished, {_fmt(get('n_rejected'))} rejected of {_fmt(get('n_requests'))}",
+            ),
+            ("TTFT p50 / p99", f"{_fmt(get('ttft_s_p50'), 's')} / {_fmt(get('ttft_s_p99'), 's')}"),
+            ("TPOT p50 / p99", f"{_fmt(get('tpot_s_p50'), 's')} / {_fmt(get('tpot_s_p99'), 's')}"),
+            ("E2E p50 / p99", f"{_fmt(get('e2e_s_p50'), 's')} / {_fmt(get('e2e_s_p99'), 's')}"),
+            ("queueing p99", _fmt(get("queue_s_p99"), "s")),
+            ("KV stall p99", _fmt(get("kv_stall_s_p99"), "s")),
+            (
+                f"SLO attainment (TTFT {get('slo_ttft_s')} s, TPOT {get('slo_tpot_s')} s)",
+                f"{_fmt(get('slo_attainment'), '%')}, goodput {_fmt(get('goodput_rps'))} req/s",
+            ),
+            ("throughput", f"{_fmt(get('throughput_rps'))} req/s, {_fmt(get('output_tokens_per_s'))} output tok/s"),
+            ("token hit ratio", _fmt(get("token_hit_ratio"), "%")),
+        ]
+        for tier in ("hbm", "dram", "ssd"):
+            if f"token_hit_ratio_{tier}" in summary:
+                rows.append((f"  from {tier}", _fmt(get(f"token_hit_ratio_{tier}"), "%")))
+        rows.append(("recompute ratio", _fmt(get("recompute_ratio"), "%")))
+        rows.append(
+            ("preemptions", f"{_fmt(get('preemptions_recompute'))} recompute, {_fmt(get('preemptions_swap'))} swap")
+        )
+        if get("energy_per_output_token_j") is not None:
+            rows.append(("energy / output token", f"{get('energy_per_output_token_j'):.3f} J"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

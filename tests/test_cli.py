@@ -1,0 +1,128 @@
+"""The ``kvsim`` hydra app end to end, as a user runs it: outputs, errors, sweeps, resume,
+collection, custom policies, and identical results from single runs and parallel sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = "trace.params.n_requests=120"
+
+
+def kvsim(*args: str, cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT, extra_path) if p)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "conf.app", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_a_run_writes_every_output_and_prints_the_summary(tmp_path: Path) -> None:
+    done = kvsim(SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "run"
+    for name in ("summary.json", "requests.parquet", "timeseries.parquet", "config.json", "latency_cdf.png",
+                 "hit_ratio_by_tier.png", "occupancy_and_links.png", ".hydra/config.yaml"):  # fmt: skip
+        assert (run / name).exists(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_finished"] + summary["n_rejected"] == 120
+    assert len(pd.read_parquet(run / "requests.parquet")) == 120
+    assert "TTFT p50 / p99" in done.stdout and "120 finished" in done.stdout
+
+
+def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_path: Path) -> None:
+    typo = kvsim("hardware.hbm_gbb=3", cwd=tmp_path)
+    assert typo.returncode != 0 and "Key 'hbm_gbb' not in 'HardwareConf'" in typo.stderr
+    unknown = kvsim("eviction=lruu", cwd=tmp_path)
+    assert unknown.returncode != 0
+    assert "Could not find 'eviction/lruu'" in unknown.stderr and "\tlru\n" in unknown.stderr
+    bad = kvsim(SMALL, "hardware.dram_gb=-5", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == "kvsim: error: hardware.dram_gb: must be >= 0, got -5.0"
+    assert json.loads((tmp_path / "bad" / "error.json").read_text())["type"] == "ConfigError"
+
+
+def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ("-m", SMALL, "eviction=lru,workload_aware", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")
+    first = kvsim(*args, cwd=tmp_path)
+    assert first.returncode != 0 and "ConfigError" in first.stderr  # the hbm_gb=-1 runs fail
+    collected = subprocess.run(
+        [sys.executable, "-m", "conf.collect", str(sweep)], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    table = pd.read_parquet(sweep / "collected.parquet")
+    assert len(table) == 4
+    assert sorted(table["status"]) == ["failed", "failed", "ok", "ok"]
+    assert table.loc[table["status"] == "failed", "error"].str.contains("hardware.hbm_gb").all()
+    ok = table[table["status"] == "ok"]
+    assert set(ok["eviction"]) == {"lru", "workload_aware"}
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("summary.json")}
+    again = kvsim(*args, cwd=tmp_path)
+    assert again.stdout.count("skipping") == 2
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("summary.json")} == stamps
+
+
+def test_single_run_and_parallel_sweep_give_byte_identical_results(tmp_path: Path) -> None:
+    single = kvsim(SMALL, "eviction=workload_aware", f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    sweep = kvsim("-m", SMALL, "eviction=workload_aware,lru", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr
+    (twin,) = [p.parent for p in (tmp_path / "sweep").rglob("summary.json") if "workload_aware" in str(p)]
+    for name in ("summary.json", "requests.parquet"):
+        assert (twin / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+
+
+def test_a_users_own_policy_class_is_selected_by_target(tmp_path: Path) -> None:
+    (tmp_path / "my_policies.py").write_text(
+        textwrap.dedent(
+            """
+            from policies.eviction.lru import LRU
+
+            class MRU(LRU):
+                def victim(self, pinned):
+                    for block in reversed(self._order):
+                        if block not in pinned:
+                            del self._order[block]
+                            return block
+                    raise RuntimeError("all pinned")
+            """
+        )
+    )
+    common = ("mode=replay", "trace=multi_turn", "trace.params.n_requests=400", "tiers.hbm_blocks=300")
+    mru = kvsim(
+        *common,
+        "eviction._target_=my_policies.MRU",
+        f"hydra.run.dir={tmp_path / 'mru'}",
+        cwd=tmp_path,
+        extra_path=tmp_path,
+    )
+    lru = kvsim(*common, f"hydra.run.dir={tmp_path / 'lru'}", cwd=tmp_path)
+    assert mru.returncode == 0 and lru.returncode == 0, mru.stderr + lru.stderr
+    mru_summary = json.loads((tmp_path / "mru" / "summary.json").read_text())
+    lru_summary = json.loads((tmp_path / "lru" / "summary.json").read_text())
+    assert mru_summary["eviction"] == "MRU" and lru_summary["eviction"] == "lru"
+    assert mru_summary["block_hit_ratio"] != lru_summary["block_hit_ratio"]
+
+
+def test_ray_launcher_runs_the_same_sweep(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher not installed (pip install -e '.[ray]')"
+    )
+    done = kvsim(
+        "-m",
+        SMALL,
+        "eviction=lru,workload_aware",
+        "hydra/launcher=ray",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "s").rglob("summary.json"))) == 2
