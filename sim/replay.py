@@ -7,6 +7,9 @@ as libCacheSim, so hit ratios here are directly comparable with one.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +21,7 @@ from sim.result import Result
 from traces.schema import Trace
 
 _NO_PINS: frozenset[int] = frozenset()
+_FAST_CHUNK = 1 << 16
 
 
 def replay_single_tier(
@@ -32,6 +36,13 @@ def replay_single_tier(
     if capacity_blocks < 1:
         raise ValueError(f"capacity must be at least one block, got {capacity_blocks}")
     offsets, keys = remap_blocks(trace, block_tokens)
+    # Only the class that defines the fast path may use it: a subclass overriding a hook
+    # (a user's MRU built on LRU) must be replayed through its hooks.
+    fast = type(policy).__dict__.get("replay_hits")
+    if fast is not None:
+        fast = policy.replay_hits
+        policy.bind(capacity_blocks, WorkloadView(tier="hbm", block_bytes=block_bytes, categories=trace.categories))
+        return _replay_in_chunks(fast, keys, capacity_blocks)
     workload = WorkloadView(
         tier="hbm",
         block_bytes=block_bytes,
@@ -73,6 +84,14 @@ def replay_single_tier(
                 resident.add(block)
                 on_insert(block, position)
     return hits
+
+
+def _replay_in_chunks(fast: Callable[..., bytearray], keys: np.ndarray, capacity_blocks: int) -> np.ndarray:
+    """A policy's whole-stream fast path, fed Python ints converted a chunk at a time so that
+    a hundred-million-access stream never exists as one list of Python objects."""
+    chunks = (keys[i : i + _FAST_CHUNK].tolist() for i in range(0, len(keys), _FAST_CHUNK))
+    hits = fast(itertools.chain.from_iterable(chunks), len(keys), capacity_blocks)
+    return np.frombuffer(hits, dtype=np.uint8).astype(bool)
 
 
 def run_replay(config: SimConfig, trace: Trace) -> Result:

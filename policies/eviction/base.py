@@ -26,6 +26,14 @@ What the engine guarantees
   vLLM and SGLang's radix tree) without the engine walking the tree. Replay mode presents the
   trace's key stream as it is, head first, as a cache simulator such as libCacheSim does.
 
+Replay fast path
+----------------
+A policy whose decisions depend on nothing but the key stream (LRU, FIFO) may define
+``replay_hits(keys, capacity_blocks) -> list[bool]``: the cache-only replayer then hands it the
+whole stream at once and skips the per-access hooks. It must give exactly what the hooks would
+(the test suite compares the two). Subclasses do not inherit it: one that overrides a hook is
+replayed through its hooks.
+
 Offline knowledge
 -----------------
 :class:`WorkloadView` carries ``next_use``, the future of the access stream. Only offline

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Container
+from collections.abc import Container, Iterable
 
 from policies.eviction.base import EvictionPolicy
 
@@ -38,3 +38,19 @@ class LRU(EvictionPolicy):
                 return block
             order.move_to_end(block)
         raise RuntimeError("LRU.victim called with every block pinned")
+
+    @staticmethod
+    def replay_hits(keys: Iterable[int], n_keys: int, capacity_blocks: int) -> bytearray:
+        """The cache-only replay of ``keys`` in one tight loop (see the base module)."""
+        order: OrderedDict[int, None] = OrderedDict()
+        move, evict = order.move_to_end, order.popitem
+        hits = bytearray(n_keys)
+        for g, block in enumerate(keys):
+            if block in order:
+                move(block)
+                hits[g] = 1
+            else:
+                if len(order) >= capacity_blocks:
+                    evict(last=False)
+                order[block] = None
+        return hits
