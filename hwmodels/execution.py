@@ -38,9 +38,7 @@ class ExecutionModel:
         out = p.gemm_s(tokens, m.n_q_heads * hd // tp, h)
         gate_up = p.gemm_s(tokens, h, 2 * m.intermediate_size // tp)
         down = p.gemm_s(tokens, m.intermediate_size // tp, h)
-        elementwise = p.elementwise_s(
-            _ELEMENTWISE_PASSES_PER_LAYER * tokens * h * m.bytes_per_param
-        )
+        elementwise = p.elementwise_s(_ELEMENTWISE_PASSES_PER_LAYER * tokens * h * m.bytes_per_param)
         return qkv + out + gate_up + down + elementwise + self._allreduce_s(tokens)
 
     def _allreduce_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
@@ -77,22 +75,14 @@ class ExecutionModel:
         if len(prefill_new_tokens):
             new = np.asarray(prefill_new_tokens, dtype=np.float64)
             prefix = np.asarray(prefill_prefix_tokens, dtype=np.float64)
-            attention += float(
-                np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, hd, prefix))
-            )
+            attention += float(np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, hd, prefix)))
         if n_decode:
             attention += float(
-                self.profile.attention_decode_s(
-                    n_decode, decode_context_sum / n_decode, q_heads, kv_heads, hd
-                )
+                self.profile.attention_decode_s(n_decode, decode_context_sum / n_decode, q_heads, kv_heads, hd)
             )
         per_layer = float(self._linear_s(tokens)) + attention
         n_sequences = len(prefill_new_tokens) + n_decode
-        return (
-            self.model.n_layers * per_layer
-            + float(self._lm_head_s(n_sequences))
-            + self.iteration_overhead_s
-        )
+        return self.model.n_layers * per_layer + float(self._lm_head_s(n_sequences)) + self.iteration_overhead_s
 
     def decode_steps_s(self, n_decode: int, decode_context_sum: int, n_steps: int) -> np.ndarray:
         """Seconds of each of ``n_steps`` consecutive decode-only steps.
@@ -104,7 +94,5 @@ class ExecutionModel:
         hd = self.model.head_dim
         mean_ctx = (decode_context_sum + np.arange(n_steps, dtype=np.float64) * n_decode) / n_decode
         attention = self.profile.attention_decode_s(n_decode, mean_ctx, q_heads, kv_heads, hd)
-        fixed = self.model.n_layers * float(self._linear_s(n_decode)) + float(
-            self._lm_head_s(n_decode)
-        )
+        fixed = self.model.n_layers * float(self._linear_s(n_decode)) + float(self._lm_head_s(n_decode))
         return self.model.n_layers * attention + fixed + self.iteration_overhead_s

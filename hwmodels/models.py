@@ -68,6 +68,4 @@ def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; shipped models: {', '.join(sorted(MODELS))}"
-        ) from None
+        raise ValueError(f"unknown model {name!r}; shipped models: {', '.join(sorted(MODELS))}") from None

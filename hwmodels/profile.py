@@ -113,9 +113,7 @@ class DatasheetProfile:
         # Each new token attends to the prefix and, causally, to half of the new tokens.
         keys_per_query = prefix_len + (seq_len + 1) / 2.0
         flops = 4.0 * q_heads * head_dim * seq_len * keys_per_query
-        nbytes = 2.0 * (
-            2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim
-        )
+        nbytes = 2.0 * (2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim)
         return self._roofline(flops, nbytes)
 
     def attention_decode_s(

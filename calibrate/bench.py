@@ -1,0 +1,277 @@
+"""The microbenchmarks (GPU only; imports torch). Each returns a list of plain-dict records.
+
+Inputs are drawn fresh with ``torch.randn`` (never zeros: zeros run faster than real data)
+and rotated between timed calls; every number is a median of CUDA-event-timed repeats.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from calibrate import shapes
+from calibrate.timing import median_gpu_seconds, median_graph_seconds
+from hwmodels.models import MODELS
+
+Record = dict[str, Any]
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def gemm(quick: bool) -> list[Record]:
+    torch = _torch()
+    records = []
+    kn_fit = shapes.all_gemm_shapes()
+    kn_heldout = sorted(
+        {kn for kn in (shapes.gemm_shapes(m, tp=2).values() for m in MODELS.values()) for kn in kn} - set(kn_fit)
+    )
+    plan = [(kn, m, "fit") for kn in kn_fit for m in shapes.GEMM_M_FIT]
+    plan += [(kn, m, "heldout") for kn in kn_fit for m in shapes.GEMM_M_HELDOUT]
+    plan += [(kn, m, "heldout_shape") for kn in kn_heldout for m in shapes.GEMM_M_FIT[::2]]
+    if quick:
+        plan = plan[:: max(1, len(plan) // 12)]
+    for (k, n), m, split in plan:
+        weights = [torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+        acts = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+        sets = [(acts[i % 2], weights[i % 2]) for i in range(4)]
+        seconds = median_graph_seconds(lambda ab: torch.matmul(*ab), sets, calls=_calls(2.0 * m * k * n))
+        records.append({"op": "gemm", "split": split, "m": m, "k": k, "n": n, "seconds": seconds})
+        del weights, acts, sets
+    return records
+
+
+def _calls(flops: float) -> int:
+    """Calls per graph: many for tiny kernels (so timing resolves them), few for big ones."""
+    return int(min(50, max(3, 2e12 / max(flops, 1.0))))
+
+
+def _qkv(batch: int, q_heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int) -> tuple:
+    torch = _torch()
+
+    def rand(heads: int, length: int):
+        return torch.randn(batch, heads, length, head_dim, device="cuda", dtype=torch.bfloat16)
+
+    return rand(q_heads, q_len), rand(kv_heads, kv_len), rand(kv_heads, kv_len)
+
+
+def _sdpa(q, k, v, causal: bool):
+    import torch.nn.functional as F
+
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def prefill_attention(quick: bool) -> list[Record]:
+    """Causal self-attention of ``seq`` new tokens; with a prefix, the new tokens also attend to
+    ``prefix`` cached tokens (timed as the causal part plus the full cross part, which is how
+    paged prefix attention splits the work)."""
+    records = []
+    plan = [((s, 0), "fit") for s in shapes.PREFILL_SEQ_FIT] + [((s, 0), "heldout") for s in shapes.PREFILL_SEQ_HELDOUT]
+    plan += [(sp, "fit") for sp in shapes.PREFILL_PREFIX_FIT] + [
+        (sp, "heldout") for sp in shapes.PREFILL_PREFIX_HELDOUT
+    ]
+    heads = shapes.attention_heads()
+    if quick:
+        plan, heads = plan[:3], heads[:1]
+    for hq, hkv, d in heads:
+        for (seq, prefix), split in plan:
+            sets = [_qkv(1, hq, hkv, seq, prefix + seq, d) for _ in range(2)]
+
+            def run(qkv, prefix=prefix, seq=seq):
+                q, k, v = qkv
+                if prefix:
+                    _sdpa(q, k[:, :, :prefix], v[:, :, :prefix], causal=False)
+                _sdpa(q, k[:, :, prefix:], v[:, :, prefix:], causal=True)
+
+            seconds = median_graph_seconds(run, sets, calls=_calls(4.0 * hq * d * seq * (prefix + seq)))
+            records.append({"op": "prefill_attention", "split": split, "seq": seq, "prefix": prefix,
+                            "q_heads": hq, "kv_heads": hkv, "head_dim": d, "seconds": seconds})  # fmt: skip
+            del sets
+    return records
+
+
+def decode_attention(quick: bool) -> list[Record]:
+    """One query token per sequence over its cached context: the memory-bound decode kernel."""
+    records = []
+    plan = [
+        ((b, c), "fit")
+        for b in shapes.DECODE_BATCH_FIT
+        for c in shapes.DECODE_CTX_FIT
+        if b * c <= shapes.DECODE_MAX_TOKENS
+    ]
+    plan += [(bc, "heldout") for bc in shapes.DECODE_HELDOUT]
+    heads = shapes.attention_heads()
+    if quick:
+        plan, heads = plan[:3], heads[:1]
+    for hq, hkv, d in heads:
+        for (batch, ctx), split in plan:
+            sets = [_qkv(batch, hq, hkv, 1, ctx, d) for _ in range(2)]
+            seconds = median_graph_seconds(lambda qkv: _sdpa(*qkv, causal=False), sets, calls=10)
+            records.append({"op": "decode_attention", "split": split, "batch": batch, "ctx": ctx,
+                            "q_heads": hq, "kv_heads": hkv, "head_dim": d, "seconds": seconds})  # fmt: skip
+            del sets
+    return records
+
+
+def copies(quick: bool) -> list[Record]:
+    """Host<->device copies, pinned and pageable, one large or many block-sized; and d2d."""
+    torch = _torch()
+    records = []
+    sizes = [(b, "fit") for b in shapes.COPY_BYTES_FIT] + [(b, "heldout") for b in shapes.COPY_BYTES_HELDOUT]
+    if quick:
+        sizes = sizes[:3]
+    largest = max(b for b, _ in sizes)
+    device = torch.randn(largest // 2, device="cuda", dtype=torch.bfloat16).view(torch.uint8)
+    device2 = torch.randn(largest // 2, device="cuda", dtype=torch.bfloat16).view(torch.uint8)
+    pinned = torch.randn(largest // 2, dtype=torch.bfloat16).view(torch.uint8).pin_memory()
+    pageable = torch.randn(largest // 2, dtype=torch.bfloat16).view(torch.uint8)
+    kinds: dict[str, Callable[[int], Callable[[Any], object]]] = {
+        "h2d": lambda nb: lambda _: device[:nb].copy_(pinned[:nb], non_blocking=True),
+        "d2h": lambda nb: lambda _: pinned[:nb].copy_(device[:nb], non_blocking=True),
+        "h2d_pageable": lambda nb: lambda _: device[:nb].copy_(pageable[:nb]),
+        "d2h_pageable": lambda nb: lambda _: pageable[:nb].copy_(device[:nb]),
+        "d2d": lambda nb: lambda _: device2[:nb].copy_(device[:nb]),
+    }
+    for kind, make in kinds.items():
+        for nbytes, split in sizes:
+            if kind in ("h2d", "d2h", "d2d"):
+                # Asynchronous copies: timed on the GPU from a graph, as an engine issues them.
+                seconds = median_graph_seconds(make(nbytes), [None], calls=10 if nbytes < 64 << 20 else 2)
+            else:
+                # Pageable copies are synchronous (staged through a bounce buffer): host-timed.
+                seconds = median_gpu_seconds(make(nbytes), [None], repeat=5 if nbytes >= 256 << 20 else 15)
+            records.append(
+                {"op": "copy", "split": split, "kind": kind, "n_copies": 1, "bytes": nbytes, "seconds": seconds}
+            )
+    many = [(nm, "fit") for nm in shapes.COPY_MANY_FIT] + [(nm, "heldout") for nm in shapes.COPY_MANY_HELDOUT]
+    if quick:
+        many = many[:2]
+    for kind in ("h2d", "d2h"):
+        for (n, nbytes), split in many:
+            # Distinct, non-contiguous slots, as a paged KV cache's blocks are.
+            stride = nbytes * 2
+            pairs = [(i * stride, (i * 3 % n) * stride) for i in range(n)]
+            if kind == "h2d":
+
+                def run(_, pairs=pairs, nbytes=nbytes):
+                    for dst, src in pairs:
+                        device[dst : dst + nbytes].copy_(pinned[src : src + nbytes], non_blocking=True)
+            else:
+
+                def run(_, pairs=pairs, nbytes=nbytes):
+                    for dst, src in pairs:
+                        pinned[src : src + nbytes].copy_(device[dst : dst + nbytes], non_blocking=True)
+
+            if n * stride > largest // 2:
+                continue
+            seconds = median_graph_seconds(run, [None], calls=1, repeat=7)
+            records.append(
+                {"op": "copy", "split": split, "kind": kind, "n_copies": n, "bytes": nbytes, "seconds": seconds}
+            )
+    return records
+
+
+def _copy_record(split: str, kind: str, n_copies: int, nbytes: int, seconds: float) -> Record:
+    return {"op": "copy", "split": split, "kind": kind, "n_copies": n_copies, "bytes": nbytes, "seconds": seconds}
+
+
+def elementwise(quick: bool) -> list[Record]:
+    """A memory-bound add (two reads, one write) at several sizes: achievable HBM bandwidth."""
+    torch = _torch()
+    records = []
+    for nbytes in shapes.ELEMENTWISE_BYTES[: 2 if quick else None]:
+        n = nbytes // 2
+        sets = [
+            (torch.randn(n, device="cuda", dtype=torch.bfloat16), torch.randn(n, device="cuda", dtype=torch.bfloat16))
+            for _ in range(2)
+        ]
+        seconds = median_graph_seconds(lambda ab: torch.add(*ab), sets, calls=10)
+        records.append({"op": "elementwise", "split": "fit", "bytes": 3 * nbytes, "seconds": seconds})
+    return records
+
+
+def file_io(directory: str, quick: bool) -> list[Record]:
+    """SSD-style sequential I/O with O_DIRECT (page cache bypassed) at block-sized and large
+    requests. Falls back to buffered I/O plus fsync where O_DIRECT is refused, and says so."""
+    import mmap
+
+    records = []
+    total = (64 << 20) if quick else (1 << 30)
+    for request in (2 << 20, 64 << 20):
+        buffer = mmap.mmap(-1, request)  # page-aligned, as O_DIRECT needs
+        buffer.write(os.urandom(request))
+        path = tempfile.mktemp(dir=directory, suffix=".kvsim-io")
+        direct = hasattr(os, "O_DIRECT")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_DIRECT if direct else 0)
+            try:
+                fd = os.open(path, flags, 0o600)
+            except OSError:
+                direct = False
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            start = time.perf_counter()
+            for _ in range(total // request):
+                os.write(fd, buffer)
+            os.fsync(fd)
+            write_s = time.perf_counter() - start
+            os.close(fd)
+            fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
+            start = time.perf_counter()
+            while os.readv(fd, [buffer]) > 0:
+                pass
+            read_s = time.perf_counter() - start
+            os.close(fd)
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
+        for kind, seconds in (("ssd_write", write_s), ("ssd_read", read_s)):
+            records.append({"op": "file_io", "split": "fit", "kind": kind, "request_bytes": request, "bytes": total,
+                            "seconds": seconds, "o_direct": direct})  # fmt: skip
+    return records
+
+
+def environment() -> dict[str, Any]:
+    torch = _torch()
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device_name": torch.cuda.get_device_name(0),
+        "device_memory_bytes": props.total_memory,
+        "multiprocessors": props.multi_processor_count,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "driver": _driver_version(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _driver_version() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_all(io_dir: str, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    torch = _torch()
+    torch.manual_seed(0)
+    result: dict[str, Any] = {"environment": environment(), "records": []}
+    benches = {"gemm": gemm, "prefill_attention": prefill_attention, "decode_attention": decode_attention,
+               "copies": copies, "elementwise": elementwise}  # fmt: skip
+    for name, bench in benches.items():
+        start = time.perf_counter()
+        records = bench(quick)
+        result["records"] += records
+        torch.cuda.empty_cache()
+        log(f"{name}: {len(records)} measurements in {time.perf_counter() - start:.0f} s")
+    result["records"] += file_io(io_dir, quick)
+    return result

@@ -1,0 +1,131 @@
+"""``kvsim-calibrate``: measure a GPU, fit a profile, and check the profile against reality.
+
+    kvsim-calibrate run --out DIR          # on a GPU machine: raw.json (+ e2e.json)
+    kvsim-calibrate fit DIR --gpu h100-sxm --name h100-sxm-calibrated
+    kvsim-calibrate report hwmodels/profiles/h100-sxm-calibrated
+
+``run`` needs CUDA and says so (exit 1) without it; ``fit`` and ``report`` need only NumPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR
+from traces.atomic import write_text_atomic
+
+RAW_FILE = "raw.json"
+E2E_FILE = "e2e.json"
+VALIDATION_FILE = "validation.json"
+
+
+def _cuda_or_exit() -> None:
+    try:
+        import torch
+    except ImportError:
+        sys.exit("kvsim-calibrate run: torch is not installed; install it with the CUDA build for this GPU")
+    if not torch.cuda.is_available():
+        sys.exit(
+            "kvsim-calibrate run: no CUDA GPU is visible (torch.cuda.is_available() is False); run this on a GPU machine"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _cuda_or_exit()
+    from calibrate.bench import run_all
+    from calibrate.e2e import measure
+    from hwmodels.models import get_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = run_all(args.io_dir or tempfile.gettempdir(), quick=args.quick, log=lambda s: print(s, flush=True))
+    write_text_atomic(out / RAW_FILE, json.dumps(raw, indent=1) + "\n")
+    print(f"wrote {out / RAW_FILE}: {len(raw['records'])} measurements on {raw['environment']['device_name']}")
+    if not args.no_e2e:
+        spec = get_model(args.e2e_model)
+        records = measure(spec, n_layers=2 if args.quick else None)
+        write_text_atomic(
+            out / E2E_FILE, json.dumps({"environment": raw["environment"], "records": records}, indent=1) + "\n"
+        )
+        print(f"wrote {out / E2E_FILE}: {len(records)} end-to-end steps of {spec.name}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from calibrate.fit import fit_profile
+
+    source = Path(args.dir)
+    raw = json.loads((source / RAW_FILE).read_text())
+    params = fit_profile(raw, name=args.name, gpu=args.gpu)
+    dest = Path(args.output) if args.output else PROFILES_DIR / args.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (RAW_FILE, E2E_FILE):
+        if (source / name).exists() and (source / name).resolve() != (dest / name).resolve():
+            shutil.copyfile(source / name, dest / name)
+    write_text_atomic(dest / PROFILE_FILE, json.dumps(params, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {dest / PROFILE_FILE}")
+    print(format_errors(params["heldout_error"]))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from calibrate.validate import validate
+
+    directory = Path(args.profile_dir)
+    report = validate(directory)
+    write_text_atomic(directory / VALIDATION_FILE, json.dumps(report, indent=1, sort_keys=True) + "\n")
+    print(format_errors(report["heldout"]))
+    print()
+    print(format_e2e(report["end_to_end"]))
+    return 0
+
+
+def format_errors(errors: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'held-out operation':<32}{'points':>8}{'median |err|':>14}{'max |err|':>12}"]
+    for cat, e in errors.items():
+        lines.append(
+            f"{cat:<32}{e['points']:>8}{100 * e['median_abs_rel_error']:>13.1f}%{100 * e['max_abs_rel_error']:>11.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def format_e2e(rows: list[dict]) -> str:
+    lines = [f"{'end-to-end step':<34}{'measured':>12}{'predicted':>12}{'error':>9}"]
+    for r in rows:
+        lines.append(
+            f"{r['step']:<34}{1e3 * r['measured_s']:>10.2f}ms{1e3 * r['predicted_s']:>10.2f}ms{100 * r['rel_error']:>+8.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kvsim-calibrate", description="Measure a GPU and fit kvsim's cost models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the microbenchmarks and the end-to-end check (needs a CUDA GPU)")
+    run.add_argument("--out", required=True)
+    run.add_argument("--quick", action="store_true", help="a few points of each benchmark (smoke test)")
+    run.add_argument("--io-dir", default=None, help="directory on the disk to measure (default: the temp dir)")
+    run.add_argument("--e2e-model", default="llama-3-8b")
+    run.add_argument("--no-e2e", action="store_true")
+    fit = sub.add_parser("fit", help="fit a profile from DIR/raw.json (no GPU needed)")
+    fit.add_argument("dir")
+    fit.add_argument("--gpu", required=True, help="the GPU spec it was measured on, e.g. h100-sxm")
+    fit.add_argument("--name", required=True, help="profile name, e.g. h100-sxm-calibrated")
+    fit.add_argument("-o", "--output", default=None, help="default: hwmodels/profiles/NAME")
+    report = sub.add_parser("report", help="held-out and end-to-end errors of a fitted profile")
+    report.add_argument("profile_dir")
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run, "fit": cmd_fit, "report": cmd_report}[args.command](args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"kvsim-calibrate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

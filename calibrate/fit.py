@@ -1,0 +1,186 @@
+"""Raw measurements -> fitted profile parameters, and the fit's error on held-out points.
+
+NumPy only: runs anywhere. Only records with ``split == "fit"`` shape the parameters; the
+``heldout`` records (sizes between the fit points, and GEMM shapes never fitted) are predicted
+and compared, so the reported error is an honest out-of-sample figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from hwmodels.calibrated import CalibratedProfile, _key
+from hwmodels.gpus import get_gpu
+
+
+def _relative_lstsq(features: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Least squares on relative error, dropping features whose weight comes out negative."""
+    keep = list(range(features.shape[1]))
+    while True:
+        a = features[:, keep] / seconds[:, None]
+        coef, *_ = np.linalg.lstsq(a, np.ones(len(seconds)), rcond=None)
+        if (coef >= 0).all() or len(keep) == 1:
+            full = np.zeros(features.shape[1])
+            full[keep] = np.maximum(coef, 0.0)
+            return full
+        keep.pop(int(np.argmin(coef)))
+
+
+def _fit_gemm(records: list[dict]) -> dict[str, Any]:
+    by_shape: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_shape[_key(r["k"], r["n"])].append(r)
+    shapes = {}
+    achieved: dict[int, list[float]] = defaultdict(list)
+    for key, rows in by_shape.items():
+        rows = sorted(rows, key=lambda r: r["m"])
+        shapes[key] = {
+            "log_m": [float(np.log(r["m"])) for r in rows],
+            "log_s": [float(np.log(r["seconds"])) for r in rows],
+        }
+        for r in rows:
+            achieved[r["m"]].append(2.0 * r["m"] * r["k"] * r["n"] / r["seconds"])
+    ms = sorted(achieved)
+    # Large-m GEMMs of the widest shapes stream weights at full rate: the bandwidth floor.
+    bandwidth = max(
+        2.0 * (r["m"] * r["k"] + r["k"] * r["n"] + r["m"] * r["n"]) / r["seconds"] for r in records if r["m"] <= 4
+    )
+    return {
+        "shapes": shapes,
+        "pooled": {
+            "log_m": [float(np.log(m)) for m in ms],
+            "log_flops_per_s": [float(np.log(statistics.median(achieved[m]))) for m in ms],
+        },
+        "bytes_per_s": bandwidth,
+    }
+
+
+def _fit_prefill(records: list[dict]) -> dict[str, Any]:
+    out = {}
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[_key(r["q_heads"], r["kv_heads"], r["head_dim"])].append(r)
+    for key, rows in groups.items():
+        causal = sorted((r for r in rows if r["prefix"] == 0), key=lambda r: r["seq"])
+        log_seq = [float(np.log(r["seq"])) for r in causal]
+        log_s = [float(np.log(r["seconds"])) for r in causal]
+        crossed = [r for r in rows if r["prefix"] > 0]
+        if crossed:
+            own = np.exp(np.interp(np.log([r["seq"] for r in crossed]), log_seq, log_s))
+            extra = np.maximum(np.array([r["seconds"] for r in crossed]) - own, 1e-7)
+            feats = np.array([[1.0, r["seq"] * r["prefix"]] for r in crossed])
+            a, b = _relative_lstsq(feats, extra)
+        else:
+            a, b = 0.0, 0.0
+        out[key] = {"log_seq": log_seq, "log_s": log_s, "cross": [float(a), float(b)]}
+    return out
+
+
+def _fit_decode(records: list[dict]) -> dict[str, Any]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[_key(r["q_heads"], r["kv_heads"], r["head_dim"])].append(r)
+    out = {}
+    for key, rows in groups.items():
+        feats = np.array([[1.0, r["batch"], r["batch"] * r["ctx"]] for r in rows])
+        out[key] = [float(c) for c in _relative_lstsq(feats, np.array([r["seconds"] for r in rows]))]
+    return out
+
+
+def _fit_copies(records: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    singles = [r for r in records if r["n_copies"] == 1]
+    for kind in sorted({r["kind"] for r in singles}):
+        rows = sorted((r for r in singles if r["kind"] == kind), key=lambda r: r["bytes"])
+        out[kind] = {
+            "log_bytes": [float(np.log(r["bytes"])) for r in rows],
+            "log_s": [float(np.log(r["seconds"])) for r in rows],
+        }
+    for kind in sorted({r["kind"] for r in records if r["n_copies"] > 1}):
+        single = out[kind]
+        rows = sorted((r for r in records if r["kind"] == kind and r["n_copies"] > 1), key=lambda r: r["bytes"])
+        increments = []
+        for r in rows:
+            first = float(np.exp(np.interp(np.log(r["bytes"]), single["log_bytes"], single["log_s"])))
+            increments.append(max((r["seconds"] - first) / (r["n_copies"] - 1), 1e-9))
+        out[kind]["many"] = {
+            "log_bytes": [float(np.log(r["bytes"])) for r in rows],
+            "log_s": [float(np.log(x)) for x in increments],
+        }
+    return out
+
+
+def _fit_elementwise(records: list[dict]) -> dict[str, Any]:
+    latency, inverse_bw = _relative_lstsq(
+        np.array([[1.0, r["bytes"]] for r in records]), np.array([r["seconds"] for r in records])
+    )
+    return {"latency_s": float(latency), "bytes_per_s": float(1.0 / max(inverse_bw, 1e-15))}
+
+
+def _fit_ssd(records: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in records:
+        out[f"{r['kind']}_bytes_per_s_at_{r['request_bytes'] >> 20}MiB"] = r["bytes"] / r["seconds"]
+        out["o_direct"] = r["o_direct"]
+    return out
+
+
+def fit_profile(raw: dict[str, Any], *, name: str, gpu: str) -> dict[str, Any]:
+    """Profile parameters from a raw measurement file (``kvsim-calibrate run`` output)."""
+    get_gpu(gpu)  # an unknown GPU name fails here, before any fitting
+    fit = [r for r in raw["records"] if r.get("split") == "fit"]
+
+    def of(op: str) -> list[dict]:
+        return [r for r in fit if r["op"] == op]
+
+    params = {
+        "name": name,
+        "gpu": gpu,
+        "environment": raw["environment"],
+        "gemm": _fit_gemm(of("gemm")),
+        "prefill": _fit_prefill(of("prefill_attention")),
+        "decode": _fit_decode(of("decode_attention")),
+        "copy": _fit_copies(of("copy")),
+        "elementwise": _fit_elementwise(of("elementwise")),
+        "ssd": _fit_ssd(of("file_io")),
+    }
+    params["heldout_error"] = heldout_errors(CalibratedProfile(name, get_gpu(gpu), params), raw["records"])
+    return params
+
+
+def predict(profile: CalibratedProfile, r: dict[str, Any]) -> float:
+    """The profile's prediction for one measurement record."""
+    op = r["op"]
+    if op == "gemm":
+        return float(profile.gemm_s(r["m"], r["k"], r["n"]))
+    if op == "prefill_attention":
+        return float(profile.attention_prefill_s(r["seq"], r["q_heads"], r["kv_heads"], r["head_dim"], r["prefix"]))
+    if op == "decode_attention":
+        return float(profile.attention_decode_s(r["batch"], r["ctx"], r["q_heads"], r["kv_heads"], r["head_dim"]))
+    if op == "copy":
+        return float(profile.copy_many_s(r["n_copies"], r["bytes"], r["kind"]))
+    raise ValueError(f"no prediction for op {op!r}")
+
+
+def _category(r: dict[str, Any]) -> str:
+    if r["op"] == "copy":
+        pinned = r["kind"] in ("h2d", "d2h")
+        many = r["n_copies"] > 1
+        return f"copy_{'pinned' if pinned else r['kind']}{'_many' if many else ''}"
+    return r["op"] + ("_unseen_shape" if r.get("split") == "heldout_shape" else "")
+
+
+def heldout_errors(profile: CalibratedProfile, records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median and max absolute relative error per operation on records not used for fitting."""
+    errors: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if r.get("split") in ("heldout", "heldout_shape") and r["op"] != "file_io":
+            errors[_category(r)].append(abs(predict(profile, r) - r["seconds"]) / r["seconds"])
+    return {
+        cat: {"median_abs_rel_error": float(np.median(v)), "max_abs_rel_error": float(np.max(v)), "points": len(v)}
+        for cat, v in sorted(errors.items())
+    }

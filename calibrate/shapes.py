@@ -1,0 +1,51 @@
+"""What to measure: the GEMM shapes of the shipped models and the size grids.
+
+Each grid has a *fit* part and a *held-out* part (sizes between the fit points and shapes the
+fit never sees); fits use only the first, and their error is reported on the second.
+"""
+
+from __future__ import annotations
+
+from hwmodels.models import MODELS, ModelSpec
+
+# Token counts per GEMM: powers of two to fit, in-between values held out.
+GEMM_M_FIT = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+GEMM_M_HELDOUT = [3, 24, 96, 384, 1536, 6144, 12288]
+
+PREFILL_SEQ_FIT = [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+PREFILL_SEQ_HELDOUT = [384, 1536, 6144, 12288]
+PREFILL_PREFIX_FIT = [(512, 2048), (1024, 8192), (2048, 4096), (256, 16384)]  # (new, prefix)
+PREFILL_PREFIX_HELDOUT = [(768, 3072), (1536, 12288)]
+
+DECODE_BATCH_FIT = [1, 4, 16, 64, 256]
+DECODE_CTX_FIT = [128, 512, 2048, 8192, 32768]
+DECODE_HELDOUT = [(2, 1024), (8, 6144), (32, 3072), (128, 1536), (48, 12288)]
+DECODE_MAX_TOKENS = 2_500_000  # batch x context cap: KV of 2.5 M tokens fits next to the rest
+
+COPY_BYTES_FIT = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30]
+COPY_BYTES_HELDOUT = [8 << 10, 128 << 10, 2 << 20, 32 << 20, 512 << 20]
+COPY_MANY_FIT = [(256, 16 << 10), (256, 64 << 10), (256, 256 << 10), (64, 1 << 20)]  # (n, bytes each)
+COPY_MANY_HELDOUT = [(128, 32 << 10), (512, 128 << 10)]
+
+ELEMENTWISE_BYTES = [1 << 20, 8 << 20, 64 << 20, 512 << 20]
+
+
+def gemm_shapes(model: ModelSpec, tp: int = 1) -> dict[str, tuple[int, int]]:
+    """``(k, n)`` of each linear layer of ``model`` (what ``ExecutionModel`` asks for)."""
+    h, hd = model.hidden_size, model.head_dim
+    return {
+        "qkv": (h, (model.n_q_heads + 2 * model.n_kv_heads) * hd // tp),
+        "o": (model.n_q_heads * hd // tp, h),
+        "gate_up": (h, 2 * model.intermediate_size // tp),
+        "down": (model.intermediate_size // tp, h),
+        "lm_head": (h, model.vocab_size // tp),
+    }
+
+
+def all_gemm_shapes() -> list[tuple[int, int]]:
+    return sorted({kn for model in MODELS.values() for kn in gemm_shapes(model).values()})
+
+
+def attention_heads() -> list[tuple[int, int, int]]:
+    """``(q_heads, kv_heads, head_dim)`` of every shipped model at tensor parallel 1."""
+    return sorted({(m.n_q_heads, m.n_kv_heads, m.head_dim) for m in MODELS.values()})

@@ -1,0 +1,47 @@
+"""Compare a fitted profile with measurements it was not fitted on.
+
+Two checks: the held-out microbenchmark points (GEMM, attention, copies at sizes and shapes the
+fit never saw), and whole engine steps of a Llama-shaped model (``e2e.json``) against what
+:class:`~hwmodels.execution.ExecutionModel` predicts with the profile for the same batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from calibrate.fit import heldout_errors
+from hwmodels.calibrated import load_calibrated_profile
+from hwmodels.execution import ExecutionModel
+from hwmodels.models import get_model
+
+
+def validate(profile_dir: Path) -> dict[str, Any]:
+    profile = load_calibrated_profile(str(profile_dir))
+    raw = json.loads((profile_dir / "raw.json").read_text())
+    report: dict[str, Any] = {
+        "profile": profile.name,
+        "heldout": heldout_errors(profile, raw["records"]),
+        "end_to_end": [],
+    }
+    e2e_path = profile_dir / "e2e.json"
+    if e2e_path.exists():
+        for r in json.loads(e2e_path.read_text())["records"]:
+            spec = get_model(r["model"])
+            model = ExecutionModel(spec.with_overrides(n_layers=r["layers"]), profile)
+            if r["op"] == "e2e_prefill":
+                predicted = model.iteration_s([r["seq"]], [0], 0, 0)
+                step = f"{r['model']} prefill {r['seq']} tokens"
+            else:
+                predicted = model.iteration_s([], [], r["batch"], r["batch"] * r["ctx"])
+                step = f"{r['model']} decode batch {r['batch']} ctx {r['ctx']}"
+            report["end_to_end"].append(
+                {
+                    "step": step,
+                    "measured_s": r["seconds"],
+                    "predicted_s": predicted,
+                    "rel_error": (predicted - r["seconds"]) / r["seconds"],
+                }
+            )
+    return report

@@ -1,0 +1,167 @@
+"""Calibrated GPU profiles: cost models fitted by ``calibrate/`` from measurements on a GPU.
+
+A profile is a directory under ``hwmodels/profiles/<name>/`` holding ``profile.json`` (fitted
+parameters, device, torch and driver versions, date) next to the raw measurements it came
+from. :class:`CalibratedProfile` answers the :class:`~hwmodels.profile.GpuProfile` calls from
+the fitted parameters with NumPy only (no torch in the simulator):
+
+* GEMM: per measured ``(k, n)`` shape, log-log interpolation of time over the token count
+  ``m`` (GEMM efficiency is a staircase of tile and wave effects no single formula fits);
+  beyond the measured range, time grows linearly in ``m``; an unmeasured shape uses the pooled
+  achieved-FLOP/s curve over ``m`` with an HBM-bandwidth floor.
+* Prefill attention: log-log interpolation of the causal part over sequence length per head
+  configuration, plus a fitted linear cost for attending to a cached prefix.
+* Decode attention: ``a + b * batch + c * batch * context`` per head configuration (a
+  memory-bound kernel: time follows the KV bytes read).
+* Copies: log-log interpolation of time over bytes per kind (latency-bound below ~1 MiB,
+  bandwidth-bound above, with a knee no two-parameter line fits); many back-to-back block
+  copies pay a fitted increment per further copy, interpolated over the block size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwmodels.gpus import GpuSpec, get_gpu
+from hwmodels.profile import ArrayLike, check_copy_kind
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_FILE = "profile.json"
+
+
+def available_profiles() -> list[str]:
+    if not PROFILES_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PROFILES_DIR.iterdir() if (p / PROFILE_FILE).exists())
+
+
+def _key(*parts: int) -> str:
+    return ",".join(str(p) for p in parts)
+
+
+def _loglog(x: ArrayLike, xs: list[float], ys: list[float]) -> ArrayLike:
+    """Interpolate ``log y`` over ``log x``; linear growth in ``x`` beyond the last point."""
+    lx = np.log(np.maximum(np.asarray(x, dtype=np.float64), 1e-12))
+    xs_a, ys_a = np.asarray(xs), np.asarray(ys)
+    inside = np.exp(np.interp(lx, xs_a, ys_a))
+    beyond = np.exp(ys_a[-1]) * np.exp(lx - xs_a[-1])
+    out = np.where(lx > xs_a[-1], beyond, inside)
+    return out if out.ndim else float(out)
+
+
+@dataclass(frozen=True)
+class CalibratedProfile:
+    name: str
+    gpu: GpuSpec
+    params: dict[str, Any]
+
+    # ------------------------------------------------------------------ GEMM
+    def gemm_s(self, m: ArrayLike, k: int, n: int) -> ArrayLike:
+        g = self.params["gemm"]
+        shape = g["shapes"].get(_key(k, n))
+        if shape is not None:
+            return _loglog(m, shape["log_m"], shape["log_s"])
+        nearest = self._nearest_gemm_shape(k, n)
+        if nearest is not None:
+            # A tensor-parallel shard or a sibling model: the closest measured shape, scaled by
+            # the weight size (both the FLOPs and the weight bytes scale with k x n).
+            (k0, n0), shape = nearest
+            return _loglog(m, shape["log_m"], shape["log_s"]) * (k * n) / (k0 * n0)
+        m_arr = np.asarray(m, dtype=np.float64)
+        flops_per_s = np.exp(
+            np.interp(np.log(np.maximum(m_arr, 1.0)), g["pooled"]["log_m"], g["pooled"]["log_flops_per_s"])
+        )
+        flops = 2.0 * m_arr * k * n
+        nbytes = 2.0 * (m_arr * k + k * n + m_arr * n)
+        out = np.maximum(flops / flops_per_s, nbytes / g["bytes_per_s"])
+        return out if out.ndim else float(out)
+
+    def _nearest_gemm_shape(self, k: int, n: int) -> tuple[tuple[int, int], dict] | None:
+        """The measured ``(k, n)`` closest in log space, if within a factor of 4 on each side."""
+        best, best_d = None, None
+        for key, shape in self.params["gemm"]["shapes"].items():
+            k0, n0 = map(int, key.split(","))
+            dk, dn = abs(np.log(k / k0)), abs(np.log(n / n0))
+            if max(dk, dn) <= np.log(4.0) and (best_d is None or dk + dn < best_d):
+                best, best_d = ((k0, n0), shape), dk + dn
+        return best
+
+    # ------------------------------------------------------------------ attention
+    def _heads(self, table: dict[str, Any], q_heads: int, kv_heads: int, head_dim: int) -> tuple[Any, float]:
+        """Parameters for a head configuration and a scale factor for an unmeasured one.
+
+        An unmeasured configuration (a tensor-parallel shard, a new model) borrows the measured
+        one with the same head dimension and closest GQA ratio, scaled by query heads: attention
+        work is proportional to the number of query heads.
+        """
+        exact = table.get(_key(q_heads, kv_heads, head_dim))
+        if exact is not None:
+            return exact, 1.0
+        ratio = q_heads / max(kv_heads, 1)
+        candidates = [tuple(map(int, k.split(","))) for k in table]
+        same_dim = [c for c in candidates if c[2] == head_dim] or candidates
+        best = min(same_dim, key=lambda c: (abs(c[0] / c[1] - ratio), abs(c[0] - q_heads)))
+        return table[_key(*best)], q_heads / best[0]
+
+    def attention_prefill_s(
+        self, seq_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int, prefix_len: ArrayLike = 0
+    ) -> ArrayLike:
+        p, scale = self._heads(self.params["prefill"], q_heads, kv_heads, head_dim)
+        seq = np.maximum(np.asarray(seq_len, dtype=np.float64), 1.0)
+        prefix = np.asarray(prefix_len, dtype=np.float64)
+        causal = _loglog(seq, p["log_seq"], p["log_s"])
+        a, b = p["cross"]
+        cross = np.where(prefix > 0, a + b * seq * prefix, 0.0)
+        out = scale * (causal + cross)
+        return out if np.ndim(out) else float(out)
+
+    def attention_decode_s(
+        self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
+    ) -> ArrayLike:
+        p, scale = self._heads(self.params["decode"], q_heads, kv_heads, head_dim)
+        a, b, c = p
+        out = scale * (a + b * batch + c * batch * np.asarray(ctx_len, dtype=np.float64))
+        return out if np.ndim(out) else float(out)
+
+    # ------------------------------------------------------------------ memory
+    def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
+        e = self.params["elementwise"]
+        return e["latency_s"] + np.asarray(nbytes, dtype=np.float64) / e["bytes_per_s"]
+
+    def copy_s(self, nbytes: ArrayLike, kind: str) -> ArrayLike:
+        check_copy_kind(kind)
+        c = self.params["copy"][kind]
+        return _loglog(nbytes, c["log_bytes"], c["log_s"])
+
+    def copy_many_s(self, n_copies: ArrayLike, nbytes_each: ArrayLike, kind: str) -> ArrayLike:
+        """The first copy costs :meth:`copy_s`; each further one queued behind it costs the
+        fitted increment for its size (its issue overhead and its bytes on the link)."""
+        check_copy_kind(kind)
+        c = self.params["copy"][kind]
+        n = np.asarray(n_copies, dtype=np.float64)
+        one = self.copy_s(nbytes_each, kind)
+        many = c.get("many")
+        extra = _loglog(nbytes_each, many["log_bytes"], many["log_s"]) if many else one
+        out = np.where(n <= 1, n * one, one + (n - 1) * extra)
+        return out if np.ndim(out) else float(out)
+
+    @property
+    def ssd(self) -> dict[str, Any]:
+        return self.params.get("ssd", {})
+
+
+def load_calibrated_profile(name: str) -> CalibratedProfile:
+    """A shipped profile by directory name (``h100-sxm-calibrated``) or a path to one."""
+    path = Path(name.removeprefix("calibrated:"))
+    directory = path if path.is_dir() else PROFILES_DIR / name
+    file = directory / PROFILE_FILE
+    if not file.exists():
+        shipped = ", ".join(available_profiles()) or "none"
+        raise ValueError(f"unknown calibrated profile {name!r}; shipped profiles: {shipped}")
+    params = json.loads(file.read_text())
+    return CalibratedProfile(name=params["name"], gpu=get_gpu(params["gpu"]), params=params)

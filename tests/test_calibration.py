@@ -1,0 +1,105 @@
+"""Calibration on the CPU: fitting and loading the committed H100 measurements.
+
+The raw measurements in ``hwmodels/profiles/h100-sxm-calibrated/raw.json`` were taken on a lent
+H100 80GB HBM3; these tests refit them and check the fit's out-of-sample quality, the
+profile's physical sanity, and the command line's behaviour without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from calibrate.fit import fit_profile, heldout_errors
+from hwmodels import ExecutionModel, GpuProfile, get_model, load_profile
+from hwmodels.calibrated import PROFILES_DIR, load_calibrated_profile
+
+H100 = PROFILES_DIR / "h100-sxm-calibrated"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return json.loads((H100 / "raw.json").read_text())
+
+
+def test_refitting_the_committed_measurements_reproduces_the_committed_profile(raw: dict) -> None:
+    committed = json.loads((H100 / "profile.json").read_text())
+    refit = json.loads(json.dumps(fit_profile(raw, name="h100-sxm-calibrated", gpu="h100-sxm")))
+    for section in ("gemm", "prefill", "decode", "copy", "elementwise", "heldout_error"):
+        assert refit[section] == committed[section], section
+
+
+@pytest.mark.parametrize(
+    "operation", ["gemm", "gemm_unseen_shape", "prefill_attention", "decode_attention", "copy_pinned"]
+)
+def test_held_out_predictions_are_within_ten_percent(raw: dict, operation: str) -> None:
+    errors = heldout_errors(load_profile("h100-sxm-calibrated"), raw["records"])
+    assert errors[operation]["points"] >= 4
+    assert errors[operation]["median_abs_rel_error"] <= 0.10
+
+
+def test_the_fit_never_sees_held_out_points(raw: dict) -> None:
+    fitted_only = {**raw, "records": [r for r in raw["records"] if r["split"] == "fit"]}
+    with_heldout = fit_profile(raw, name="x", gpu="h100-sxm")
+    without = fit_profile(fitted_only, name="x", gpu="h100-sxm")
+    assert with_heldout["gemm"] == without["gemm"] and with_heldout["copy"] == without["copy"]
+
+
+def test_profile_is_physically_sane() -> None:
+    p = load_profile("h100-sxm-calibrated")
+    assert isinstance(p, GpuProfile)
+    big_m = np.array([1024, 2048, 4096, 8192, 16384, 32768])
+    assert np.all(np.diff(p.gemm_s(big_m, 4096, 14336)) > 0)
+    sizes = np.array([1 << 20, 16 << 20, 256 << 20, 1 << 30])
+    assert np.all(np.diff(p.copy_s(sizes, "h2d")) > 0)
+    # Pinned copies beat pageable ones at bulk sizes, and PCIe Gen5 lands near its nominal 64 GB/s.
+    assert p.copy_s(1 << 30, "h2d") < p.copy_s(1 << 30, "h2d_pageable")
+    assert 30e9 < (1 << 30) / p.copy_s(1 << 30, "h2d") < 64e9
+    # Many small copies cost more than one copy of the same bytes (per-copy overhead).
+    assert p.copy_many_s(256, 64 << 10, "h2d") > p.copy_s(256 * (64 << 10), "h2d")
+    # Decode attention reads the KV cache: time grows with context.
+    assert p.attention_decode_s(64, 8192, 32, 8, 128) > 2 * p.attention_decode_s(64, 1024, 32, 8, 128)
+
+
+def test_execution_model_prices_decode_steps_with_the_calibrated_profile() -> None:
+    model = ExecutionModel(get_model("llama-3-8b"), load_profile("h100-sxm-calibrated"))
+    steps = model.decode_steps_s(32, 32 * 2048, 100)
+    assert steps.shape == (100,) and np.all(np.diff(steps) >= 0)
+    assert model.iteration_s([4096], [0], 0, 0) > model.iteration_s([1024], [0], 0, 0)
+
+
+def test_unknown_profile_lists_the_shipped_ones() -> None:
+    with pytest.raises(ValueError, match="h100-sxm-calibrated"):
+        load_calibrated_profile("b200-calibrated")
+
+
+def test_run_without_a_gpu_says_so_and_fails(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "run", "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "no CUDA GPU" in done.stderr or "torch is not installed" in done.stderr
+    assert not (tmp_path / "raw.json").exists()
+
+
+def test_fit_and_report_commands_write_a_loadable_profile(tmp_path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "raw.json").write_text((H100 / "raw.json").read_text())
+    (tmp_path / "m" / "e2e.json").write_text((H100 / "e2e.json").read_text())
+    out = tmp_path / "profile"
+    cli = [sys.executable, "-m", "calibrate.cli"]
+    fit = subprocess.run(
+        [*cli, "fit", str(tmp_path / "m"), "--gpu", "h100-sxm", "--name", "test", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert fit.returncode == 0, fit.stderr
+    report = subprocess.run([*cli, "report", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    validation = json.loads((out / "validation.json").read_text())
+    assert len(validation["end_to_end"]) == 9
+    assert load_calibrated_profile(str(out)).gemm_s(512, 4096, 4096) > 0
