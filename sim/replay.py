@@ -43,6 +43,10 @@ def replay_single_tier(
         fast = policy.replay_hits
         policy.bind(capacity_blocks, WorkloadView(tier="hbm", block_bytes=block_bytes, categories=trace.categories))
         return _replay_in_chunks(fast, keys, capacity_blocks)
+    whole = type(policy).__dict__.get("replay_trace")
+    if whole is not None:
+        policy.bind(capacity_blocks, WorkloadView(tier="hbm", block_bytes=block_bytes, categories=trace.categories))
+        return np.frombuffer(policy.replay_trace(trace, offsets, keys, capacity_blocks), dtype=np.uint8).astype(bool)
     workload = WorkloadView(
         tier="hbm",
         block_bytes=block_bytes,
@@ -94,32 +98,119 @@ def _replay_in_chunks(fast: Callable[..., bytearray], keys: np.ndarray, capacity
     return np.frombuffer(hits, dtype=np.uint8).astype(bool)
 
 
+MISS = -1
+
+
+def replay_tiers(
+    trace: Trace,
+    capacities: list[int],
+    make_policy: Callable[[], EvictionPolicy],
+    *,
+    block_tokens: int | None = None,
+    check_invariants: bool = True,
+) -> np.ndarray:
+    """Replay through a hierarchy (HBM first); per access the tier that hit, or :data:`MISS`.
+
+    The hierarchy is inclusive and write-back, as LMCache's CPU and disk tiers behave: a block
+    found in a lower tier is copied up to HBM and keeps its lower copy; a block evicted from a
+    tier is written to the next one unless that already holds it; the last tier drops. A missed
+    block is computed into HBM. Each tier has its own policy instance. Offline policies see the
+    access stream's future through ``next_access`` (blocks also arrive by demotion).
+    """
+    if not capacities or any(c < 1 for c in capacities):
+        raise ValueError(f"every tier needs at least one block, got {capacities}")
+    offsets, keys = remap_blocks(trace, block_tokens)
+    oracle = None
+    policies = [make_policy() for _ in capacities]
+    if any(p.offline for p in policies):
+        from sim.blocks import AccessOracle
+
+        oracle = AccessOracle(keys)
+    for tier, (policy, capacity) in enumerate(zip(policies, capacities, strict=True)):
+        view = WorkloadView(
+            tier=("hbm", "dram", "ssd")[tier] if tier < 3 else f"tier{tier}",
+            block_bytes=0,
+            categories=trace.categories,
+            next_use=oracle.next_use if oracle else None,
+            next_access=oracle.next_access if oracle else None,
+        )
+        policy.bind(capacity, view)
+    resident: list[dict[int, int]] = [{} for _ in capacities]  # block -> chain position
+    where = np.full(len(keys), MISS, dtype=np.int8)
+
+    def place(tier: int, block: int, position: int) -> None:
+        held = resident[tier]
+        if len(held) >= capacities[tier]:
+            victim = policies[tier].victim(_NO_PINS)
+            victim_position = held.pop(victim)
+            below = tier + 1
+            if below < len(capacities):
+                if victim in resident[below]:
+                    policies[below].on_access(victim, victim_position)
+                else:
+                    place(below, victim, victim_position)
+        held[block] = position
+        policies[tier].on_insert(block, position)
+        if check_invariants and len(held) > capacities[tier]:
+            raise AssertionError(f"tier {tier} holds {len(held)} blocks, capacity {capacities[tier]}")
+
+    for r in range(len(trace)):
+        start, end = int(offsets[r]), int(offsets[r + 1])
+        ctx = RequestContext(
+            request_index=r,
+            now_s=float(trace.arrival_s[r]),
+            arrival_s=float(trace.arrival_s[r]),
+            session_id=int(trace.session_id[r]),
+            turn=int(trace.turn[r]),
+            category=int(trace.category_code[r]),
+            n_blocks=end - start,
+            access_offset=start,
+        )
+        for policy in policies:
+            policy.on_request(ctx)
+        for position, block in enumerate(keys[start:end].tolist()):
+            hit = next((t for t, held in enumerate(resident) if block in held), MISS)
+            where[start + position] = hit
+            if hit == 0:
+                policies[0].on_access(block, position)
+                continue
+            if hit > 0:
+                policies[hit].on_access(block, position)
+            place(0, block, position)
+    return where
+
+
 def run_replay(config: SimConfig, trace: Trace) -> Result:
-    """Replay mode of :func:`sim.run`: single-tier hit ratios at ``config.tiers.hbm_blocks``."""
-    capacity = config.tiers.hbm_blocks
+    """Replay mode of :func:`sim.run`: hit ratios at ``tiers.hbm_blocks`` (and, when set,
+    ``tiers.dram_blocks`` / ``tiers.ssd_blocks`` below it)."""
+    tiers = config.tiers
+    capacity = tiers.hbm_blocks
     if capacity is None:
         raise ValueError("replay mode needs tiers.hbm_blocks (the cache capacity in blocks)")
     factory = resolve("eviction", config.eviction)
-    policy = factory()
-    hits = replay_single_tier(trace, capacity, policy, block_tokens=config.tiers.block_tokens)
-    offsets, _ = remap_blocks(trace, config.tiers.block_tokens)
-    per_request_hits = (
-        np.add.reduceat(hits.astype(np.int64), offsets[:-1]) if len(hits) else np.zeros(len(trace), np.int64)
-    )
-    per_request_hits[np.diff(offsets) == 0] = 0
-    requests = pd.DataFrame(
-        {
-            "request_id": trace.request_id,
-            "blocks": np.diff(offsets),
-            "hbm_hit_blocks": per_request_hits,
-        }
-    )
+    below = [(name, c) for name, c in (("dram", tiers.dram_blocks), ("ssd", tiers.ssd_blocks)) if c]
+    names = ["hbm", *(name for name, _ in below)]
+    lower = [c for _, c in below]
+    if lower:
+        where = replay_tiers(trace, [capacity, *lower], factory, block_tokens=tiers.block_tokens,
+                             check_invariants=config.check_invariants)  # fmt: skip
+    else:
+        hits = replay_single_tier(trace, capacity, factory(), block_tokens=tiers.block_tokens)
+        where = np.where(hits, 0, MISS).astype(np.int8)
+    offsets, _ = remap_blocks(trace, tiers.block_tokens)
+    request_of = np.repeat(np.arange(len(trace)), np.diff(offsets))
+    columns = {"request_id": trace.request_id, "blocks": np.diff(offsets)}
     summary = {
         "mode": "replay",
         "eviction": policy_label(factory),
-        "hbm_blocks": capacity,
+        **{f"{name}_blocks": c for name, c in zip(names, [capacity, *lower], strict=True)},
         "n_requests": len(trace),
-        "n_accesses": int(len(hits)),
-        "block_hit_ratio": float(hits.mean()) if len(hits) else 0.0,
+        "n_accesses": int(len(where)),
+        "block_hit_ratio": float((where != MISS).mean()) if len(where) else 0.0,
     }
-    return Result(summary, requests)
+    for t, name in enumerate(names):
+        in_tier = where == t
+        columns[f"{name}_hit_blocks"] = np.bincount(request_of[in_tier], minlength=len(trace))
+        if lower:
+            summary[f"{name}_hit_ratio"] = float(in_tier.mean()) if len(where) else 0.0
+    return Result(summary, pd.DataFrame(columns))
