@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
-from policies.registry import policy_label, resolve
+from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import next_use, remap_blocks
+from sim.build import ConfigError
 from sim.config import SimConfig
 from sim.result import Result
 from traces.schema import Trace
@@ -185,9 +186,19 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     ``tiers.dram_blocks`` / ``tiers.ssd_blocks`` below it)."""
     tiers = config.tiers
     capacity = tiers.hbm_blocks
-    if capacity is None:
-        raise ValueError("replay mode needs tiers.hbm_blocks (the cache capacity in blocks)")
-    factory = resolve("eviction", config.eviction)
+    for key, value in (
+        ("tiers.hbm_blocks", capacity),
+        ("tiers.dram_blocks", tiers.dram_blocks),
+        ("tiers.ssd_blocks", tiers.ssd_blocks),
+    ):
+        if key == "tiers.hbm_blocks" and value is None:
+            raise ConfigError(key, "replay mode needs the cache capacity in blocks, e.g. tiers.hbm_blocks=4000")
+        if value is not None and value < 1:
+            raise ConfigError(key, f"must be >= 1 block, got {value}")
+    try:
+        factory = resolve("eviction", config.eviction)
+    except UnknownPolicyError as exc:
+        raise ConfigError("eviction", str(exc)) from None
     below = [(name, c) for name, c in (("dram", tiers.dram_blocks), ("ssd", tiers.ssd_blocks)) if c]
     names = ["hbm", *(name for name, _ in below)]
     lower = [c for _, c in below]

@@ -56,3 +56,20 @@ def test_seventy_b_fits_at_tensor_parallel_two() -> None:
         SimConfig(model=ModelConfig(name="llama-3-70b"), hardware=HardwareConfig(tensor_parallel=2)), TRACE
     )
     assert setup.tier_blocks[0][1] > 0
+
+
+@pytest.mark.parametrize(
+    ("tiers", "eviction", "key", "text"),
+    [
+        (TierConfig(), "lru", "tiers.hbm_blocks", "needs the cache capacity"),
+        (TierConfig(hbm_blocks=0), "lru", "tiers.hbm_blocks", ">= 1"),
+        (TierConfig(hbm_blocks=10, dram_blocks=-5), "lru", "tiers.dram_blocks", ">= 1"),
+        (TierConfig(hbm_blocks=10), "lruu", "eviction", "choose one of"),
+    ],
+)
+def test_bad_replay_config_names_the_key(tiers: TierConfig, eviction: str, key: str, text: str) -> None:
+    from sim.run import run
+
+    with pytest.raises(ConfigError) as caught:
+        run(SimConfig(mode="replay", tiers=tiers, eviction=eviction), TRACE)
+    assert caught.value.key == key and text in str(caught.value)
