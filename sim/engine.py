@@ -39,7 +39,8 @@ class _ServeRun:
         self.env = simpy.Environment()
         self.offsets, self.keys = remap_blocks(trace, setup.block_tokens)
         eviction = setup.policies["eviction"]
-        needs_future = bool(getattr(eviction, "offline", False))
+        # The factory may be a class or a functools.partial of one (hydra's _partial_).
+        needs_future = bool(getattr(getattr(eviction, "func", eviction), "offline", False))
         self.oracle = AccessOracle(self.keys) if needs_future else None
         self.recompute_s = self._recompute_cost_by_position()
         self.tier_names = tuple(name for name, _ in setup.tier_blocks)

@@ -50,7 +50,7 @@ def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_pat
 
 def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = ("-m", SMALL, "eviction=lru,workload_aware", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")
+    args = ("-m", SMALL, "eviction=lru,belady", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")
     first = kvsim(*args, cwd=tmp_path)
     assert first.returncode != 0 and "ConfigError" in first.stderr  # the hbm_gb=-1 runs fail
     collected = subprocess.run(
@@ -63,7 +63,8 @@ def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) ->
     assert sorted(table["status"]) == ["failed", "failed", "ok", "ok"]
     assert table.loc[table["status"] == "failed", "error"].str.contains("hardware.hbm_gb").all()
     ok = table[table["status"] == "ok"]
-    assert set(ok["eviction"]) == {"lru", "workload_aware"}
+    assert set(ok["eviction"]) == {"lru", "belady"}  # belady: the offline bound works from the CLI too
+    assert ok.set_index("eviction")["token_hit_ratio"]["belady"] >= ok.set_index("eviction")["token_hit_ratio"]["lru"]
     stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("summary.json")}
     again = kvsim(*args, cwd=tmp_path)
     assert again.stdout.count("skipping") == 2
