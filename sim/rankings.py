@@ -1,0 +1,159 @@
+"""Policy-ranking regression: which policy wins, per workload and metric, must not drift.
+
+Researchers use kvsim to rank policies, so a change that silently reorders them is the worst
+kind of regression. :func:`compute_rankings` ranks the shipped eviction policies (replay hit
+ratio at two capacities) and schedulers (serve-mode mean and P99 TTFT) on a fixed set of small
+seeded workloads (plus the Mooncake slice when present); :func:`compare` checks a fresh ranking
+against the stored one and explains every difference. Refresh the stored rankings on purpose
+(after a deliberate behaviour change) with::
+
+    python -m sim.rankings --refresh
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.registry import available
+from sim.config import HardwareConfig, SimConfig, TierConfig
+from sim.run import run
+from traces import Trace, generate, open_trace
+from traces.atomic import write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = ROOT / "tests" / "rankings" / "expected.json"
+MOONCAKE = (ROOT / ".." / "shared" / "traces" / "mooncake_conversation_trace.jsonl").resolve()
+
+MIN_KENDALL_TAU = 0.8  # below this the order changed in substance, not by one neighbour swap
+TIE = 1e-9
+SCHEDULERS = ("fcfs", "shortest_prompt_first", "prefix_aware", "priority")
+
+
+def workloads(include_mooncake: bool = True) -> dict[str, Trace]:
+    loads = {
+        "multi_turn": generate("multi_turn", 11, n_requests=600),
+        "rag": generate("rag", 12, n_requests=600),
+        "agent": generate("agent", 13, n_requests=400),
+        "shared_prompt": generate("shared_prompt", 14, n_requests=600),
+    }
+    if include_mooncake and MOONCAKE.exists():
+        loads["mooncake"] = open_trace(MOONCAKE).select(slice(0, 3000))
+    return loads
+
+
+def _ranked(scores: dict[str, float], higher_is_better: bool) -> list[list[Any]]:
+    order = sorted(scores, key=lambda p: (-scores[p] if higher_is_better else scores[p], p))
+    return [[p, scores[p]] for p in order]
+
+
+def eviction_rankings(name: str, trace: Trace) -> dict[str, list[list[Any]]]:
+    unique = len(np.unique(trace.block_hashes))
+    out = {}
+    for label, capacity in (("small", max(8, unique // 16)), ("medium", max(16, unique // 4))):
+        scores = {}
+        for policy in available("eviction"):
+            config = SimConfig(mode="replay", eviction=policy, tiers=TierConfig(hbm_blocks=capacity))
+            scores[policy] = run(config, trace).summary["block_hit_ratio"]
+        out[f"{name}/eviction/hit_ratio@{label}"] = _ranked(scores, higher_is_better=True)
+    return out
+
+
+def scheduler_rankings(name: str, trace: Trace) -> dict[str, list[list[Any]]]:
+    # Squeeze the workload into a busy hour: half the gaps, a small KV budget.
+    busy = replace(trace, arrival_s=trace.arrival_s * 0.5).select(slice(0, 300))
+    means, tails = {}, {}
+    for scheduler in SCHEDULERS:
+        s = run(SimConfig(hardware=HardwareConfig(hbm_gb=4.0), scheduler=scheduler), busy).summary
+        means[scheduler], tails[scheduler] = s["ttft_s_mean"], s["ttft_s_p99"]
+    return {
+        f"{name}/scheduler/ttft_mean": _ranked(means, higher_is_better=False),
+        f"{name}/scheduler/ttft_p99": _ranked(tails, higher_is_better=False),
+    }
+
+
+def compute_rankings(include_mooncake: bool = True) -> dict[str, list[list[Any]]]:
+    rankings: dict[str, list[list[Any]]] = {}
+    for name, trace in workloads(include_mooncake).items():
+        rankings.update(eviction_rankings(name, trace))
+        if name != "mooncake":  # serve runs of the real slice are too slow for CI
+            rankings.update(scheduler_rankings(name, trace))
+    return rankings
+
+
+def kendall_tau(expected: list[list[Any]], actual: list[list[Any]]) -> float:
+    """Kendall's tau-b between two rankings of the same items, from their scores (ties count)."""
+    e = {p: v for p, v in expected}
+    a = {p: v for p, v in actual}
+    items = sorted(e)
+    concordant = discordant = ties_e = ties_a = 0
+    for i, x in enumerate(items):
+        for y in items[i + 1 :]:
+            de, da = e[x] - e[y], a[x] - a[y]
+            te, ta = abs(de) <= TIE, abs(da) <= TIE
+            if te and ta:
+                continue
+            if te:
+                ties_e += 1
+            elif ta:
+                ties_a += 1
+            elif (de > 0) == (da > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = np.sqrt((concordant + discordant + ties_e) * (concordant + discordant + ties_a))
+    return 1.0 if denom == 0 else float((concordant - discordant) / denom)
+
+
+def compare(expected: dict[str, list[list[Any]]], actual: dict[str, list[list[Any]]]) -> list[str]:
+    """Human-readable differences that matter; empty when the rankings still hold."""
+    problems = []
+    for key in sorted(set(expected) | set(actual)):
+        if key not in actual:
+            problems.append(f"{key}: ranking no longer computed")
+            continue
+        if key not in expected:
+            problems.append(f"{key}: new ranking, not stored (refresh on purpose)")
+            continue
+        exp, act = expected[key], actual[key]
+        if {p for p, _ in exp} != {p for p, _ in act}:
+            problems.append(
+                f"{key}: policies changed: stored {sorted(p for p, _ in exp)}, now {sorted(p for p, _ in act)}"
+            )
+            continue
+        tau = kendall_tau(exp, act)
+        top_changed = abs(dict(act)[exp[0][0]] - act[0][1]) > TIE
+        if tau < MIN_KENDALL_TAU or top_changed:
+            was = ", ".join(f"{p} {v:.4g}" for p, v in exp)
+            now = ", ".join(f"{p} {v:.4g}" for p, v in act)
+            reason = (
+                f"top-1 {exp[0][0]} -> {act[0][0]}" if top_changed else f"Kendall tau {tau:.2f} < {MIN_KENDALL_TAU}"
+            )
+            problems.append(f"{key}: {reason}\n    stored: {was}\n    now:    {now}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.rankings", description="Check or refresh the stored policy rankings."
+    )
+    parser.add_argument("--refresh", action="store_true", help="recompute and store the rankings (a deliberate change)")
+    args = parser.parse_args(argv)
+    actual = compute_rankings()
+    if args.refresh:
+        write_text_atomic(STORED, json.dumps(actual, indent=1, sort_keys=True) + "\n")
+        print(f"stored {len(actual)} rankings in {STORED}")
+        return 0
+    problems = compare(json.loads(STORED.read_text()), actual)
+    print("\n".join(problems) if problems else f"all {len(actual)} rankings hold")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Policy rankings per workload and metric match the stored ones; a deliberate change to a
+policy's behaviour is caught with a readable diff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policies.eviction import lru
+from sim import rankings
+
+
+@pytest.fixture(scope="module")
+def stored() -> dict:
+    return json.loads(rankings.STORED.read_text())
+
+
+def relevant(stored: dict, actual: dict) -> dict:
+    # The Mooncake entries exist only where ../shared/traces is present.
+    return {k: v for k, v in stored.items() if not k.startswith("mooncake/") or k in actual}
+
+
+def test_rankings_hold(stored: dict) -> None:
+    actual = rankings.compute_rankings()
+    problems = rankings.compare(relevant(stored, actual), actual)
+    assert not problems, "policy rankings changed (python -m sim.rankings --refresh if on purpose):\n" + "\n".join(
+        problems
+    )
+
+
+def test_a_policy_changed_on_purpose_fails_with_a_readable_diff(stored: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    def evict_most_recent(self, pinned):
+        for block in reversed(self._order):
+            if block not in pinned:
+                del self._order[block]
+                return block
+        raise RuntimeError("all pinned")
+
+    monkeypatch.setattr(lru.LRU, "victim", evict_most_recent)
+    monkeypatch.delattr(lru.LRU, "replay_hits")  # force the hooks, which now evict MRU
+    actual = rankings.compute_rankings(include_mooncake=False)
+    problems = rankings.compare(relevant(stored, actual), actual)
+    assert problems
+    assert any("lru" in p and "stored:" in p and "now:" in p for p in problems)
+
+
+def test_kendall_tau_counts_swaps_and_ties() -> None:
+    a = [["x", 3.0], ["y", 2.0], ["z", 1.0]]
+    assert rankings.kendall_tau(a, a) == 1.0
+    assert rankings.kendall_tau(a, [["z", 3.0], ["y", 2.0], ["x", 1.0]]) == -1.0
+    assert 0 < rankings.kendall_tau(a, [["y", 3.0], ["x", 2.0], ["z", 1.0]]) < 1
