@@ -9,11 +9,12 @@ from policies.eviction._workload_model import (
     BUCKET_EDGES,
     HORIZON_EPOCHS,
     N_BUCKETS,
+    RING_EPOCHS,
     ReuseModel,
     bucket_of_age,
     gittins_index,
     hazards,
-    index_at,
+    index_by_age,
 )
 
 
@@ -64,11 +65,16 @@ def test_index_takes_the_best_holding_horizon() -> None:
 
 
 def test_index_past_the_horizon_is_zero_and_interpolates_inside_wide_buckets() -> None:
-    table = [[8.0, 4.0, 2.0, 1.0, 0.5, 0.25] + [0.0] * (N_BUCKETS - 5)]
-    assert index_at(table, 0, 3) == 1.0  # start of bucket [3, 4)
-    assert index_at(table, 0, 4) == 0.5  # start of bucket [4, 6)
-    assert index_at(table, 0, 5) == pytest.approx(0.375)  # halfway to the next bucket's 0.25
-    assert index_at(table, 0, HORIZON_EPOCHS) == 0.0
+    table = index_by_age(np.array([[8.0, 4.0, 2.0, 1.0, 0.5, 0.25] + [0.0] * (N_BUCKETS - 5)]))[0]
+    assert table[3] == 1.0  # start of bucket [3, 4)
+    assert table[4] == 0.5  # start of bucket [4, 6)
+    assert table[5] == pytest.approx(0.375)  # halfway to the next bucket's 0.25
+    assert table[HORIZON_EPOCHS] == 0.0
+    assert len(table) == HORIZON_EPOCHS + 1
+
+
+def events(starts: list[int], ends: list[int] = (), reuses: list[int] = ()) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(list(codes), dtype=np.int64) for codes in (starts, ends, reuses))
 
 
 def test_life_table_counts_reuses_and_half_of_the_lives_in_progress() -> None:
@@ -76,9 +82,7 @@ def test_life_table_counts_reuses_and_half_of_the_lives_in_progress() -> None:
     # is still going at epoch 5, age 5, in bucket [4, 6). Lives reaching buckets 0-2: both;
     # 3-4: the ongoing one, which counts half in its own bucket 4; later buckets: none.
     model = ReuseModel(2, prior_lives=0.0, half_life_epochs=1e9)
-    model.starts += [0 * HORIZON_EPOCHS + 0, 0 * HORIZON_EPOCHS + 0]
-    model.ends.append(0)
-    model.reuses.append(0 * HORIZON_EPOCHS + 2)
+    model.add(*events([0 * RING_EPOCHS + 0, 0 * RING_EPOCHS + 0], [0], [0 * N_BUCKETS + 2]))
     model.refresh(5)
     reused, at_risk = model.life_table(5)
     assert reused[0].tolist() == [0, 0, 1] + [0] * (N_BUCKETS - 3)
@@ -86,12 +90,35 @@ def test_life_table_counts_reuses_and_half_of_the_lives_in_progress() -> None:
     assert at_risk[1].tolist() == [0] * N_BUCKETS
 
 
-def test_expired_lives_count_as_at_risk_in_every_bucket_and_finished_lives_fade() -> None:
+def test_a_life_unreused_for_a_horizon_expires_and_finished_lives_fade() -> None:
+    # One life of class 0 starts in epoch 3 and is never reused: at epoch 3 + horizon it has
+    # reached every bucket without a reuse. Ten epochs later (one half-life) it counts half.
     model = ReuseModel(1, prior_lives=0.0, half_life_epochs=10.0)
-    model.starts.append(0)
-    model.ends.append(0)
-    model.expiries.append(0)
+    model.add(*events([3]))
+    model.refresh(HORIZON_EPOCHS)  # age horizon - 3: still going
+    assert model.life_table(HORIZON_EPOCHS)[1][0, 0] == 1.0
+    model.refresh(HORIZON_EPOCHS + 3)
+    assert model.life_table(HORIZON_EPOCHS + 3)[1][0].tolist() == [1.0] * N_BUCKETS
+    model.refresh(HORIZON_EPOCHS + 13)
+    assert model.life_table(HORIZON_EPOCHS + 13)[1][0] == pytest.approx([0.5] * N_BUCKETS)
+
+
+def test_a_slot_reused_by_a_later_epoch_keeps_the_lives_apart() -> None:
+    # Lives are filed by start epoch modulo the ring. A life started in epoch 1 expires at
+    # 1 + horizon; one started in epoch 1 + ring (same slot) later is a new, ongoing life.
+    model = ReuseModel(1, prior_lives=0.0, half_life_epochs=1e9)
+    model.add(*events([1]))
     model.refresh(HORIZON_EPOCHS)
-    assert model.life_table(HORIZON_EPOCHS)[1][0].tolist() == [1.0] * N_BUCKETS
-    model.refresh(HORIZON_EPOCHS + 10)  # one half-life later
-    assert model.life_table(HORIZON_EPOCHS + 10)[1][0] == pytest.approx([0.5] * N_BUCKETS)
+    model.refresh(2 * HORIZON_EPOCHS)  # expired in between, at 1 + horizon
+    model.add(*events([(1 + RING_EPOCHS) % RING_EPOCHS]))
+    model.refresh(RING_EPOCHS + 2)  # the new life is 1 epoch old
+    # bucket 0: both lives reached it; bucket 1: the expired one, and half of the new one,
+    # which is in it now; bucket 2 on: the expired one alone.
+    at_risk = model.life_table(RING_EPOCHS + 2)[1][0]
+    assert at_risk[:3] == pytest.approx([2.0, 1.5, 1.0])
+
+
+def test_refresh_refuses_to_skip_a_horizon() -> None:
+    model = ReuseModel(1, prior_lives=0.0, half_life_epochs=1e9)
+    with pytest.raises(RuntimeError, match="once a horizon"):
+        model.refresh(HORIZON_EPOCHS + 1)

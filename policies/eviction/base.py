@@ -34,6 +34,12 @@ whole stream at once and skips the per-access hooks. It must give exactly what t
 (the test suite compares the two). Subclasses do not inherit it: one that overrides a hook is
 replayed through its hooks.
 
+A policy that also reads the request structure (positions, request boundaries, turns,
+categories) may instead define ``replay_trace(trace, offsets, keys, capacity_blocks) ->
+bytearray``: the replayer binds it and hands it the trace with its engine-block CSR
+(``offsets``, ``keys``) to replay in one loop, with the same rule of giving exactly what
+``on_request`` and the hooks would, and the same non-inheritance.
+
 Offline knowledge
 -----------------
 :class:`WorkloadView` carries ``next_use``, the future of the access stream. Only offline

@@ -15,11 +15,13 @@ their last touch (:mod:`policies.eviction._workload_model`). From that it ranks 
 hit density: the expected reuses per block-epoch of cache space, at the best holding horizon.
 The victim is the resident block with the lowest density.
 
-Signals (the class of a touch) and why each is there:
+Signals (the class of a touch, :mod:`policies.eviction._workload_classes`) and why each is
+there:
 
-* **access count** (1, 2, 3, 4+ touches while remembered): frequency. Shared prefixes become
-  hot and stay; one-hit wonders stay at 1, whose class learns a low reuse chance, so a block
-  just inserted in it is evicted first (the admission filter of S3-FIFO / TinyLFU, learned).
+* **access count** (1, 2, 3, 4+ touches in the block's run): frequency, and in replay the
+  stand-in for how many requests reference a block. Shared prefixes become hot and stay;
+  one-hit wonders stay at 1, whose class learns a low reuse chance, so a block just inserted in
+  it is evicted first (the admission filter of S3-FIFO / TinyLFU, learned).
 * **previous reuse interval** (none, or under 1, 1-3, 4-15, 16+ epochs since the touch before):
   the block's own inter-arrival time. A block that came back quickly last time tends to come
   back quickly again (an agent loop, an active user); one that took long is a slow
@@ -29,12 +31,8 @@ Signals (the class of a touch) and why each is there:
   model learns whether that holds (it does not in traces that hash only full blocks).
 * **chain position** (0, 1-15, 16+): heads of chains (system prompts, tool definitions, shared
   documents) are shared by many requests; deep blocks belong to one conversation.
-* **conversation turn** (1, 2-3, 4+): conversations that have gone on for several turns are
-  more likely to go on again. The trace's turn is used where it has one; otherwise a request
-  is taken to continue a conversation when it touches the second-to-last block of an earlier
-  request (whose turn it then exceeds by one), since the next turn re-sends the whole prompt.
-  The inference is best-effort: blocks touched before that evidence (the tail-first release
-  of serve mode) are classed as a first turn.
+* **conversation turn** (1, 2-3, 4+) where the trace has one: conversations that have gone on
+  for several turns are more likely to go on again.
 * **request category** where the trace has one (text, image, search, file, api, agent...):
   categories differ in reuse (the KVCache-in-the-wild study), one class set each.
 * **time since the last touch** (the age): for a conversation's blocks, the time since the
@@ -45,35 +43,53 @@ Signals (the class of a touch) and why each is there:
 Time is the policy's own touch clock (one tick per ``on_insert``/``on_access``), in epochs of
 a quarter of the capacity: what a block costs is the cache space it holds while other blocks
 stream through, so counting touches makes the model independent of the request rate and of
-the engine mode. Ages past the horizon (16 capacities) rank lowest. Before the model has data
-every index is 0 and ties go to the oldest epoch, so a cold policy behaves like LRU.
+the engine mode. Ages past the horizon (16 capacities) rank lowest, and a block untouched for
+a horizon is forgotten. Before the model has data every index is 0 and ties go to the oldest
+epoch, so a cold policy behaves like LRU at the resolution of an epoch.
 
 Cost
 ----
 Blocks are kept in groups of equal (class, epoch of last touch): all blocks of a group share
-one index, so ranking is per group, once an epoch, and a victim is a ``dict.popitem`` from the
-lowest-ranked non-empty group (the newest block in it). The model learns from a spatial sample
-of the blocks (ids divisible by ``sample_one_in``): ids are unrelated to a block's class, so
-the sample represents every class; per-block bookkeeping is a few dict operations.
+one index, so ranking is per group, once an epoch, and a victim is popped from the
+lowest-ranked group (the newest block in it). A group is a list that is never searched: a
+block touched again is appended to its new group and its old entry goes stale, to be skipped
+when popped (``_where`` names each resident block's live group). Every signal is a function of
+the access stream's past alone, so the cache-only replay (:meth:`WorkloadAware.replay_trace`)
+computes the classes of a chunk of accesses with NumPy and runs only residency and eviction
+per access; the model learns from a spatial sample of the blocks (ids divisible by
+``sample_one_in``, unrelated to a block's class).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Container
 
-from policies.eviction._workload_model import HORIZON_EPOCHS, N_BUCKETS, ReuseModel, index_at
+import numpy as np
+
+from policies.eviction._workload_classes import (
+    BlockHistory,
+    ChunkClasses,
+    ClassLayout,
+    StreamClassifier,
+)
+from policies.eviction._workload_model import HORIZON_EPOCHS, ReuseModel
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 
-# Feature buckets. A class is one value of each; see the module docstring for why each is there.
-N_COUNT = 4  # access count 1, 2, 3, 4+
-N_GAP = 5  # epochs since the previous touch: none (first, or past the horizon), <1, 1-3, 4-15, 16+
-N_TAIL = 2  # last block of its request or not
-N_TURN = 3  # turn 1, 2-3, 4+
-N_POSITION = 3  # chain position 0, 1-15, 16+
-_GAP_OF_AGE = [1] + [2] * 3 + [3] * 12 + [4] * (HORIZON_EPOCHS - 16) + [0]
-_TURN_OF = (0, 0, 1, 1)  # turn 1 | 2-3 ; 4+ -> 2
-_POSITION_OF = (0,) + (1,) * 15  # 0 | 1-15 ; 16+ -> 2
-REFRESH_MIN_TOUCHES = 4096  # refitting the model costs about a millisecond
+REFRESH_MIN_TOUCHES = 8192  # refitting the model costs about a millisecond
+_FAST_CHUNK = 1 << 16  # accesses classified at a time by the replay fast path
+
+
+class _Group(list):
+    """Blocks filed under one (class, epoch), oldest first; entries of blocks filed elsewhere
+    since (or evicted) are stale."""
+
+    __slots__ = ("cls", "epoch")
+
+    def __init__(self, cls: int, epoch: int) -> None:
+        super().__init__()
+        self.cls = cls
+        self.epoch = epoch
 
 
 class WorkloadAware(EvictionPolicy):
@@ -106,209 +122,236 @@ class WorkloadAware(EvictionPolicy):
     # ------------------------------------------------------------------ setup
     def bind(self, capacity_blocks: int, workload: WorkloadView) -> None:
         super().bind(capacity_blocks, workload)
-        n_categories = len(workload.categories) + 1  # + unknown
-        # class = category + n_cat * (position + N_POSITION * (turn + N_TURN * (tail + N_TAIL *
-        #         (gap + N_GAP * count)))): each feature's code is its bucket times its unit.
-        position_unit = n_categories
-        self._turn_unit = position_unit * N_POSITION
-        self._tail_code = self._turn_unit * N_TURN
-        gap_unit = self._tail_code * N_TAIL
-        count_unit = gap_unit * N_GAP
-        self.n_classes = count_unit * N_COUNT
-        self._position_code = [b * position_unit for b in _POSITION_OF]
-        self._position_far = (N_POSITION - 1) * position_unit
-        self._gap_code = [b * gap_unit for b in _GAP_OF_AGE]
-        self._count_code = [0] + [(k - 1) * count_unit for k in range(1, N_COUNT + 1)]
+        self._layout = ClassLayout(len(workload.categories) + 1)
+        self.n_classes = self._layout.n_classes
+        self._history = BlockHistory(self._layout, self.sample_one_in)
+        self._chain_codes: dict[int, list[int]] = {}
         self._touches_per_epoch = max(1, capacity_blocks // self.epochs_per_capacity)
         self._model = ReuseModel(
             self.n_classes,
             prior_lives=self.prior_lives,
             half_life_epochs=self.half_life_horizons * HORIZON_EPOCHS,
         )
-        self._index = [[0.0] * (N_BUCKETS + 1) for _ in range(self.n_classes)]
-        self._refresh_every = max(1, -(-REFRESH_MIN_TOUCHES // self._touches_per_epoch))
+        self._index = [[0.0] * (HORIZON_EPOCHS + 1) for _ in range(self.n_classes)]
+        self._index_now = [0.0] * self.n_classes  # index at age 0, by class
+        self._refresh_every = min(HORIZON_EPOCHS, -(-REFRESH_MIN_TOUCHES // self._touches_per_epoch))
         self._refresh_gap = 1
         self._next_refresh = 1
-        # block -> (class, epoch of last touch, access count, its group); kept after eviction
-        # (a ghost) until the horizon passes, so counts and lives survive re-insertion.
-        self._meta: dict[int, tuple[int, int, int, dict[int, None]]] = {}
-        self._conversation_end: dict[int, int] = {}  # second-to-last block -> its request's turn
-        self._sampled_by_slot: list[list[int]] = [[] for _ in range(HORIZON_EPOCHS)]
+        self._where: dict[int, _Group] = {}  # resident block -> the group it is live in
         self._epoch = 0
         self._left_in_epoch = self._touches_per_epoch
-        # groups of the current epoch, by class, ranked by their index at age 0
-        self._current: list[dict[int, None] | None] = [None] * self.n_classes
-        self._current_order = list(range(self.n_classes))
-        self._current_rank = list(range(self.n_classes))
-        self._current_ptr = self.n_classes
-        self._lowest: dict[int, None] | None = None  # cached victim group
-        # groups of past epochs: (group, class, epoch), ranked once an epoch
-        self._old: list[tuple[dict[int, None], int, int]] = []
-        self._old_groups: list[dict[int, None]] = []
-        self._old_keys: list[float] = []
-        self._old_ptr = 0
-        self._turn = 1
-        self._infer_turn = True
-        self._category = 0
-        self._last = -1
-        self._base = 0  # turn and category codes of the current request
-
-    @property
-    def current_turn(self) -> int:
-        """The turn the policy attributes to the request being touched (given or inferred)."""
-        return self._turn
+        self._current: list[_Group | None] = [None] * self.n_classes  # this epoch's, by class
+        self._current_made: list[_Group] = []  # the same, by index at age 0
+        self._current_keys: list[float] = []
+        self._by_epoch: list[_Group] = []  # past epochs' groups, oldest first
+        self._ranked: list[_Group] = []  # the same, by index (ties: oldest first)
+        self._ranked_keys: list[float] = []
+        self._ranked_ptr = 0  # groups before it are empty
+        self._lowest: _Group | None = None  # cached victim group, with its index
+        self._lowest_key = 0.0
+        self._request_code = 0
+        self._codes: list[int] = []  # position and tail codes of the current request's chain
 
     # ------------------------------------------------------------------ engine calls
     def on_request(self, ctx: RequestContext) -> None:
-        self._infer_turn = ctx.turn < 0
-        self._turn = ctx.turn if ctx.turn > 0 else 1
-        self._category = ctx.category + 1
-        self._last = ctx.n_blocks - 1
-        self._base = self._turn_code(self._turn) + self._category
+        layout = self._layout
+        self._request_code = int(layout.request_codes(np.asarray(ctx.turn), np.asarray(ctx.category)))
+        codes = self._chain_codes.get(ctx.n_blocks)
+        if codes is None:
+            # every position of the chain, and at least the first of the far bucket
+            positions = np.arange(max(ctx.n_blocks, 16) + 1)
+            codes = self._chain_codes[ctx.n_blocks] = layout.chain_codes(positions, ctx.n_blocks).tolist()
+        self._codes = codes
 
-    def on_access(self, block: int, position: int) -> None:
-        del self._meta[block][3][block]  # out of its group; the touch files it anew
-        self._touch(block, position)
+    def on_insert(self, block: int, position: int) -> None:
+        codes = self._codes
+        chain_code = codes[position] if position < len(codes) else codes[-1]
+        cls = self._history.touch(block, self._epoch, self._request_code + chain_code)
+        self._file(block, cls)
+
+    on_access = on_insert  # the touch files the block anew; its old entry goes stale
 
     def on_remove(self, block: int) -> None:
-        del self._meta[block][3][block]
+        del self._where[block]
 
     def victim(self, pinned: Container[int]) -> int:
-        group = self._lowest or self._find_lowest()
         if not pinned:
-            return group.popitem()[0]
-        for block in reversed(group):
-            if block not in pinned:
-                del group[block]
-                return block
-        return self._victim_past_pins(pinned)
+            return self._pop_victim()
+        group = self._lowest or self._find_lowest()
+        block = self._take_unpinned(group, pinned)
+        return block if block is not None else self._victim_past_pins(pinned)
 
-    # ------------------------------------------------------------------ hot path
-    def _touch(self, block: int, position: int) -> None:
-        """File ``block`` in the group of its new class and this epoch; learn if sampled."""
-        epoch = self._epoch
-        meta = self._meta.get(block)
-        if meta is None:
-            count = 1
-            cls = self._base
-        else:
-            count = meta[2] + 1
-            if position and self._infer_turn:
-                earlier_turn = self._conversation_end.get(block)
-                if earlier_turn is not None and earlier_turn >= self._turn:
-                    self._turn = earlier_turn + 1
-                    self._base = self._turn_code(self._turn) + self._category
-            age = epoch - meta[1]
-            cls = self._base + self._gap_code[age if age < HORIZON_EPOCHS else HORIZON_EPOCHS]
-        cls += self._count_code[count if count < N_COUNT else N_COUNT]
-        cls += self._position_code[position] if position < 16 else self._position_far
-        if position == self._last:
-            cls += self._tail_code
-        elif position == self._last - 1 and position and self._infer_turn:
-            self._conversation_end[block] = self._turn
+    # ------------------------------------------------------------------ groups
+    def _file(self, block: int, cls: int) -> None:
         group = self._current[cls]
         if group is None:
-            group = self._current[cls] = {}
-        group[block] = None
-        self._meta[block] = (cls, epoch, count, group)
-        if block % self.sample_one_in == 0:
-            self._record_life(block, cls, meta)
-        rank = self._current_rank[cls]
-        if rank < self._current_ptr:  # may now be the lowest group
-            self._current_ptr = rank
-            self._lowest = None
+            group = self._current[cls] = self._new_group(cls)
+        group.append(block)
+        self._where[block] = group
+        if self._index_now[cls] < self._lowest_key:
+            # lower than the lowest non-empty group was: this one is the lowest now
+            self._lowest, self._lowest_key = group, self._index_now[cls]
         self._left_in_epoch -= 1
         if not self._left_in_epoch:
+            self._feed_model()
             self._next_epoch()
 
-    on_insert = _touch  # a block becoming resident is a touch with nothing to unfile
+    def _new_group(self, cls: int) -> _Group:
+        """This epoch's group of ``cls``, listed among the others by index (ties: the first
+        made first)."""
+        group = _Group(cls, self._epoch)
+        key = self._index_now[cls]
+        at = bisect.bisect_right(self._current_keys, key)
+        self._current_keys.insert(at, key)
+        self._current_made.insert(at, group)
+        return group
 
-    def _turn_code(self, turn: int) -> int:
-        return (_TURN_OF[turn] if turn < len(_TURN_OF) else N_TURN - 1) * self._turn_unit
+    def _feed_model(self) -> None:
+        history = self._history
+        self._model.add(np.asarray(history.starts), np.asarray(history.ends), np.asarray(history.reuses))
+        history.starts, history.ends, history.reuses = [], [], []
 
-    def _record_life(self, block: int, cls: int, meta: tuple | None) -> None:
-        """A sampled block was touched: close its previous life, start a new one."""
-        model, epoch = self._model, self._epoch
-        if meta is not None:
-            age = epoch - meta[1]
-            if age < HORIZON_EPOCHS:  # else it already expired
-                model.ends.append(meta[0] * HORIZON_EPOCHS + meta[1] % HORIZON_EPOCHS)
-                model.reuses.append(meta[0] * HORIZON_EPOCHS + age)
-        model.starts.append(cls * HORIZON_EPOCHS + epoch % HORIZON_EPOCHS)
-        self._sampled_by_slot[epoch % HORIZON_EPOCHS].append(block)
+    def _pop_victim(self) -> int:
+        where = self._where
+        group = self._lowest or self._find_lowest()
+        while True:
+            while group:
+                block = group.pop()
+                if where.get(block) is group:
+                    del where[block]
+                    return block
+            group = self._find_lowest()
 
-    def _find_lowest(self) -> dict[int, None]:
-        """The non-empty group with the lowest index (ties: the older one); cached until an
-        insert or the epoch's end may change it, or it empties."""
-        old, i, n_old = self._old_groups, self._old_ptr, len(self._old_groups)
-        while i < n_old and not old[i]:
+    def _take_unpinned(self, group: _Group, pinned: Container[int]) -> int | None:
+        """The newest live, unpinned block of ``group``, taken out of it; None if none."""
+        where = self._where
+        for i in range(len(group) - 1, -1, -1):
+            block = group[i]
+            if where.get(block) is group and block not in pinned:
+                del group[i]
+                del where[block]
+                return block
+        return None
+
+    def _find_lowest(self) -> _Group:
+        """The non-empty group with the lowest index (ties: the older one), cached with its
+        index until a touch files a block in a lower one, or it empties."""
+        ranked, i, n = self._ranked, self._ranked_ptr, len(self._ranked)
+        while i < n and not ranked[i]:
             i += 1
-        self._old_ptr = i
-        current, order, j = self._current, self._current_order, self._current_ptr
-        while j < self.n_classes and not current[order[j]]:
-            j += 1
-        self._current_ptr = j
-        if j < self.n_classes and (i == n_old or self._index[order[j]][0] < self._old_keys[i]):
-            self._lowest = current[order[j]]
-        elif i < n_old:
-            self._lowest = old[i]
-        else:
+        self._ranked_ptr = i
+        best, best_key = (ranked[i], self._ranked_keys[i]) if i < n else (None, float("inf"))
+        for k, group in enumerate(self._current_made):
+            if group:
+                if self._current_keys[k] < best_key:
+                    best, best_key = group, self._current_keys[k]
+                break
+        if best is None:
             raise RuntimeError("WorkloadAware.victim called with no block resident")
-        return self._lowest
+        self._lowest, self._lowest_key = best, best_key
+        return best
 
     def _victim_past_pins(self, pinned: Container[int]) -> int:
         """Slow path: the lowest-ranked group holds only pinned blocks; walk all groups."""
-        groups = [(self._old_keys[k], g) for k, g in enumerate(self._old_groups) if g]
-        groups += [(self._index[c][0], g) for c, g in enumerate(self._current) if g]
+        groups = [(self._ranked_keys[k], g) for k, g in enumerate(self._ranked) if g]
+        groups += [(self._index_now[g.cls], g) for g in self._current_made if g]
         groups.sort(key=lambda kg: kg[0])
         for _, group in groups:
-            for block in reversed(group):
-                if block not in pinned:
-                    del group[block]
-                    return block
+            block = self._take_unpinned(group, pinned)
+            if block is not None:
+                return block
         raise RuntimeError("WorkloadAware.victim called with every block pinned")
 
     # ------------------------------------------------------------------ epochs
     def _next_epoch(self) -> None:
-        ended = self._epoch
-        groups = [entry for entry in self._old if entry[0]]
-        groups += [(g, c, ended) for c, g in enumerate(self._current) if g]
-        epoch = self._epoch = ended + 1
+        """Close the epoch: refit the model when due, re-rank every group by its index at its
+        new age, forget blocks whose run has ended."""
+        groups = [g for g in self._by_epoch if g]
+        groups += [g for g in self._current_made if g]
+        self._by_epoch = groups
+        epoch = self._epoch = self._epoch + 1
         self._left_in_epoch = self._touches_per_epoch
-        self._expire_lives(epoch)
         if epoch >= self._next_refresh:
             self._index = self._model.refresh(epoch)
-            self._current_order = sorted(range(self.n_classes), key=lambda c: self._index[c][0])
-            for rank, cls in enumerate(self._current_order):
-                self._current_rank[cls] = rank
+            self._index_now = [row[0] for row in self._index]
             self._refresh_gap = min(2 * self._refresh_gap, self._refresh_every)
             self._next_refresh = epoch + self._refresh_gap
         if epoch % HORIZON_EPOCHS == 0:
-            self._forget_old_ghosts(epoch)
-        index = self._index
-        keyed = sorted((index_at(index, c, epoch - e), e, k) for k, (_, c, e) in enumerate(groups))
-        self._old = [groups[k] for _, _, k in keyed]
-        self._old_groups = [entry[0] for entry in self._old]
-        self._old_keys = [key for key, _, _ in keyed]
-        self._old_ptr = 0
+            self._history.forget(epoch)
+        index, horizon = self._index, HORIZON_EPOCHS
+        keys = [index[g.cls][epoch - g.epoch if epoch - g.epoch < horizon else horizon] for g in groups]
+        order = sorted(range(len(groups)), key=keys.__getitem__)  # stable: ties stay oldest first
+        self._ranked = [groups[k] for k in order]
+        self._ranked_keys = [keys[k] for k in order]
+        self._ranked_ptr = 0
         self._current = [None] * self.n_classes
-        self._current_ptr = self.n_classes
+        self._current_made, self._current_keys = [], []
         self._lowest = None
+        self._lowest_key = 0.0
 
-    def _expire_lives(self, epoch: int) -> None:
-        """Sampled lives that started a horizon ago and saw no reuse end now, unreused."""
-        slot = epoch % HORIZON_EPOCHS
-        started = epoch - HORIZON_EPOCHS
-        model, meta = self._model, self._meta
-        for block in dict.fromkeys(self._sampled_by_slot[slot]):
-            entry = meta.get(block)
-            if entry is not None and entry[1] == started:
-                model.ends.append(entry[0] * HORIZON_EPOCHS + slot)
-                model.expiries.append(entry[0])
-        self._sampled_by_slot[slot] = []
+    # ------------------------------------------------------------------ replay fast path
+    def replay_trace(self, trace: object, offsets: np.ndarray, keys: np.ndarray, capacity_blocks: int) -> bytearray:
+        """The cache-only replay of the whole trace (see the base module): the decisions of
+        :meth:`on_request`, the touch hooks and :meth:`victim` with nothing pinned. Classes and
+        model events come a chunk at a time from :class:`StreamClassifier`; the loop does
+        residency and eviction, an epoch at a time. ``trace`` supplies the per-request ``turn``
+        and ``category_code`` columns."""
+        hits = bytearray(len(keys))
+        layout, per_epoch = self._layout, self._touches_per_epoch
+        classifier = StreamClassifier(layout, self.sample_one_in, per_epoch)
+        lengths = np.diff(offsets)
+        request_codes = layout.request_codes(np.asarray(trace.turn), np.asarray(trace.category_code))  # type: ignore[attr-defined]
+        where, resident, g = self._where, len(self._where), 0
+        where_get, new_group = where.get, self._new_group
+        n_keys = len(keys)
+        while g < n_keys:
+            chunk_start, stop = g, min(g + _FAST_CHUNK, n_keys)
+            request = np.searchsorted(offsets, np.arange(chunk_start, stop), side="right") - 1
+            chain_codes = layout.chain_codes(np.arange(chunk_start, stop) - offsets[request], lengths[request])
+            chunk = classifier.classify(keys[chunk_start:stop], chunk_start, request_codes[request], chain_codes)
+            blocks, classes = keys[chunk_start:stop].tolist(), chunk.classes
+            fed_starts = fed_ends = 0
+            while g < stop:
+                end = min(stop, g + self._left_in_epoch)
+                current, index_now = self._current, self._index_now
+                lowest, lowest_key = self._lowest, self._lowest_key
+                for i in range(g - chunk_start, end - chunk_start):
+                    block = blocks[i]
+                    if where_get(block) is not None:
+                        hits[chunk_start + i] = 1
+                    elif resident < capacity_blocks:
+                        resident += 1
+                    else:
+                        while True:
+                            if not lowest:
+                                lowest = self._find_lowest()
+                                lowest_key = self._lowest_key
+                            victim = lowest.pop()
+                            if where_get(victim) is lowest:
+                                del where[victim]
+                                break
+                    cls = classes[i]
+                    group = current[cls]
+                    if group is None:
+                        group = current[cls] = new_group(cls)
+                    group.append(block)
+                    where[block] = group
+                    if index_now[cls] < lowest_key:
+                        lowest, lowest_key = group, index_now[cls]
+                self._lowest, self._lowest_key = lowest, lowest_key
+                self._left_in_epoch -= end - g
+                g = end
+                if not self._left_in_epoch:
+                    fed_starts, fed_ends = self._feed_chunk(chunk, fed_starts, fed_ends, g)
+                    self._next_epoch()
+            self._feed_chunk(chunk, fed_starts, fed_ends, stop)
+        return hits
 
-    def _forget_old_ghosts(self, epoch: int) -> None:
-        """Drop what is remembered of evicted blocks untouched for a horizon (bounded memory)."""
-        oldest = epoch - HORIZON_EPOCHS
-        self._meta = {b: m for b, m in self._meta.items() if m[1] >= oldest or b in m[3]}
-        self._conversation_end = {b: t for b, t in self._conversation_end.items() if b in self._meta}
+    def _feed_chunk(self, chunk: ChunkClasses, fed_starts: int, fed_ends: int, until: int) -> tuple[int, int]:
+        """Report the chunk's model events of accesses before ``until`` not yet reported."""
+        starts = int(np.searchsorted(chunk.start_at, until))
+        ends = int(np.searchsorted(chunk.end_at, until))
+        self._model.add(
+            chunk.start_code[fed_starts:starts], chunk.end_code[fed_ends:ends], chunk.reuse_code[fed_ends:ends]
+        )
+        return starts, ends
