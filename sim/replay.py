@@ -25,6 +25,20 @@ _NO_PINS: frozenset[int] = frozenset()
 _FAST_CHUNK = 1 << 16
 
 
+def _replay_context(trace: Trace, r: int, start: int, end: int) -> RequestContext:
+    """What a policy is told of request ``r`` in replay mode, where every touch is at arrival."""
+    return RequestContext(
+        request_index=r,
+        now_s=float(trace.arrival_s[r]),
+        arrival_s=float(trace.arrival_s[r]),
+        session_id=int(trace.session_id[r]),
+        turn=int(trace.turn[r]),
+        category=int(trace.category_code[r]),
+        n_blocks=end - start,
+        access_offset=start,
+    )
+
+
 def replay_single_tier(
     trace: Trace,
     capacity_blocks: int,
@@ -65,18 +79,7 @@ def replay_single_tier(
     )
     for r in range(len(trace)):
         start, end = int(offsets[r]), int(offsets[r + 1])
-        on_request(
-            RequestContext(
-                request_index=r,
-                now_s=float(trace.arrival_s[r]),
-                arrival_s=float(trace.arrival_s[r]),
-                session_id=int(trace.session_id[r]),
-                turn=int(trace.turn[r]),
-                category=int(trace.category_code[r]),
-                n_blocks=end - start,
-                access_offset=start,
-            )
-        )
+        on_request(_replay_context(trace, r, start, end))
         # Python ints: hashing NumPy scalars is several times slower. Converting one request
         # at a time keeps memory flat on traces of a hundred million accesses.
         for position, block in enumerate(keys[start:end].tolist()):
@@ -157,16 +160,7 @@ def replay_tiers(
 
     for r in range(len(trace)):
         start, end = int(offsets[r]), int(offsets[r + 1])
-        ctx = RequestContext(
-            request_index=r,
-            now_s=float(trace.arrival_s[r]),
-            arrival_s=float(trace.arrival_s[r]),
-            session_id=int(trace.session_id[r]),
-            turn=int(trace.turn[r]),
-            category=int(trace.category_code[r]),
-            n_blocks=end - start,
-            access_offset=start,
-        )
+        ctx = _replay_context(trace, r, start, end)
         for policy in policies:
             policy.on_request(ctx)
         for position, block in enumerate(keys[start:end].tolist()):
