@@ -9,33 +9,16 @@ this costs hit ratio, never correctness.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 
-from policies.eviction.base import EvictionPolicy
+from policies.eviction.lru import LRU
 
 
-class FIFO(EvictionPolicy):
-    def __init__(self) -> None:
-        self._order: OrderedDict[int, None] = OrderedDict()
-
-    def on_insert(self, block: int, position: int) -> None:
-        self._order[block] = None
+class FIFO(LRU):
+    """LRU's queue without the move on a hit: the same insert, remove and victim walk."""
 
     def on_access(self, block: int, position: int) -> None:
         pass  # a hit does not change insertion order
-
-    def on_remove(self, block: int) -> None:
-        del self._order[block]
-
-    def victim(self, pinned: Container[int]) -> int:
-        order = self._order
-        for _ in range(len(order)):
-            block = next(iter(order))
-            if block not in pinned:
-                del order[block]
-                return block
-            order.move_to_end(block)  # in use: give it the time a re-insert would
-        raise RuntimeError("FIFO.victim called with every block pinned")
 
     @staticmethod
     def replay_hits(keys: Iterable[int], n_keys: int, capacity_blocks: int) -> bytearray:
