@@ -1,6 +1,7 @@
 """``kvsim-calibrate``: measure a GPU, fit a profile, and check the profile against reality.
 
     kvsim-calibrate run --out DIR          # on a GPU machine: raw.json (+ e2e.json)
+    kvsim-calibrate e2e --out DIR          # on a GPU machine: e2e.json only
     kvsim-calibrate fit DIR --gpu h100-sxm --name h100-sxm-calibrated
     kvsim-calibrate report hwmodels/profiles/h100-sxm-calibrated
 
@@ -38,7 +39,6 @@ def _cuda_or_exit() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     _cuda_or_exit()
     from calibrate.bench import run_all
-    from calibrate.e2e import measure
     from hwmodels.models import get_model
 
     out = Path(args.out)
@@ -47,13 +47,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     write_text_atomic(out / RAW_FILE, json.dumps(raw, indent=1) + "\n")
     print(f"wrote {out / RAW_FILE}: {len(raw['records'])} measurements on {raw['environment']['device_name']}")
     if not args.no_e2e:
-        spec = get_model(args.e2e_model)
-        records = measure(spec, n_layers=2 if args.quick else None)
-        write_text_atomic(
-            out / E2E_FILE, json.dumps({"environment": raw["environment"], "records": records}, indent=1) + "\n"
-        )
-        print(f"wrote {out / E2E_FILE}: {len(records)} end-to-end steps of {spec.name}")
+        _write_e2e(out, raw["environment"], get_model(args.e2e_model), 2 if args.quick else None)
     return 0
+
+
+def cmd_e2e(args: argparse.Namespace) -> int:
+    """The end-to-end steps alone: re-checking a profile needs no new microbenchmarks."""
+    _cuda_or_exit()
+    from calibrate.bench import environment
+    from hwmodels.models import get_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_e2e(out, environment(), get_model(args.e2e_model), 2 if args.quick else None)
+    return 0
+
+
+def _write_e2e(out: Path, env: dict, spec: object, n_layers: int | None) -> None:
+    from calibrate.e2e import measure
+
+    records = measure(spec, n_layers=n_layers)  # type: ignore[arg-type]
+    write_text_atomic(out / E2E_FILE, json.dumps({"environment": env, "records": records}, indent=1) + "\n")
+    print(f"wrote {out / E2E_FILE}: {len(records)} end-to-end steps of {spec.name}")  # type: ignore[attr-defined]
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -112,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--io-dir", default=None, help="directory on the disk to measure (default: the temp dir)")
     run.add_argument("--e2e-model", default="llama-3-8b")
     run.add_argument("--no-e2e", action="store_true")
+    e2e = sub.add_parser("e2e", help="only the end-to-end steps, compiled and eager (needs a CUDA GPU)")
+    e2e.add_argument("--out", required=True)
+    e2e.add_argument("--quick", action="store_true", help="two layers instead of the model's all")
+    e2e.add_argument("--e2e-model", default="llama-3-8b")
     fit = sub.add_parser("fit", help="fit a profile from DIR/raw.json (no GPU needed)")
     fit.add_argument("dir")
     fit.add_argument("--gpu", required=True, help="the GPU spec it was measured on, e.g. h100-sxm")
@@ -121,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("profile_dir")
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run, "fit": cmd_fit, "report": cmd_report}[args.command](args)
+        return {"run": cmd_run, "e2e": cmd_e2e, "fit": cmd_fit, "report": cmd_report}[args.command](args)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"kvsim-calibrate: error: {exc}", file=sys.stderr)
         return 2

@@ -2,14 +2,26 @@
 decode steps, so the calibrated execution model can be compared with a real forward pass.
 
 The model is built from a :class:`~hwmodels.models.ModelSpec` (nothing is downloaded): per
-layer RMSNorm, fused QKV projection, rotary embedding, GQA attention through
-``scaled_dot_product_attention`` over a KV cache, output projection, RMSNorm, fused gate/up
-projection, SiLU-gated product, down projection, residuals; then the LM head on the last token
-of each sequence. That is the work ``ExecutionModel`` prices, op for op.
+layer residual add + RMSNorm, fused QKV projection, rotary embedding, K and V written into a
+KV cache, GQA attention through ``scaled_dot_product_attention``, output projection, residual
+add + RMSNorm, fused gate/up projection, SiLU-gated product, down projection; then the LM head
+on the last token of each sequence. That is the work ``ExecutionModel`` prices, op for op.
+
+It runs two ways, because engines differ in the one place where the execution model must
+assume something: the small memory-bound ops between the GEMMs.
+
+* ``compiled``: the elementwise ops go through ``torch.compile``, which fuses each of them into
+  one Triton kernel, as vLLM (which compiles its models) and SGLang (custom fused kernels) run
+  them. This is what the execution model prices.
+* ``eager``: the same code op by op, as a plain PyTorch / Hugging Face model runs it (some 20
+  small kernels a layer). It shows what an unfused engine pays on top.
+
+GEMMs (cuBLAS) and attention (SDPA's flash kernels) are the same in both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from calibrate.timing import median_gpu_seconds
@@ -17,70 +29,107 @@ from hwmodels.models import ModelSpec
 
 PREFILL_LENGTHS = [256, 1024, 4096, 8192]
 DECODE_POINTS = [(1, 1024), (16, 2048), (64, 1024), (32, 8192), (256, 512)]  # <= 262k cached tokens
+ENGINES = ("compiled", "eager")
+
+
+def _add_rms_norm(x, residual, weight):
+    """The residual stream's add and the next sublayer's RMSNorm, in fp32 as engines do."""
+    import torch
+
+    residual = x + residual
+    r = residual.float()
+    normed = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + 1e-5)
+    return normed.to(x.dtype) * weight, residual
+
+
+def _rope(q, k, cos, sin):
+    """Rotary embedding (rotate-half form) of queries and keys."""
+    import torch
+
+    def rotate(x):
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+    return rotate(q), rotate(k)
+
+
+def _silu_mul(gate_up):
+    import torch.nn.functional as F
+
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+class _Ops:
+    """The elementwise ops of a layer, eager or fused by ``torch.compile``."""
+
+    def __init__(self, engine: str) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
+        if engine == "compiled":
+            import torch
+
+            def compile_(fn: Callable) -> Callable:
+                return torch.compile(fn, dynamic=True, fullgraph=True)
+
+            self.add_rms_norm, self.rope, self.silu_mul = map(compile_, (_add_rms_norm, _rope, _silu_mul))
+        else:
+            self.add_rms_norm, self.rope, self.silu_mul = _add_rms_norm, _rope, _silu_mul
 
 
 class RandomLlama:
-    """Weights only, as plain tensors; ``prefill`` and ``decode`` run one engine step."""
+    """Weights only, as plain tensors; :meth:`step` runs one engine step."""
 
-    def __init__(self, spec: ModelSpec, n_layers: int) -> None:
+    def __init__(self, spec: ModelSpec, n_layers: int, engine: str = "compiled", device: str = "cuda") -> None:
         import torch
 
-        self.spec, self.n_layers = spec, n_layers
+        self.spec, self.n_layers, self.ops = spec, n_layers, _Ops(engine)
         h, hd, q, kv, inter = spec.hidden_size, spec.head_dim, spec.n_q_heads, spec.n_kv_heads, spec.intermediate_size
 
         def w(*shape: int):
-            return torch.randn(*shape, device="cuda", dtype=torch.bfloat16) * shape[0] ** -0.5
+            return torch.randn(*shape, device=device, dtype=torch.bfloat16) * shape[0] ** -0.5
 
         self.layers = [
             {"qkv": w(h, (q + 2 * kv) * hd), "o": w(q * hd, h), "gate_up": w(h, 2 * inter), "down": w(inter, h),
-             "norm1": torch.ones(h, device="cuda", dtype=torch.bfloat16), "norm2": torch.ones(h, device="cuda", dtype=torch.bfloat16)}
+             "norm1": torch.ones(h, device=device, dtype=torch.bfloat16), "norm2": torch.ones(h, device=device, dtype=torch.bfloat16)}
             for _ in range(n_layers)
         ]  # fmt: skip
         self.lm_head = w(h, spec.vocab_size)
 
-    @staticmethod
-    def _rms(x, weight):
+    def _layer(self, layer: dict, x, residual, k_cache, v_cache, cos, sin, decode: bool):
         import torch.nn.functional as F
 
-        return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-5)
+        spec, ops = self.spec, self.ops
+        b, t, _ = x.shape
+        q_dim, kv_dim = spec.n_q_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
+        x, residual = ops.add_rms_norm(x, residual, layer["norm1"])
+        q, k, v = (x @ layer["qkv"]).split([q_dim, kv_dim, kv_dim], dim=-1)
+        q, k = ops.rope(
+            q.view(b, t, spec.n_q_heads, spec.head_dim), k.view(b, t, spec.n_kv_heads, spec.head_dim), cos, sin
+        )
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
+        # The step's K and V go into their cache slots (the last t of each sequence).
+        k_cache[:, :, -t:] = k
+        v_cache[:, :, -t:] = v
+        if decode:
+            k, v = k_cache, v_cache
+        attn = F.scaled_dot_product_attention(q, k, v, is_causal=not decode, enable_gqa=True)
+        x = attn.transpose(1, 2).reshape(b, t, q_dim) @ layer["o"]
+        x, residual = ops.add_rms_norm(x, residual, layer["norm2"])
+        return ops.silu_mul(x @ layer["gate_up"]) @ layer["down"], residual
 
-    @staticmethod
-    def _rope(x, cos, sin):
+    def step(self, x, caches, decode: bool):
+        """One step over ``x`` (batch, tokens, hidden); ``caches`` holds each layer's K and V
+        (batch, kv heads, context, head dim), the step's tokens last."""
         import torch
 
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
-
-    def _layer(self, layer: dict, x, k_cache, v_cache, cos, sin, causal: bool):
-        import torch.nn.functional as F
-
-        spec = self.spec
-        b, t, h = x.shape
-        q_dim, kv_dim = spec.n_q_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
-        qkv = self._rms(x, layer["norm1"]) @ layer["qkv"]
-        q, k, v = qkv.split([q_dim, kv_dim, kv_dim], dim=-1)
-        q = self._rope(q.view(b, t, spec.n_q_heads, spec.head_dim).transpose(1, 2), cos, sin)
-        k = self._rope(k.view(b, t, spec.n_kv_heads, spec.head_dim).transpose(1, 2), cos, sin)
-        v = v.view(b, t, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
-        if k_cache is not None:
-            # Decode: write the new token's K/V into its preallocated slot, attend over all.
-            k_cache[:, :, -1:] = k
-            v_cache[:, :, -1:] = v
-            k, v = k_cache, v_cache
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-        x = x + attn.transpose(1, 2).reshape(b, t, q_dim) @ layer["o"]
-        gate, up = (self._rms(x, layer["norm2"]) @ layer["gate_up"]).chunk(2, dim=-1)
-        return x + (F.silu(gate) * up) @ layer["down"]
-
-    def step(self, x, caches, causal: bool):
         t = x.shape[1]
-        cos = x.new_ones(1, 1, t, self.spec.head_dim) * 0.5
-        sin = x.new_ones(1, 1, t, self.spec.head_dim) * 0.5
-        for i, layer in enumerate(self.layers):
-            k_cache, v_cache = caches[i] if caches else (None, None)
-            x = self._layer(layer, x, k_cache, v_cache, cos, sin, causal)
-        return x[:, -1] @ self.lm_head
+        cos = x.new_ones(1, t, 1, self.spec.head_dim) * 0.5
+        sin = x.new_ones(1, t, 1, self.spec.head_dim) * 0.5
+        residual = torch.zeros_like(x)
+        for layer, (k_cache, v_cache) in zip(self.layers, caches, strict=True):
+            x, residual = self._layer(layer, x, residual, k_cache, v_cache, cos, sin, decode)
+        return (x + residual)[:, -1] @ self.lm_head
 
 
 def _graphed(step, example):
@@ -109,41 +158,56 @@ def _graphed(step, example):
     return replay
 
 
-def measure(spec: ModelSpec, n_layers: int | None = None) -> list[dict[str, Any]]:
+def _kv_caches(spec: ModelSpec, layers: int, batch: int, context: int) -> list[tuple[Any, Any]]:
+    import torch
+
+    shape = (batch, spec.n_kv_heads, context, spec.head_dim)
+    return [
+        (
+            torch.randn(*shape, device="cuda", dtype=torch.bfloat16),
+            torch.randn(*shape, device="cuda", dtype=torch.bfloat16),
+        )
+        for _ in range(layers)
+    ]
+
+
+def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ...] = ENGINES) -> list[dict[str, Any]]:
     """Median seconds of prefill steps (one sequence each) and decode steps (batch x context),
-    each replayed from a CUDA graph."""
+    each replayed from a CUDA graph, for each engine."""
     import torch
 
     layers = n_layers or spec.n_layers
-    model = RandomLlama(spec, layers)
-    records = []
-    with torch.inference_mode():
-        for seq in PREFILL_LENGTHS:
-            sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
-            run = _graphed(lambda x: model.step(x, None, causal=True), sets[0])
-            seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
-            del run
-            records.append({"op": "e2e_prefill", "model": spec.name, "layers": layers, "seq": seq, "seconds": seconds})
-        for batch, ctx in DECODE_POINTS:
-            caches = [
-                (torch.randn(batch, spec.n_kv_heads, ctx + 1, spec.head_dim, device="cuda", dtype=torch.bfloat16),
-                 torch.randn(batch, spec.n_kv_heads, ctx + 1, spec.head_dim, device="cuda", dtype=torch.bfloat16))
-                for _ in range(layers)
-            ]  # fmt: skip
-            sets = [torch.randn(batch, 1, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
-            run = _graphed(lambda x, c=caches: model.step(x, c, causal=False), sets[0])
-            seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
-            del run
-            records.append(
-                {
-                    "op": "e2e_decode",
-                    "model": spec.name,
-                    "layers": layers,
-                    "batch": batch,
-                    "ctx": ctx,
-                    "seconds": seconds,
-                }
-            )
-            del caches
-            torch.cuda.empty_cache()
+    records: list[dict[str, Any]] = []
+    for engine in engines:
+        model = RandomLlama(spec, layers, engine)
+        with torch.inference_mode():
+            for seq in PREFILL_LENGTHS:
+                caches = _kv_caches(spec, layers, 1, seq)
+                sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+                run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=False), sets[0])
+                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                del run, caches
+                records.append(
+                    {
+                        "op": "e2e_prefill",
+                        "engine": engine,
+                        "model": spec.name,
+                        "layers": layers,
+                        "seq": seq,
+                        "seconds": seconds,
+                    }
+                )
+            for batch, ctx in DECODE_POINTS:
+                caches = _kv_caches(spec, layers, batch, ctx + 1)
+                sets = [torch.randn(batch, 1, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+                run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=True), sets[0])
+                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                del run, caches
+                torch.cuda.empty_cache()
+                records.append(
+                    {"op": "e2e_decode", "engine": engine, "model": spec.name, "layers": layers,
+                     "batch": batch, "ctx": ctx, "seconds": seconds}
+                )  # fmt: skip
+        del model  # free its weights before the next engine's
+        torch.cuda.empty_cache()
     return records

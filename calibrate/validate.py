@@ -30,14 +30,17 @@ def validate(profile_dir: Path) -> dict[str, Any]:
         for r in json.loads(e2e_path.read_text())["records"]:
             spec = get_model(r["model"])
             model = ExecutionModel(spec.with_overrides(n_layers=r["layers"]), profile)
+            engine = r.get("engine", "eager")  # records from before the compiled engine
             if r["op"] == "e2e_prefill":
                 predicted = model.iteration_s([r["seq"]], [0], 0, 0)
-                step = f"{r['model']} prefill {r['seq']} tokens"
+                step = f"{engine} prefill {r['seq']} tokens"
             else:
                 predicted = model.iteration_s([], [], r["batch"], r["batch"] * r["ctx"])
-                step = f"{r['model']} decode batch {r['batch']} ctx {r['ctx']}"
+                step = f"{engine} decode batch {r['batch']} ctx {r['ctx']}"
             report["end_to_end"].append(
                 {
+                    "engine": engine,
+                    "model": r["model"],
                     "step": step,
                     "measured_s": r["seconds"],
                     "predicted_s": predicted,
