@@ -52,10 +52,17 @@ def _calls(flops: float) -> int:
     return int(min(50, max(3, 2e12 / max(flops, 1.0))))
 
 
-def _qkv(batch: int, q_heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int) -> tuple:
+def _qkv(
+    batch: int, q_heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int, token_major: bool = False
+) -> tuple:
+    """Query, key and value as SDPA takes them, (batch, heads, length, head dim). With
+    ``token_major`` they are views of (batch, length, heads, head dim) memory, the layout in
+    which a prefill's Q, K and V leave the QKV projection and a paged cache holds tokens."""
     torch = _torch()
 
     def rand(heads: int, length: int):
+        if token_major:
+            return torch.randn(batch, length, heads, head_dim, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
         return torch.randn(batch, heads, length, head_dim, device="cuda", dtype=torch.bfloat16)
 
     return rand(q_heads, q_len), rand(kv_heads, kv_len), rand(kv_heads, kv_len)
@@ -81,7 +88,7 @@ def prefill_attention(quick: bool) -> list[Record]:
         plan, heads = plan[:3], heads[:1]
     for hq, hkv, d in heads:
         for (seq, prefix), split in plan:
-            sets = [_qkv(1, hq, hkv, seq, prefix + seq, d) for _ in range(2)]
+            sets = [_qkv(1, hq, hkv, seq, prefix + seq, d, token_major=True) for _ in range(2)]
 
             def run(qkv, prefix=prefix, seq=seq):
                 q, k, v = qkv
@@ -196,6 +203,69 @@ def elementwise(quick: bool) -> list[Record]:
     return records
 
 
+def layer_kernels(quick: bool) -> list[Record]:
+    """The memory-bound kernels between a layer's GEMMs, fused as a serving engine runs them
+    (``torch.compile``, as in the end-to-end check): residual add + RMSNorm, rotary embedding
+    of Q and K, K and V written into the cache, SiLU-and-multiply. Their achieved bandwidth is
+    well below a plain streaming copy's (reductions, strided halves, transposed writes), so
+    each is measured itself, over token counts, for every shipped model's widths; tensor-
+    parallel halves of those widths are held out as unseen shapes."""
+    from calibrate.e2e import _Ops
+
+    ops = _Ops("compiled")
+    records = []
+    tokens = [(t, "fit") for t in shapes.LAYER_KERNEL_TOKENS_FIT]
+    tokens += [(t, "heldout") for t in shapes.LAYER_KERNEL_TOKENS_HELDOUT]
+    widths = sorted(
+        {(m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, 1) for m in MODELS.values()}
+    )
+    widths += [(h, q // 2, kv // 2, d, i // 2, 2) for h, q, kv, d, i, _ in widths]
+    if quick:
+        tokens, widths = tokens[:3], widths[:1]
+
+    for hidden, q_heads, kv_heads, head_dim, inter, tp in widths:
+        for t, split in tokens:
+            if tp > 1 and split != "fit":
+                continue
+            split = split if tp == 1 else "heldout_shape"
+            kernels = _layer_kernel_plan(ops, t, hidden, q_heads, kv_heads, head_dim, inter)
+            for kernel, (elements_per_token, sets, run) in kernels.items():
+                nbytes = 2 * elements_per_token * t
+                seconds = median_graph_seconds(run, sets, calls=20 if nbytes < 64 << 20 else 5)
+                records.append({"op": "layer_kernel", "split": split, "kernel": kernel, "tokens": t,
+                                "hidden": hidden, "tp": tp, "bytes": nbytes, "seconds": seconds})  # fmt: skip
+            del kernels
+    return records
+
+
+def _layer_kernel_plan(
+    ops: Any, t: int, hidden: int, q_heads: int, kv_heads: int, head_dim: int, inter: int
+) -> dict[str, tuple[int, list, Callable[[Any], object]]]:
+    """Per kernel: elements moved per token, two input sets, and the call, for ``t`` tokens."""
+    torch = _torch()
+
+    def rand(*shape: int):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+
+    cos, sin = rand(1, t, 1, head_dim), rand(1, t, 1, head_dim)
+    k_cache, v_cache = rand(1, kv_heads, t, head_dim), rand(1, kv_heads, t, head_dim)
+
+    def kv_write(kv):
+        k_cache.copy_(kv[0].transpose(1, 2))
+        v_cache.copy_(kv[1].transpose(1, 2))
+
+    kv_sets = [(rand(1, t, kv_heads, head_dim), rand(1, t, kv_heads, head_dim)) for _ in range(2)]
+    return {
+        "add_rms_norm": (4 * hidden, [(rand(t, hidden), rand(t, hidden), rand(hidden)) for _ in range(2)],
+                         lambda a: ops.add_rms_norm(*a)),
+        "rope": (2 * (q_heads + kv_heads) * head_dim,
+                 [(rand(1, t, q_heads, head_dim), rand(1, t, kv_heads, head_dim)) for _ in range(2)],
+                 lambda qk: ops.rope(qk[0], qk[1], cos, sin)),
+        "kv_write": (4 * kv_heads * head_dim, kv_sets, kv_write),
+        "silu_mul": (3 * inter, [rand(t, 2 * inter) for _ in range(2)], ops.silu_mul),
+    }  # fmt: skip
+
+
 def file_io(directory: str, quick: bool) -> list[Record]:
     """SSD-style sequential I/O with O_DIRECT (page cache bypassed) at block-sized and large
     requests. Falls back to buffered I/O plus fsync where O_DIRECT is refused, and says so."""
@@ -266,7 +336,7 @@ def run_all(io_dir: str, quick: bool = False, log: Callable[[str], None] = print
     torch.manual_seed(0)
     result: dict[str, Any] = {"environment": environment(), "records": []}
     benches = {"gemm": gemm, "prefill_attention": prefill_attention, "decode_attention": decode_attention,
-               "copies": copies, "elementwise": elementwise}  # fmt: skip
+               "copies": copies, "elementwise": elementwise, "layer_kernels": layer_kernels}  # fmt: skip
     for name, bench in benches.items():
         start = time.perf_counter()
         records = bench(quick)

@@ -121,6 +121,23 @@ def _fit_elementwise(records: list[dict]) -> dict[str, Any]:
     return {"latency_s": float(latency), "bytes_per_s": float(1.0 / max(inverse_bw, 1e-15))}
 
 
+def _fit_layer_kernels(records: list[dict]) -> dict[str, Any]:
+    """Per kernel, log-log interpolation of time over bytes moved, pooled over the models'
+    widths (a kernel's time follows its bytes; widths at the same bytes are averaged)."""
+    out: dict[str, Any] = {}
+    for kernel in sorted({r["kernel"] for r in records}):
+        by_bytes: dict[int, list[float]] = defaultdict(list)
+        for r in records:
+            if r["kernel"] == kernel:
+                by_bytes[r["bytes"]].append(float(np.log(r["seconds"])))
+        sizes = sorted(by_bytes)
+        out[kernel] = {
+            "log_bytes": [float(np.log(b)) for b in sizes],
+            "log_s": [float(np.mean(by_bytes[b])) for b in sizes],
+        }
+    return out
+
+
 def _fit_ssd(records: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in records:
@@ -146,6 +163,7 @@ def fit_profile(raw: dict[str, Any], *, name: str, gpu: str) -> dict[str, Any]:
         "decode": _fit_decode(of("decode_attention")),
         "copy": _fit_copies(of("copy")),
         "elementwise": _fit_elementwise(of("elementwise")),
+        "layer_kernels": _fit_layer_kernels(of("layer_kernel")),
         "ssd": _fit_ssd(of("file_io")),
     }
     params["heldout_error"] = heldout_errors(CalibratedProfile(name, get_gpu(gpu), params), raw["records"])
@@ -163,6 +181,8 @@ def predict(profile: CalibratedProfile, r: dict[str, Any]) -> float:
         return float(profile.attention_decode_s(r["batch"], r["ctx"], r["q_heads"], r["kv_heads"], r["head_dim"]))
     if op == "copy":
         return float(profile.copy_many_s(r["n_copies"], r["bytes"], r["kind"]))
+    if op == "layer_kernel":
+        return float(profile.layer_kernel_s(r["kernel"], r["bytes"]))
     raise ValueError(f"no prediction for op {op!r}")
 
 

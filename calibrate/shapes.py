@@ -29,6 +29,10 @@ COPY_MANY_HELDOUT = [(128, 32 << 10), (512, 128 << 10)]
 
 ELEMENTWISE_BYTES = [1 << 20, 8 << 20, 64 << 20, 512 << 20]
 
+# Token counts for a layer's fused memory-bound kernels (norms, rotary, KV write, SiLU-and-mul).
+LAYER_KERNEL_TOKENS_FIT = [1, 4, 16, 64, 256, 1024, 4096, 16384]
+LAYER_KERNEL_TOKENS_HELDOUT = [8, 128, 512, 2048, 8192]
+
 
 def gemm_shapes(model: ModelSpec, tp: int = 1) -> dict[str, tuple[int, int]]:
     """``(k, n)`` of each linear layer of ``model`` (what ``ExecutionModel`` asks for)."""

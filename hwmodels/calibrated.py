@@ -13,6 +13,9 @@ the fitted parameters with NumPy only (no torch in the simulator):
   configuration, plus a fitted linear cost for attending to a cached prefix.
 * Decode attention: ``a + b * batch + c * batch * context`` per head configuration (a
   memory-bound kernel: time follows the KV bytes read).
+* A layer's fused memory-bound kernels (norm, rotary, KV write, SiLU-and-mul): log-log
+  interpolation of time over bytes per kernel (each reaches its own fraction of the HBM
+  bandwidth, and small ones sit on a latency floor).
 * Copies: log-log interpolation of time over bytes per kind (latency-bound below ~1 MiB,
   bandwidth-bound above, with a knee no two-parameter line fits); many back-to-back block
   copies pay a fitted increment per further copy, interpolated over the block size.
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hwmodels.gpus import GpuSpec, get_gpu
-from hwmodels.profile import ArrayLike, check_copy_kind
+from hwmodels.profile import ArrayLike, check_copy_kind, check_layer_kernel
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FILE = "profile.json"
@@ -132,6 +135,16 @@ class CalibratedProfile:
     def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
         e = self.params["elementwise"]
         return e["latency_s"] + np.asarray(nbytes, dtype=np.float64) / e["bytes_per_s"]
+
+    def layer_kernel_s(self, kernel: str, nbytes: ArrayLike) -> ArrayLike:
+        """A layer's fused memory-bound kernel (see :data:`~hwmodels.profile.LAYER_KERNELS`),
+        interpolated over the bytes it moves; a profile measured before these kernels were
+        benchmarked prices them as plain streaming work."""
+        check_layer_kernel(kernel)
+        fitted = self.params.get("layer_kernels", {}).get(kernel)
+        if fitted is None:
+            return self.elementwise_s(nbytes)
+        return _loglog(nbytes, fitted["log_bytes"], fitted["log_s"])
 
     def copy_s(self, nbytes: ArrayLike, kind: str) -> ArrayLike:
         check_copy_kind(kind)

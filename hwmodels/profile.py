@@ -20,6 +20,8 @@ import numpy as np
 from hwmodels.gpus import GpuSpec, get_gpu
 
 COPY_KINDS = ("h2d", "d2h", "h2d_pageable", "d2h_pageable", "d2d")
+#: The fused memory-bound kernels of a transformer layer, as serving engines run them.
+LAYER_KERNELS = ("add_rms_norm", "rope", "kv_write", "silu_mul")
 
 ArrayLike = float | np.ndarray
 
@@ -52,11 +54,19 @@ class GpuProfile(Protocol):
     def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
         """A memory-bound kernel touching ``nbytes`` of HBM (norms, activations, residuals)."""
 
+    def layer_kernel_s(self, kernel: str, nbytes: ArrayLike) -> ArrayLike:
+        """One of a layer's fused :data:`LAYER_KERNELS` moving ``nbytes`` of HBM."""
+
     def copy_s(self, nbytes: ArrayLike, kind: str) -> ArrayLike:
         """One copy of ``nbytes``; ``kind`` is one of :data:`COPY_KINDS`."""
 
     def copy_many_s(self, n_copies: ArrayLike, nbytes_each: ArrayLike, kind: str) -> ArrayLike:
         """``n_copies`` back-to-back copies of ``nbytes_each`` (per-copy overhead included)."""
+
+
+def check_layer_kernel(kernel: str) -> None:
+    if kernel not in LAYER_KERNELS:
+        raise ValueError(f"unknown layer kernel {kernel!r}; expected one of {', '.join(LAYER_KERNELS)}")
 
 
 def check_copy_kind(kind: str) -> None:
@@ -125,6 +135,11 @@ class DatasheetProfile:
 
     def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
         return nbytes / self._hbm_bps + self.kernel_launch_s
+
+    def layer_kernel_s(self, kernel: str, nbytes: ArrayLike) -> ArrayLike:
+        """The datasheet knows no kernel's efficiency: each streams at the datasheet's rate."""
+        check_layer_kernel(kernel)
+        return self.elementwise_s(nbytes)
 
     def copy_s(self, nbytes: ArrayLike, kind: str) -> ArrayLike:
         return self.copy_many_s(1, nbytes, kind)
