@@ -74,6 +74,7 @@ class EngineConf:
     max_num_batched_tokens: int = 8192
     preemption: str = "recompute"
     iteration_overhead_s: float = 0.001
+    kv_load: str = "always"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from hwmodels.models import MODELS, ModelSpec, get_model
 from hwmodels.profile import GpuProfile, load_profile
 from policies.registry import FAMILIES, UnknownPolicyError, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
-from sim.config import MODES, PREEMPTION_MODES, SimConfig
+from sim.config import KV_LOAD_MODES, MODES, PREEMPTION_MODES, SimConfig
 from sim.links import DurationModel, linear_duration
 from traces.schema import Trace
 
@@ -145,6 +145,8 @@ def _check_scalars(config: SimConfig) -> None:
         non_negative("hardware.pcie_latency_s", hw.pcie_latency_s)
     if eng.preemption not in PREEMPTION_MODES:
         raise ConfigError("engine.preemption", f"{eng.preemption!r} is not one of {', '.join(PREEMPTION_MODES)}")
+    if eng.kv_load not in KV_LOAD_MODES:
+        raise ConfigError("engine.kv_load", f"{eng.kv_load!r} is not one of {', '.join(KV_LOAD_MODES)}")
     non_negative("engine.iteration_overhead_s", eng.iteration_overhead_s)
     positive("slo.ttft_s", slo.ttft_s)
     positive("slo.tpot_s", slo.tpot_s)

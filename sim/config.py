@@ -22,6 +22,7 @@ PolicyRef = str | Callable[..., Any]
 
 MODES = ("serve", "replay")
 PREEMPTION_MODES = ("recompute", "swap")
+KV_LOAD_MODES = ("always", "if_faster")
 
 
 @dataclass
@@ -81,6 +82,10 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192  # token budget per step (chunked prefill)
     preemption: str = "recompute"  # or "swap"
     iteration_overhead_s: float = 0.001  # host-side scheduling per step
+    # A prefix hit in DRAM or SSD is loaded "always" (vLLM + LMCache, SGLang HiCache), or only
+    # "if_faster" than recomputing its tokens, given the links' queues (load-or-recompute, as
+    # in Cake): with small blocks copied layer by layer, or a congested link, recomputing wins.
+    kv_load: str = "always"
 
 
 @dataclass

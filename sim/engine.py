@@ -112,6 +112,7 @@ class _ServeRun:
             max_num_seqs=config.engine.max_num_seqs,
             max_num_batched_tokens=config.engine.max_num_batched_tokens,
             preemption=config.engine.preemption,
+            kv_load=config.engine.kv_load,
             on_done=self._on_done,
         )
 
@@ -253,6 +254,7 @@ class _ServeRun:
             preemptions_recompute=sum(r.preemptions_recompute for r in self.replicas),
             preemptions_swap=sum(r.preemptions_swap for r in self.replicas),
             swap_fallbacks=sum(r.swap_fallbacks for r in self.replicas),
+            loads_declined_blocks=sum(r.loads_declined_blocks for r in self.replicas),
             bytes_per_block=self.setup.bytes_per_block,
         )
 

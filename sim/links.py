@@ -62,6 +62,13 @@ class Link:
         self._account_busy(start, end)
         return end
 
+    def completion_if_queued(self, nbytes: int, n_copies: int, ready_at: float) -> float:
+        """When a transfer queued at ``ready_at`` (now or later) would complete, reserving
+        nothing: what a load-or-recompute decision weighs against recomputing."""
+        if nbytes <= 0:
+            return ready_at
+        return max(ready_at, self.free_at) + self._duration(nbytes, n_copies)
+
     def transfer(self, nbytes: int, n_copies: int) -> simpy.Event:
         """Queue a transfer now; the returned event fires when it completes."""
         return self.env.timeout(self.reserve(nbytes, n_copies) - self.env.now)

@@ -68,6 +68,7 @@ class RunTotals:
     preemptions_recompute: int
     preemptions_swap: int
     swap_fallbacks: int
+    loads_declined_blocks: int  # lower-tier hits recomputed because that was faster (kv_load=if_faster)
     bytes_per_block: int
 
 
@@ -184,6 +185,7 @@ def summarise(
     summary["preemptions_recompute"] = totals.preemptions_recompute
     summary["preemptions_swap"] = totals.preemptions_swap
     summary["swap_fallbacks_to_recompute"] = totals.swap_fallbacks
+    summary["loads_declined_blocks"] = totals.loads_declined_blocks
     gpu_energy = (
         totals.n_gpus * (power.gpu_idle_w * totals.makespan_s)
         + (power.gpu_active_w - power.gpu_idle_w) * totals.gpu_busy_s

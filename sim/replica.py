@@ -66,6 +66,7 @@ class Replica:
         max_num_batched_tokens: int,
         preemption: str,
         on_done: Callable[[Request], None],
+        kv_load: str = "always",
     ) -> None:
         self.env = env
         self.index = index
@@ -81,6 +82,11 @@ class Replica:
         self.max_num_seqs = max_num_seqs
         self.token_budget = max_num_batched_tokens
         self.preemption = preemption
+        self.kv_load = kv_load
+        # GPU seconds per prompt token in a full chunked-prefill step (weights amortised):
+        # what recomputing a token costs once it is the GPU's turn.
+        full_step = execution.iteration_s([max_num_batched_tokens], [0], 0, 0) - execution.iteration_overhead_s
+        self._prefill_token_s = full_step / max_num_batched_tokens
         self._on_done = on_done
         self.hbm = cache.tiers[HBM]
         self.block_tokens = 0  # set from the first request
@@ -109,6 +115,7 @@ class Replica:
         self.preemptions_recompute = 0
         self.preemptions_swap = 0
         self.swap_fallbacks = 0
+        self.loads_declined_blocks = 0
         self.issued_bytes: dict[str, int] = {name: 0 for name in links}
         self.peak_blocks = [0] * len(cache.tiers)
         env.process(self._loop())
@@ -280,6 +287,9 @@ class Replica:
         while m and hit_tokens >= req.prompt_target:
             m -= 1
             hit_tokens = req.tokens_in_first(m)
+        if self.kv_load == "if_faster" and m:
+            m = self._prefix_worth_loading(req, tiers, m)
+            hit_tokens = req.tokens_in_first(m)
         hbm_hits = [j for j in range(m) if tiers[j] == HBM]
         lower = [j for j in range(m) if tiers[j] != HBM]
         for j in hbm_hits:
@@ -321,6 +331,41 @@ class Replica:
             return 0
         req.state = State.PREFILL
         return chunk
+
+    def _prefix_worth_loading(self, req: Request, tiers: Sequence[int], m: int) -> int:
+        """How much of a matched prefix of ``m`` blocks to use when lower-tier hits are loaded
+        only if that is faster than recomputing them.
+
+        From the first block not in HBM on, the prefix is either loaded (every lower-tier
+        block of it crosses its links, queued behind the copies already on them) or recomputed
+        (its tokens prefilled on top of the HBM part before it). Attention needs the whole
+        prefix, so a recomputed block makes every block after it recomputed too: the choice is
+        the whole tail or none of it, whichever is ready first. A busy GPU makes recomputing
+        late (its queue comes first), a congested link makes loading late; a tie loads, which
+        spends no GPU time.
+        """
+        first = next((j for j in range(m) if tiers[j] != HBM), m)
+        if first == m:
+            return m
+        now = self.env.now
+        per_source: dict[int, int] = {}
+        for j in range(first, m):
+            if tiers[j] != HBM:
+                per_source[tiers[j]] = per_source.get(tiers[j], 0) + 1
+        loaded_at = now
+        for source, n in per_source.items():
+            at = now
+            for link in self._path(source, HBM):
+                at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), at)
+            loaded_at = max(loaded_at, at)
+        # Recomputed tokens join the replica's prefill work: they are done once the GPU has
+        # worked through what is outstanding (this request's prompt included), at the
+        # per-token cost of a full step. A lower bound when decodes share the steps.
+        recomputed_at = now + self.outstanding_tokens_total * self._prefill_token_s
+        if recomputed_at >= loaded_at:
+            return m
+        self.loads_declined_blocks += sum(per_source.values())
+        return first
 
     def _record_lookup(self, req: Request, tiers: Sequence[int], hit_tokens: int) -> None:
         req.looked_up = True
@@ -386,9 +431,13 @@ class Replica:
 
     def _transfer(self, link: Link, nbytes: int, n_blocks: int) -> float:
         """Queue a copy of ``n_blocks`` blocks on ``link`` now; return its completion time."""
-        copies = n_blocks * self.copies_per_block if link.name.startswith("pcie") else n_blocks
         self.issued_bytes[link.name] += nbytes
-        return link.reserve(nbytes, copies)
+        return link.reserve(nbytes, self._copies(link, n_blocks))
+
+    def _copies(self, link: Link, n_blocks: int) -> int:
+        """Copy calls for ``n_blocks`` on ``link``: PCIe copies a block layer by layer, K and V
+        apart (``copies_per_block``); an SSD read or write moves a block in one request."""
+        return n_blocks * self.copies_per_block if link.name.startswith("pcie") else n_blocks
 
     def _pay(self, moves: Sequence[Move]) -> float:
         """Issue the copies evictions caused; return when the HBM slots they freed are

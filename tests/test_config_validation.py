@@ -36,6 +36,7 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(tiers=TierConfig(block_tokens=24)), "tiers.block_tokens", "does not divide or multiply"),
         (SimConfig(engine=EngineConfig(preemption="kill")), "engine.preemption", "recompute, swap"),
         (SimConfig(engine=EngineConfig(preemption="swap")), "engine.preemption", "DRAM tier"),
+        (SimConfig(engine=EngineConfig(kv_load="never")), "engine.kv_load", "always, if_faster"),
         (SimConfig(engine=EngineConfig(max_num_seqs=0)), "engine.max_num_seqs", ">= 1"),
         (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),

@@ -185,3 +185,38 @@ def test_summary_reports_every_metric_family() -> None:
     ):
         assert key in summary, key
     json.loads(summary_json(summary))
+
+
+def _evicted_then_returning(kv_load: str, pcie_gbps: float) -> tuple:
+    """A's prompt pushed out of HBM by B, then A again on an idle GPU. Written through to DRAM
+    as they are computed, evicted blocks need no copy when A returns: its only possible wait
+    is its own load."""
+    cfg = config(hbm_blocks=8, dram_blocks=100)
+    cfg.admission = "write_through"
+    cfg.hardware.pcie_gbps = pcie_gbps
+    cfg.engine.kv_load = kv_load
+    result = run(cfg, make_trace([(0.0, chain(1)), (10.0, chain(2)), (20.0, chain(1))]))
+    return result.requests.iloc[2], result.summary
+
+
+def test_if_faster_recomputes_a_dram_hit_whose_load_would_take_longer() -> None:
+    # At 0.05 GB/s the 7-block load takes ~1.2 s, recomputing 896 tokens some tens of ms.
+    slow = 0.05
+    load_s = 7 * PCIE_LATENCY_S + 7 * bytes_per_block() / (slow * 1e9)
+    always, _ = _evicted_then_returning("always", slow)
+    assert always["ttft_s"] == pytest.approx(load_s + execution().iteration_s([104], [896], 0, 0))
+    faster, summary = _evicted_then_returning("if_faster", slow)
+    assert faster["dram_hit_tokens"] == 0 and faster["recomputed_tokens"] == PROMPT
+    assert faster["kv_stall_s"] == 0
+    assert faster["ttft_s"] == pytest.approx(execution().iteration_s([PROMPT], [0], 0, 0))
+    assert faster["ttft_s"] < always["ttft_s"]
+    assert summary["loads_declined_blocks"] == 7
+    assert summary["link_pcie_h2d_bytes"] == 0  # nothing was loaded
+
+
+def test_if_faster_still_loads_when_the_link_beats_recomputing() -> None:
+    always, _ = _evicted_then_returning("always", PCIE_GBPS)
+    faster, summary = _evicted_then_returning("if_faster", PCIE_GBPS)
+    assert faster["dram_hit_tokens"] == 7 * BLOCK
+    assert faster["ttft_s"] == pytest.approx(always["ttft_s"])
+    assert summary["loads_declined_blocks"] == 0
