@@ -59,6 +59,7 @@ def sim_config(cfg: DictConfig) -> SimConfig:
         seed=plain["seed"],
         timeseries_interval_s=plain["timeseries_interval_s"],
         check_invariants=plain["check_invariants"],
+        tier_eviction=plain["tier_eviction"],
         **policies,
     )
 

@@ -107,6 +107,7 @@ class KvsimConf:
     slo: SLOConf = field(default_factory=SLOConf)
     power: PowerConf = field(default_factory=PowerConf)
     eviction: Any = MISSING
+    tier_eviction: dict[str, Any] = field(default_factory=dict)  # tier name -> policy name, e.g. {dram: lru}
     prefetch: Any = MISSING
     admission: Any = MISSING
     scheduler: Any = MISSING

@@ -18,7 +18,7 @@ from hwmodels.models import MODELS, ModelSpec, get_model
 from hwmodels.profile import GpuProfile, load_profile
 from policies.registry import FAMILIES, UnknownPolicyError, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
-from sim.config import KV_LOAD_MODES, MODES, PREEMPTION_MODES, SimConfig
+from sim.config import KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
 from sim.links import DurationModel, linear_duration
 from traces.schema import Trace
 
@@ -55,6 +55,7 @@ class Setup:
     ssd_read: DurationModel
     ssd_write: DurationModel
     policies: dict[str, Callable[..., Any]]  # family -> factory
+    tier_eviction: dict[str, Callable[..., Any]]  # tier name -> eviction factory overriding policies["eviction"]
     hbm_kv_bytes_available: float
 
 
@@ -89,6 +90,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
             policies[family] = resolve(family, ref)
         except UnknownPolicyError as exc:
             raise ConfigError(family, str(exc)) from None
+    tier_eviction = resolve_tier_eviction(config, [name for name, _ in tiers])
     h2d, d2h = _pcie_models(config, profile, tp)
     hw = config.hardware
     return Setup(
@@ -105,8 +107,26 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         ssd_read=linear_duration(hw.ssd_latency_s, hw.ssd_read_gbps * GB),
         ssd_write=linear_duration(hw.ssd_latency_s, hw.ssd_write_gbps * GB),
         policies=policies,
+        tier_eviction=tier_eviction,
         hbm_kv_bytes_available=available,
     )
+
+
+def resolve_tier_eviction(config: SimConfig, tier_names: list[str]) -> dict[str, Callable[..., Any]]:
+    """The per-tier eviction overrides as factories; a tier the run does not have is an error
+    (an override that silently does nothing would mislead a comparison)."""
+    out = {}
+    for tier, ref in config.tier_eviction.items():
+        key = f"tier_eviction.{tier}"
+        if tier not in TIER_NAMES:
+            raise ConfigError(key, f"unknown tier {tier!r}; tiers are {', '.join(TIER_NAMES)}")
+        if tier not in tier_names:
+            raise ConfigError(key, f"this run has no {tier} tier (its tiers: {', '.join(tier_names)})")
+        try:
+            out[tier] = resolve("eviction", ref)
+        except UnknownPolicyError as exc:
+            raise ConfigError(key, str(exc)) from None
+    return out
 
 
 def _check_scalars(config: SimConfig) -> None:

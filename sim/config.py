@@ -21,6 +21,7 @@ from typing import Any
 PolicyRef = str | Callable[..., Any]
 
 MODES = ("serve", "replay")
+TIER_NAMES = ("hbm", "dram", "ssd")
 PREEMPTION_MODES = ("recompute", "swap")
 KV_LOAD_MODES = ("always", "if_faster")
 
@@ -114,6 +115,9 @@ class SimConfig:
     slo: SLOConfig = field(default_factory=SLOConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
     eviction: PolicyRef = "lru"
+    # Per-tier overrides of ``eviction`` by tier name, e.g. {"dram": "lru"}: a tier below HBM
+    # sees only what HBM evicts, which a policy tuned for the access stream may rank badly.
+    tier_eviction: dict[str, PolicyRef] = field(default_factory=dict)
     prefetch: PolicyRef = "none"
     admission: PolicyRef = "ssd_spill"
     scheduler: PolicyRef = "fcfs"

@@ -38,9 +38,11 @@ class _ServeRun:
         self.setup = setup
         self.env = simpy.Environment()
         self.offsets, self.keys = remap_blocks(trace, setup.block_tokens)
-        eviction = setup.policies["eviction"]
-        # The factory may be a class or a functools.partial of one (hydra's _partial_).
-        needs_future = bool(getattr(getattr(eviction, "func", eviction), "offline", False))
+        # A factory may be a class or a functools.partial of one (hydra's _partial_).
+        needs_future = any(
+            getattr(getattr(factory, "func", factory), "offline", False)
+            for factory in (setup.policies["eviction"], *setup.tier_eviction.values())
+        )
         self.oracle = AccessOracle(self.keys) if needs_future else None
         self.recompute_s = self._recompute_cost_by_position()
         self.tier_names = tuple(name for name, _ in setup.tier_blocks)
@@ -66,7 +68,7 @@ class _ServeRun:
         )
 
     def _make_policy(self, tier: str, capacity: int) -> EvictionPolicy:
-        policy = self.setup.policies["eviction"]()
+        policy = self.setup.tier_eviction.get(tier, self.setup.policies["eviction"])()
         policy.bind(
             capacity,
             WorkloadView(
@@ -288,4 +290,5 @@ class _ServeRun:
             "n_replicas": self.config.hardware.n_replicas,
             "block_tokens": self.setup.block_tokens,
             **{family: policy_label(factory) for family, factory in self.setup.policies.items()},
+            **{f"eviction_{tier}": policy_label(factory) for tier, factory in self.setup.tier_eviction.items()},
         }

@@ -16,8 +16,8 @@ import pandas as pd
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import next_use, remap_blocks
-from sim.build import ConfigError
-from sim.config import SimConfig
+from sim.build import ConfigError, resolve_tier_eviction
+from sim.config import TIER_NAMES, SimConfig
 from sim.result import Result
 from traces.schema import Trace
 
@@ -112,27 +112,34 @@ def replay_tiers(
     *,
     block_tokens: int | None = None,
     check_invariants: bool = True,
+    tier_policies: dict[str, Callable[[], EvictionPolicy]] | None = None,
+    tier_names: list[str] | None = None,
 ) -> np.ndarray:
     """Replay through a hierarchy (HBM first); per access the tier that hit, or :data:`MISS`.
 
     The hierarchy is inclusive and write-back, as LMCache's CPU and disk tiers behave: a block
     found in a lower tier is copied up to HBM and keeps its lower copy; a block evicted from a
     tier is written to the next one unless that already holds it; the last tier drops. A missed
-    block is computed into HBM. Each tier has its own policy instance. Offline policies see the
-    access stream's future through ``next_access`` (blocks also arrive by demotion).
+    block is computed into HBM. Each tier has its own policy instance, from
+    ``tier_policies[name]`` where given, else from ``make_policy``; tiers are named by
+    ``tier_names``, by default hbm, dram, ssd in order. Offline policies see the access
+    stream's future through ``next_access`` (blocks also arrive by demotion).
     """
     if not capacities or any(c < 1 for c in capacities):
         raise ValueError(f"every tier needs at least one block, got {capacities}")
     offsets, keys = remap_blocks(trace, block_tokens)
     oracle = None
-    policies = [make_policy() for _ in capacities]
+    names = tier_names or [TIER_NAMES[t] if t < len(TIER_NAMES) else f"tier{t}" for t in range(len(capacities))]
+    if len(names) != len(capacities):
+        raise ValueError(f"{len(capacities)} tier capacities but {len(names)} tier names")
+    policies = [(tier_policies or {}).get(name, make_policy)() for name in names]
     if any(p.offline for p in policies):
         from sim.blocks import AccessOracle
 
         oracle = AccessOracle(keys)
     for tier, (policy, capacity) in enumerate(zip(policies, capacities, strict=True)):
         view = WorkloadView(
-            tier=("hbm", "dram", "ssd")[tier] if tier < 3 else f"tier{tier}",
+            tier=names[tier],
             block_bytes=0,
             categories=trace.categories,
             next_use=oracle.next_use if oracle else None,
@@ -196,11 +203,13 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     below = [(name, c) for name, c in (("dram", tiers.dram_blocks), ("ssd", tiers.ssd_blocks)) if c]
     names = ["hbm", *(name for name, _ in below)]
     lower = [c for _, c in below]
+    per_tier = resolve_tier_eviction(config, names)
     if lower:
         where = replay_tiers(trace, [capacity, *lower], factory, block_tokens=tiers.block_tokens,
-                             check_invariants=config.check_invariants)  # fmt: skip
+                             check_invariants=config.check_invariants, tier_policies=per_tier,
+                             tier_names=names)  # fmt: skip
     else:
-        hits = replay_single_tier(trace, capacity, factory(), block_tokens=tiers.block_tokens)
+        hits = replay_single_tier(trace, capacity, per_tier.get("hbm", factory)(), block_tokens=tiers.block_tokens)
         where = np.where(hits, 0, MISS).astype(np.int8)
     offsets, _ = remap_blocks(trace, tiers.block_tokens)
     request_of = np.repeat(np.arange(len(trace)), np.diff(offsets))
@@ -208,6 +217,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     summary = {
         "mode": "replay",
         "eviction": policy_label(factory),
+        **{f"eviction_{tier}": policy_label(f) for tier, f in per_tier.items()},
         **{f"{name}_blocks": c for name, c in zip(names, [capacity, *lower], strict=True)},
         "n_requests": len(trace),
         "n_accesses": int(len(where)),

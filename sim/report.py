@@ -22,9 +22,13 @@ def _fmt(value: Any, unit: str = "") -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """The headline numbers of a serve or replay summary as an aligned table."""
     get = summary.get
+    eviction = ", ".join(
+        [str(get("eviction"))]
+        + [f"{t}: {get(f'eviction_{t}')}" for t in ("hbm", "dram", "ssd") if f"eviction_{t}" in summary]
+    )
     if get("mode") == "replay":
         rows = [
-            ("policy", get("eviction")),
+            ("policy", eviction),
             ("capacity (blocks)", get("hbm_blocks")),
             ("requests", get("n_requests")),
             ("block accesses", get("n_accesses")),
@@ -36,7 +40,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             if f"{t}_hit_ratio" in summary
         ]
     else:
-        policies = ", ".join(f"{f}={get(f)}" for f in ("eviction", "prefetch", "admission", "scheduler", "routing"))
+        policies = ", ".join(
+            [f"eviction={eviction}"] + [f"{f}={get(f)}" for f in ("prefetch", "admission", "scheduler", "routing")]
+        )
         rows = [
             (
                 "model / gpu",

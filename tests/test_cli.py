@@ -36,6 +36,15 @@ def test_a_run_writes_every_output_and_prints_the_summary(tmp_path: Path) -> Non
     assert "TTFT p50 / p99" in done.stdout and "120 finished" in done.stdout
 
 
+def test_a_tier_gets_its_own_eviction_policy_from_the_command_line(tmp_path: Path) -> None:
+    args = (SMALL, "eviction=workload_aware", "hardware.dram_gb=8", "output.plots=false")
+    done = kvsim(*args, "+tier_eviction.dram=lru", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eviction"] == "workload_aware" and summary["eviction_dram"] == "lru"
+    assert "eviction=workload_aware, dram: lru" in done.stdout
+
+
 def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_path: Path) -> None:
     typo = kvsim("hardware.hbm_gbb=3", cwd=tmp_path)
     assert typo.returncode != 0 and "Key 'hbm_gbb' not in 'HardwareConf'" in typo.stderr
