@@ -182,6 +182,28 @@ def replay_tiers(
     return where
 
 
+def usable_prefix(hit: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per access, whether it hit *and* every earlier block of its request hit too.
+
+    A prefix cache can only skip computing a prompt's blocks up to its first miss: a block
+    cached after a hole is attended to only through the recomputed blocks before it, so it is
+    recomputed as well (vLLM and SGLang match the longest cached prefix). A per-block hit ratio
+    counts such blocks; this does not. Policies that evict in chain order (LRU, which ages a
+    chain's blocks together; Belady, for which an earlier block is never needed later than a
+    later one) leave no holes, and then the two agree.
+    """
+    n = len(hit)
+    if n == 0:
+        return hit.astype(bool)
+    lengths = np.diff(offsets)
+    request = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(n) - np.repeat(offsets[:-1], lengths)
+    miss_at = np.where(hit, np.iinfo(np.int64).max, position)
+    first_miss = np.full(len(lengths), np.iinfo(np.int64).max)
+    np.minimum.at(first_miss, request, miss_at)
+    return position < first_miss[request]
+
+
 def run_replay(config: SimConfig, trace: Trace) -> Result:
     """Replay mode of :func:`sim.run`: hit ratios at ``tiers.hbm_blocks`` (and, when set,
     ``tiers.dram_blocks`` / ``tiers.ssd_blocks`` below it)."""
@@ -222,6 +244,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
         "n_requests": len(trace),
         "n_accesses": int(len(where)),
         "block_hit_ratio": float((where != MISS).mean()) if len(where) else 0.0,
+        "prefix_hit_ratio": float(usable_prefix(where != MISS, offsets).mean()) if len(where) else 0.0,
     }
     for t, name in enumerate(names):
         in_tier = where == t

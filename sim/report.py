@@ -33,6 +33,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             ("requests", get("n_requests")),
             ("block accesses", get("n_accesses")),
             ("block hit ratio", _fmt(get("block_hit_ratio"), "%")),
+            ("  usable as prefix", _fmt(get("prefix_hit_ratio"), "%")),
         ]
         rows += [
             (f"  {t} hit ratio", _fmt(get(f"{t}_hit_ratio"), "%"))

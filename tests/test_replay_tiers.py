@@ -51,3 +51,31 @@ def test_belady_across_tiers_is_at_least_lru() -> None:
     best = replay_tiers(trace, [100, 200], resolve("eviction", "belady"))
     lru = replay_tiers(trace, [100, 200], resolve("eviction", "lru"))
     assert (best == 0).sum() >= (lru == 0).sum()
+
+
+def test_usable_prefix_stops_each_request_at_its_first_miss() -> None:
+    from sim.replay import usable_prefix
+
+    offsets = np.array([0, 3, 5, 5, 8])  # the third request has no blocks
+    hits = np.array([True, False, True, True, True, False, True, True])
+    assert usable_prefix(hits, offsets).tolist() == [True, False, False, True, True, False, False, False]
+
+
+def test_usable_prefix_is_the_largest_prefix_closed_subset_of_the_hits() -> None:
+    from sim.replay import usable_prefix
+
+    rng = np.random.default_rng(0)
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(0, 9, size=200))])
+    hits = rng.random(offsets[-1]) < 0.7
+    usable = usable_prefix(hits, offsets)
+    assert not (usable & ~hits).any()
+    for r in range(len(offsets) - 1):
+        run, got = hits[offsets[r] : offsets[r + 1]], usable[offsets[r] : offsets[r + 1]]
+        k = int(np.argmin(run)) if not run.all() else len(run)
+        assert got[:k].all() and not got[k:].any()
+
+
+def test_replay_summary_reports_the_prefix_usable_hit_ratio() -> None:
+    trace = generate("rag", seed=3, n_requests=400)
+    summary = run(SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=300), eviction="workload_aware"), trace).summary
+    assert 0 < summary["prefix_hit_ratio"] <= summary["block_hit_ratio"]
