@@ -30,6 +30,10 @@ from hwmodels.models import ModelSpec
 PREFILL_LENGTHS = [256, 1024, 4096, 8192]
 DECODE_POINTS = [(1, 1024), (16, 2048), (64, 1024), (32, 8192), (256, 512)]  # <= 262k cached tokens
 ENGINES = ("compiled", "eager")
+#: (m, k, n) of a GEMM timed before and after the steps (Llama-3-8B's gate/up projection at 4096
+#: tokens, a shape every profile measures): a GPU that runs slower than when it was profiled
+#: (shared, throttled, cold) shows here, and the report says so instead of blaming the model.
+REFERENCE_GEMM = (4096, 4096, 28672)
 
 
 def _add_rms_norm(x, residual, weight):
@@ -177,7 +181,7 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
     import torch
 
     layers = n_layers or spec.n_layers
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = [_reference_gemm("before")]
     for engine in engines:
         model = RandomLlama(spec, layers, engine)
         with torch.inference_mode():
@@ -210,4 +214,19 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
                 )  # fmt: skip
         del model  # free its weights before the next engine's
         torch.cuda.empty_cache()
+    records.append(_reference_gemm("after"))
     return records
+
+
+def _reference_gemm(when: str) -> dict[str, Any]:
+    import torch
+
+    from calibrate.timing import median_graph_seconds
+
+    m, k, n = REFERENCE_GEMM
+    sets = [
+        (torch.randn(m, k, device="cuda", dtype=torch.bfloat16), torch.randn(k, n, device="cuda", dtype=torch.bfloat16))
+        for _ in range(2)
+    ]
+    seconds = median_graph_seconds(lambda ab: torch.matmul(*ab), sets, calls=5)
+    return {"op": "reference_gemm", "when": when, "m": m, "k": k, "n": n, "seconds": seconds}

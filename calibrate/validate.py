@@ -2,7 +2,8 @@
 
 Two checks: the held-out microbenchmark points (GEMM, attention, copies at sizes and shapes the
 fit never saw), and whole engine steps of a Llama-shaped model (``e2e.json``) against what
-:class:`~hwmodels.execution.ExecutionModel` predicts with the profile for the same batch.
+:class:`~hwmodels.execution.ExecutionModel` predicts with the profile for the same batch. A
+reference GEMM timed around those steps tells whether the GPU ran as fast as when profiled.
 """
 
 from __future__ import annotations
@@ -24,19 +25,27 @@ def validate(profile_dir: Path) -> dict[str, Any]:
         "profile": profile.name,
         "heldout": heldout_errors(profile, raw["records"]),
         "end_to_end": [],
+        "reference_gemm": [],
     }
     e2e_path = profile_dir / "e2e.json"
     if e2e_path.exists():
         for r in json.loads(e2e_path.read_text())["records"]:
+            if r["op"] == "reference_gemm":
+                predicted = float(profile.gemm_s(r["m"], r["k"], r["n"]))
+                report["reference_gemm"].append(
+                    {"when": r["when"], "measured_s": r["seconds"], "predicted_s": predicted,
+                     "rel_error": (predicted - r["seconds"]) / r["seconds"]}
+                )  # fmt: skip
+                continue
             spec = get_model(r["model"])
             model = ExecutionModel(spec.with_overrides(n_layers=r["layers"]), profile)
             engine = r.get("engine", "eager")  # records from before the compiled engine
             if r["op"] == "e2e_prefill":
                 predicted = model.iteration_s([r["seq"]], [0], 0, 0)
-                step = f"{engine} prefill {r['seq']} tokens"
+                step = f"{r['model']} {engine} prefill {r['seq']} tokens"
             else:
                 predicted = model.iteration_s([], [], r["batch"], r["batch"] * r["ctx"])
-                step = f"{engine} decode batch {r['batch']} ctx {r['ctx']}"
+                step = f"{r['model']} {engine} decode batch {r['batch']} ctx {r['ctx']}"
             report["end_to_end"].append(
                 {
                     "engine": engine,
