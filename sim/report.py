@@ -70,6 +70,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             if f"token_hit_ratio_{tier}" in summary:
                 rows.append((f"  from {tier}", _fmt(get(f"token_hit_ratio_{tier}"), "%")))
         rows.append(("recompute ratio", _fmt(get("recompute_ratio"), "%")))
+        if get("loads_declined_blocks"):
+            rows.append(
+                ("  lower-tier hits recomputed", f"{_fmt(get('loads_declined_blocks'))} blocks (faster than loading)")
+            )
         rows.append(
             ("preemptions", f"{_fmt(get('preemptions_recompute'))} recompute, {_fmt(get('preemptions_swap'))} swap")
         )

@@ -9,12 +9,14 @@ uncached tokens (plus any KV load), and a PCIe copy of ``n`` blocks costs
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from hwmodels import ExecutionModel, get_model, load_profile
 from sim.config import EngineConfig, HardwareConfig, SimConfig, TierConfig
+from sim.report import format_summary
 from sim.result import summary_json
 from sim.run import run
 from traces import Trace
@@ -212,6 +214,7 @@ def test_if_faster_recomputes_a_dram_hit_whose_load_would_take_longer() -> None:
     assert faster["ttft_s"] < always["ttft_s"]
     assert summary["loads_declined_blocks"] == 7
     assert summary["link_pcie_h2d_bytes"] == 0  # nothing was loaded
+    assert re.search(r"lower-tier hits recomputed +7 blocks", format_summary(summary))
 
 
 def test_if_faster_still_loads_when_the_link_beats_recomputing() -> None:
