@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from calibrate.timing import median_gpu_seconds
+from calibrate.timing import median_gpu_seconds, median_graph_seconds
 from hwmodels.models import ModelSpec
 
 PREFILL_LENGTHS = [256, 1024, 4096, 8192]
@@ -220,8 +220,6 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
 
 def _reference_gemm(when: str) -> dict[str, Any]:
     import torch
-
-    from calibrate.timing import median_graph_seconds
 
     m, k, n = REFERENCE_GEMM
     sets = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sim.config import TIER_NAMES
+
 
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
@@ -23,8 +25,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The headline numbers of a serve or replay summary as an aligned table."""
     get = summary.get
     eviction = ", ".join(
-        [str(get("eviction"))]
-        + [f"{t}: {get(f'eviction_{t}')}" for t in ("hbm", "dram", "ssd") if f"eviction_{t}" in summary]
+        [str(get("eviction"))] + [f"{t}: {get(f'eviction_{t}')}" for t in TIER_NAMES if f"eviction_{t}" in summary]
     )
     if get("mode") == "replay":
         rows = [
@@ -36,9 +37,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             ("  usable as prefix", _fmt(get("prefix_hit_ratio"), "%")),
         ]
         rows += [
-            (f"  {t} hit ratio", _fmt(get(f"{t}_hit_ratio"), "%"))
-            for t in ("hbm", "dram", "ssd")
-            if f"{t}_hit_ratio" in summary
+            (f"  {t} hit ratio", _fmt(get(f"{t}_hit_ratio"), "%")) for t in TIER_NAMES if f"{t}_hit_ratio" in summary
         ]
     else:
         policies = ", ".join(
@@ -66,7 +65,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             ("throughput", f"{_fmt(get('throughput_rps'))} req/s, {_fmt(get('output_tokens_per_s'))} output tok/s"),
             ("token hit ratio", _fmt(get("token_hit_ratio"), "%")),
         ]
-        for tier in ("hbm", "dram", "ssd"):
+        for tier in TIER_NAMES:
             if f"token_hit_ratio_{tier}" in summary:
                 rows.append((f"  from {tier}", _fmt(get(f"token_hit_ratio_{tier}"), "%")))
         rows.append(("recompute ratio", _fmt(get("recompute_ratio"), "%")))
