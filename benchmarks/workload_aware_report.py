@@ -183,16 +183,42 @@ def reused_share(trace: Trace) -> float:
 DISTANCE_EDGES = (1, 100, 1_000, 3_000, 10_000, 30_000, 100_000)
 
 
+def previous_access(keys: np.ndarray) -> np.ndarray:
+    """Index of each access's previous access to the same block; -1 for a first access."""
+    n = len(keys)
+    order = np.lexsort((np.arange(n), keys))
+    repeat = np.zeros(n, dtype=bool)
+    repeat[1:] = keys[order][1:] == keys[order][:-1]
+    previous = np.full(n, -1)
+    previous[order[repeat]] = order[np.flatnonzero(repeat) - 1]
+    return previous
+
+
+def hits_apart_by_class(trace: Trace, capacity: int, top: int = 4) -> pd.DataFrame:
+    """Where workload_aware and LRU part: the hits only one of them gets, by the class the block
+    was filed under at its previous touch (what workload_aware ranked it by while deciding to
+    keep or evict it). The ``top`` classes it loses most in and gains most in."""
+    lru = replay_single_tier(trace, capacity, resolve("eviction", "lru")())
+    policy = resolve("eviction", "workload_aware")()
+    aware = replay_single_tier(trace, capacity, policy)
+    classes = policy.access_classes(trace, trace.block_offsets, trace.block_hashes)
+    previous = previous_access(trace.block_hashes)
+    apart = (lru != aware) & (previous >= 0)
+    frame = pd.DataFrame({"cls": classes[previous[apart]], "only lru": lru[apart], "only workload_aware": aware[apart]})
+    by_class = frame.groupby("cls")[["only lru", "only workload_aware"]].sum()
+    by_class["net"] = by_class["only workload_aware"] - by_class["only lru"]
+    by_class = by_class.sort_values("net", kind="stable")
+    picked = pd.concat([by_class.head(top), by_class.tail(top)]).drop_duplicates()
+    picked.insert(0, "class at the previous touch", [policy.describe_class(int(c)) for c in picked.index])
+    return picked.reset_index(drop=True)
+
+
 def hits_by_reuse_distance(trace: Trace, capacities: list[int]) -> pd.DataFrame:
     """Hits of LRU, workload_aware and Belady by the access's reuse distance (accesses since
     the same block's previous access): which reuses the offline optimum catches that the online
     policies do not."""
-    keys, n = trace.block_hashes, trace.n_block_accesses
-    order = np.lexsort((np.arange(n), keys))
-    repeat = np.zeros(n, dtype=bool)
-    repeat[1:] = keys[order][1:] == keys[order][:-1]
-    distance = np.full(n, -1)
-    distance[order[repeat]] = order[repeat] - order[np.flatnonzero(repeat) - 1]
+    previous = previous_access(trace.block_hashes)
+    distance = np.where(previous >= 0, np.arange(len(previous)) - previous, -1)
     bucket = np.digitize(distance, DISTANCE_EDGES)  # 0: first access
     labels = (
         ["first access"]
@@ -404,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
             markdown(behind[["workload", "capacity_blocks", "lru", "s3fifo", "arc", "workload_aware", "belady"]]),
             "",
         ]
+        for name, capacity in zip(behind["workload"], behind["capacity_blocks"], strict=True):
+            apart = hits_apart_by_class(loads[name][0], int(capacity))
+            md += [
+                f"Where it parts from LRU on {name} at {int(capacity):,} blocks: the hits only one of the two "
+                "gets, by the class the block had at its previous touch (the classes it loses most in, then "
+                "those it gains most in):",
+                "",
+                markdown(apart, floats="{:,.0f}"),
+                "",
+            ]
     md += prefix_section(table)
 
     if "mooncake" in loads:

@@ -118,6 +118,45 @@ def test_replay_fast_path_equals_the_hooks(kind: str, monkeypatch: pytest.Monkey
         assert np.array_equal(fast, replay_single_tier(trace, capacity, HooksOnly())), capacity
 
 
+class RecordsClasses(WorkloadAware):
+    """Replayed through the hooks; notes the class of every touch as it files the block."""
+
+    def bind(self, capacity_blocks: int, workload: WorkloadView) -> None:
+        super().bind(capacity_blocks, workload)
+        self.filed: list[int] = []
+
+    def _file(self, block: int, cls: int) -> None:
+        self.filed.append(cls)
+        super()._file(block, cls)
+
+
+@pytest.mark.parametrize("kind", ["multi_turn", "mixed"])
+def test_access_classes_are_the_classes_the_hooks_file_touches_under(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workload_aware, "_FAST_CHUNK", 997)
+    trace = generate(kind, seed=4, n_requests=120)
+    for capacity in (5, 300):
+        hooks = RecordsClasses()
+        replay_single_tier(trace, capacity, hooks)
+        classes = hooks.access_classes(trace, trace.block_offsets, trace.block_hashes)
+        assert classes.tolist() == hooks.filed, capacity
+
+
+def test_a_class_is_described_by_its_buckets() -> None:
+    policy = WorkloadAware()
+    policy.bind(100, WorkloadView(tier="hbm", block_bytes=1, categories=("text", "image")))
+    layout = policy._layout
+    # turn 5 of an image request; the last of 21 blocks; its second touch, 2 epochs after the first
+    cls = int(
+        layout.request_codes(np.asarray(5), np.asarray(1))
+        + layout.chain_codes(np.asarray(20), np.asarray(21))
+        + layout.history_codes(np.asarray(2), np.asarray(2))
+    )
+    assert policy.describe_class(cls) == ("count 2, gap 1-3 epochs, turn 4+, position 16+, last block, category image")
+    assert policy.describe_class(0) == "count 1, first in run, turn 1 or unknown, position 0"
+
+
 def test_a_block_untouched_for_a_horizon_is_forgotten() -> None:
     # Touches at epochs 0 and 1 make a run (the second: count 2, a gap of one epoch); a touch
     # a horizon after the last starts a new run, classed as a first touch again.

@@ -29,6 +29,10 @@ N_TURN = 3  # turn 1 (or unknown), 2-3, 4+
 N_POSITION = 3  # chain position 0, 1-15, 16+
 GAP_OF_AGE: tuple[int, ...] = (1,) + (2,) * 3 + (3,) * 12 + (4,) * (HORIZON_EPOCHS - 16) + (0,)
 _GAP_OF_AGE = np.asarray(GAP_OF_AGE)
+COUNT_LABELS = ("1", "2", "3", "4+")
+GAP_LABELS = ("first in run", "gap < 1 epoch", "gap 1-3 epochs", "gap 4-15 epochs", "gap 16+ epochs")
+TURN_LABELS = ("1 or unknown", "2-3", "4+")
+POSITION_LABELS = ("0", "1-15", "16+")
 _BUCKET_OF_AGE = np.asarray(BUCKET_OF_AGE)
 
 
@@ -76,6 +80,26 @@ class ClassLayout:
     @property
     def n_classes(self) -> int:
         return self.count_unit * N_COUNT
+
+    def describe(self, cls: int, categories: tuple[str, ...] = ()) -> str:
+        """The buckets of class ``cls`` in words (``categories``: the trace's category names)."""
+        cls, category = divmod(cls, self.n_categories)
+        cls, tail = divmod(cls, N_TAIL)
+        cls, position = divmod(cls, N_POSITION)
+        cls, turn = divmod(cls, N_TURN)
+        count, gap = divmod(cls, N_GAP)
+        words = [
+            f"count {COUNT_LABELS[count]}",
+            GAP_LABELS[gap],
+            f"turn {TURN_LABELS[turn]}",
+            f"position {POSITION_LABELS[position]}",
+        ]
+        if tail:
+            words.append("last block")
+        if category:
+            name = categories[category - 1] if category <= len(categories) else str(category - 1)
+            words.append(f"category {name}")
+        return ", ".join(words)
 
     def request_codes(self, turns: np.ndarray, categories: np.ndarray) -> np.ndarray:
         """Turn and category part of each request's classes (``categories`` -1 when unknown)."""

@@ -311,18 +311,9 @@ class WorkloadAware(EvictionPolicy):
         residency and eviction, an epoch at a time. ``trace`` supplies the per-request ``turn``
         and ``category_code`` columns."""
         hits = bytearray(len(keys))
-        layout, per_epoch = self._layout, self._touches_per_epoch
-        classifier = StreamClassifier(layout, self.sample_one_in, per_epoch)
-        lengths = np.diff(offsets)
-        request_codes = layout.request_codes(np.asarray(trace.turn), np.asarray(trace.category_code))  # type: ignore[attr-defined]
         where, resident, g = self._where, len(self._where), 0
         where_get, new_group = where.get, self._new_group
-        n_keys = len(keys)
-        while g < n_keys:
-            chunk_start, stop = g, min(g + _FAST_CHUNK, n_keys)
-            request = np.searchsorted(offsets, np.arange(chunk_start, stop), side="right") - 1
-            chain_codes = layout.chain_codes(np.arange(chunk_start, stop) - offsets[request], lengths[request])
-            chunk = classifier.classify(keys[chunk_start:stop], chunk_start, request_codes[request], chain_codes)
+        for chunk_start, stop, chunk in self._classified_chunks(trace, offsets, keys):
             blocks, classes = keys[chunk_start:stop].tolist(), chunk.classes
             fed_starts = fed_ends = 0
             while g < stop:
@@ -360,6 +351,34 @@ class WorkloadAware(EvictionPolicy):
                     self._next_epoch()
             self._feed_chunk(chunk, fed_starts, fed_ends, stop)
         return hits
+
+    def _classified_chunks(
+        self, trace: object, offsets: np.ndarray, keys: np.ndarray
+    ) -> Iterator[tuple[int, int, ChunkClasses]]:
+        """``(start, stop, classes)`` of the access stream a chunk at a time, as the hooks would
+        class each touch (classes depend on the stream alone, never on what is cached)."""
+        layout = self._layout
+        classifier = StreamClassifier(layout, self.sample_one_in, self._touches_per_epoch)
+        lengths = np.diff(offsets)
+        request_codes = layout.request_codes(np.asarray(trace.turn), np.asarray(trace.category_code))  # type: ignore[attr-defined]
+        for start in range(0, len(keys), _FAST_CHUNK):
+            stop = min(start + _FAST_CHUNK, len(keys))
+            request = np.searchsorted(offsets, np.arange(start, stop), side="right") - 1
+            chain_codes = layout.chain_codes(np.arange(start, stop) - offsets[request], lengths[request])
+            yield start, stop, classifier.classify(keys[start:stop], start, request_codes[request], chain_codes)
+
+    def access_classes(self, trace: object, offsets: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """The class of every access of the stream, as this (bound) policy files each touch: for
+        diagnostics, such as which classes of blocks it evicts that another policy keeps.
+        :meth:`describe_class` names a class."""
+        return np.concatenate(
+            [np.asarray(chunk.classes, dtype=np.int64) for _, _, chunk in self._classified_chunks(trace, offsets, keys)]
+            or [np.zeros(0, dtype=np.int64)]
+        )
+
+    def describe_class(self, cls: int) -> str:
+        """A class in words (its buckets; see :mod:`policies.eviction._workload_classes`)."""
+        return self._layout.describe(cls, self.workload.categories)
 
     def _feed_chunk(self, chunk: ChunkClasses, fed_starts: int, fed_ends: int, until: int) -> tuple[int, int]:
         """Report the chunk's model events of accesses before ``until`` not yet reported."""
