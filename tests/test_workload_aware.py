@@ -75,6 +75,20 @@ def test_keeps_a_shared_head_that_lru_loses_to_one_hit_tails() -> None:
     assert hits[trace.block_offsets[warm_up] :].sum() == measured
 
 
+def test_a_chain_touched_together_is_given_up_from_its_tail() -> None:
+    # Six blocks of one request, inserted head first in one epoch: all but the last share a
+    # class (the last is the request's tail), so they share a group, which gives up its newest,
+    # the deepest, first; the chain's head is the last of them to go and no hole opens in it.
+    policy = bound(40)
+    policy.on_request(context(0, n_blocks=6))
+    chain = list(range(100, 106))
+    for position, block in enumerate(chain):
+        policy.on_insert(block, position)
+    victims = [policy.victim(()) for _ in chain]
+    assert sorted(victims) == chain
+    assert [b for b in victims if b != chain[-1]] == chain[-2::-1]
+
+
 def test_a_loop_larger_than_the_cache_hits_where_lru_never_does() -> None:
     # 30 blocks requested cyclically, one request of three blocks a time, through a 12-block
     # cache: LRU always evicts exactly the block that comes back next, so it never hits. Every
@@ -150,11 +164,11 @@ def test_a_class_is_described_by_its_buckets() -> None:
     # turn 5 of an image request; the last of 21 blocks; its second touch, 2 epochs after the first
     cls = int(
         layout.request_codes(np.asarray(5), np.asarray(1))
-        + layout.chain_codes(np.asarray(20), np.asarray(21))
+        + layout.tail_codes(np.asarray(20), np.asarray(21))
         + layout.history_codes(np.asarray(2), np.asarray(2))
     )
-    assert policy.describe_class(cls) == ("count 2, gap 1-3 epochs, turn 4+, position 16+, last block, category image")
-    assert policy.describe_class(0) == "count 1, first in run, turn 1 or unknown, position 0"
+    assert policy.describe_class(cls) == "count 2, gap 1-3 epochs, turn 4+, last block, category image"
+    assert policy.describe_class(0) == "count 1, first in run, turn 1 or unknown"
 
 
 def test_a_block_untouched_for_a_horizon_is_forgotten() -> None:
@@ -179,7 +193,7 @@ def test_a_block_untouched_for_a_horizon_is_forgotten() -> None:
 )
 def test_stream_classifier_agrees_with_the_block_history(keys: list[int], per_epoch: int, chunk: int) -> None:
     # The same stream one touch at a time and in chunks must give the same classes and the
-    # same model events; request and position parts are arbitrary per access here.
+    # same model events; request and tail parts are arbitrary per access here.
     layout = ClassLayout(n_categories=2)
     history = BlockHistory(layout, sample_one_in=2)
     parts = [(g * 7) % 11 for g in range(len(keys))]

@@ -1,8 +1,8 @@
 """The classes of :mod:`policies.eviction.workload_aware`: what a touch of a block looks like.
 
-A touch's class combines six buckets (the policy's docstring says why each is there):
-access count, the gap since the block's previous touch, chain position, whether the block is
-its request's last, the request's turn, and its category. Every one of them is a function of
+A touch's class combines five buckets (the policy's docstring says why each is there, and
+why chain position is not one of them): access count, the gap since the block's previous
+touch, whether the block is its request's last, the request's turn, and its category. Every one of them is a function of
 the access stream's past alone (no cache decision enters), so a cache-only replay may compute
 the classes of a whole chunk of accesses at once with NumPy (:class:`StreamClassifier`) while
 the hooks compute them one touch at a time (:class:`BlockHistory`); the two agree exactly.
@@ -26,13 +26,11 @@ N_COUNT = len(COUNT_EDGES) + 1
 N_GAP = 5  # epochs since the previous touch: none (first in its run), <1, 1-3, 4-15, 16+
 N_TAIL = 2  # the last block of its request or not
 N_TURN = 3  # turn 1 (or unknown), 2-3, 4+
-N_POSITION = 3  # chain position 0, 1-15, 16+
 GAP_OF_AGE: tuple[int, ...] = (1,) + (2,) * 3 + (3,) * 12 + (4,) * (HORIZON_EPOCHS - 16) + (0,)
 _GAP_OF_AGE = np.asarray(GAP_OF_AGE)
 COUNT_LABELS = ("1", "2", "3", "4+")
 GAP_LABELS = ("first in run", "gap < 1 epoch", "gap 1-3 epochs", "gap 4-15 epochs", "gap 16+ epochs")
 TURN_LABELS = ("1 or unknown", "2-3", "4+")
-POSITION_LABELS = ("0", "1-15", "16+")
 _BUCKET_OF_AGE = np.asarray(BUCKET_OF_AGE)
 
 
@@ -46,11 +44,6 @@ def turn_buckets(turns: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray([1, 3]), turns, side="left")
 
 
-def position_buckets(positions: np.ndarray) -> np.ndarray:
-    """Bucket of each chain position."""
-    return np.searchsorted(np.asarray([0, 15]), positions, side="left")
-
-
 @dataclass(frozen=True)
 class ClassLayout:
     """How the buckets combine into one class number: each bucket times its unit, summed."""
@@ -62,12 +55,8 @@ class ClassLayout:
         return self.n_categories
 
     @property
-    def position_unit(self) -> int:
-        return self.tail_unit * N_TAIL
-
-    @property
     def turn_unit(self) -> int:
-        return self.position_unit * N_POSITION
+        return self.tail_unit * N_TAIL
 
     @property
     def gap_unit(self) -> int:
@@ -85,14 +74,12 @@ class ClassLayout:
         """The buckets of class ``cls`` in words (``categories``: the trace's category names)."""
         cls, category = divmod(cls, self.n_categories)
         cls, tail = divmod(cls, N_TAIL)
-        cls, position = divmod(cls, N_POSITION)
         cls, turn = divmod(cls, N_TURN)
         count, gap = divmod(cls, N_GAP)
         words = [
             f"count {COUNT_LABELS[count]}",
             GAP_LABELS[gap],
             f"turn {TURN_LABELS[turn]}",
-            f"position {POSITION_LABELS[position]}",
         ]
         if tail:
             words.append("last block")
@@ -105,10 +92,9 @@ class ClassLayout:
         """Turn and category part of each request's classes (``categories`` -1 when unknown)."""
         return turn_buckets(turns) * self.turn_unit + categories + 1
 
-    def chain_codes(self, positions: np.ndarray, n_blocks: np.ndarray) -> np.ndarray:
-        """Position and tail part of the class of each access at ``positions`` of a chain of
-        ``n_blocks``."""
-        return position_buckets(positions) * self.position_unit + np.where(positions == n_blocks - 1, self.tail_unit, 0)
+    def tail_codes(self, positions: np.ndarray, n_blocks: np.ndarray) -> np.ndarray:
+        """Tail part of the class of each access at ``positions`` of a chain of ``n_blocks``."""
+        return np.where(positions == n_blocks - 1, self.tail_unit, 0)
 
     def history_codes(self, counts: np.ndarray, ages: np.ndarray) -> np.ndarray:
         """Count and gap part of touches that continue a run (``ages`` epochs after the last)."""
@@ -135,17 +121,17 @@ class BlockHistory:
         counts, ages = np.meshgrid(np.arange(self._top_count + 1), np.arange(HORIZON_EPOCHS), indexing="ij")
         self._history_code = layout.history_codes(counts, ages).tolist()
 
-    def touch(self, block: int, epoch: int, request_and_position: int) -> int:
+    def touch(self, block: int, epoch: int, request_and_tail: int) -> int:
         previous = self.last.get(block)
         if previous is not None and epoch - previous[0] < HORIZON_EPOCHS:
             age = epoch - previous[0]
             count = previous[1] + 1
-            cls = request_and_position + self._history_code[min(count, self._top_count)][age]
+            cls = request_and_tail + self._history_code[min(count, self._top_count)][age]
             if block % self.sample_one_in == 0:
                 self.ends.append(previous[2] * RING_EPOCHS + previous[0] % RING_EPOCHS)
                 self.reuses.append(previous[2] * N_BUCKETS + BUCKET_OF_AGE[age])
         else:
-            count, cls = 1, request_and_position
+            count, cls = 1, request_and_tail
         self.last[block] = (epoch, count, cls)
         if block % self.sample_one_in == 0:
             self.starts.append(cls * RING_EPOCHS + epoch % RING_EPOCHS)
@@ -183,10 +169,10 @@ class StreamClassifier:
         self._cls = np.zeros(0, dtype=np.int64)
 
     def classify(
-        self, keys: np.ndarray, first_access: int, request_codes: np.ndarray, chain_codes: np.ndarray
+        self, keys: np.ndarray, first_access: int, request_codes: np.ndarray, tail_codes: np.ndarray
     ) -> ChunkClasses:
         """``keys`` are accesses ``first_access, first_access + 1, ...``; ``request_codes`` and
-        ``chain_codes`` are the request and position parts of each access's class."""
+        ``tail_codes`` are the request and tail parts of each access's class."""
         n = len(keys)
         index = np.arange(first_access, first_access + n, dtype=np.int64)
         epoch = index // self.touches_per_epoch
@@ -220,7 +206,7 @@ class StreamClassifier:
         seg_first = np.flatnonzero(segment)
         count = base[seg_first][seg_id] + (np.arange(n) - seg_first[seg_id])
         history = np.where(continues, self.layout.history_codes(count, np.minimum(age, HORIZON_EPOCHS)), 0)
-        cls_sorted = request_codes[order] + chain_codes[order] + history
+        cls_sorted = request_codes[order] + tail_codes[order] + history
         prev_cls[later] = cls_sorted[later - 1]
         cls = np.empty(n, dtype=np.int64)
         cls[order] = cls_sorted
