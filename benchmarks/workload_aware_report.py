@@ -2,14 +2,17 @@
 Belady on every trace we have, the share of the LRU-to-Belady gap it closes, its replay speed,
 what bounds it on the Mooncake slice, and its effect on TTFT in serve mode.
 
-Traces: the Mooncake conversation slice (when ``../shared/traces`` has it) and each synthetic
-workload kind (``traces.generate``, seed 0, default size). Capacities: Mooncake at fixed block
-counts (those of the issue's targets among them); a synthetic trace at shares of its distinct
-blocks, since their sizes differ. Writes ``workload_aware_hit_ratio.csv`` (one row per
+Traces: the Mooncake conversation slice (when ``../shared/traces`` has it), each synthetic
+workload kind (``traces.generate``, seed 0, default size) and any ``--extra-trace`` file (the
+committed report adds Mooncake's public synthetic trace, ``FAST25-release/traces/
+synthetic_trace.jsonl`` of github.com/kvcache-ai/Mooncake). Capacities: Mooncake at fixed
+block counts (those of the issue's targets among them); the other traces at shares of their
+distinct blocks, since their sizes differ. Writes ``workload_aware_hit_ratio.csv`` (one row per
 workload, capacity and policy), ``.md`` (tables, gap closed, speed, targets, bounds, serve
 mode) and ``.png`` to ``--out``. Run::
 
-    python benchmarks/workload_aware_report.py [--trace PATH] [--out benchmarks/results] [--no-serve]
+    python benchmarks/workload_aware_report.py [--trace PATH] [--extra-trace PATH ...]
+        [--out benchmarks/results] [--no-serve]
 
 Everything but the speed figures is deterministic; a full run takes a few minutes.
 """
@@ -62,15 +65,18 @@ SERVE_POLICIES: dict[str, tuple[str, dict[str, str]]] = {
 TIERED_DRAM_GB = 256.0  # the replica whose tier sizes the cache-only hierarchy replay reuses
 
 
-def workloads(trace_path: Path) -> dict[str, tuple[Trace, list[int]]]:
-    """Each trace with its capacities in blocks."""
+def workloads(trace_path: Path, extra: list[str]) -> dict[str, tuple[Trace, list[int]]]:
+    """Each trace with its capacities in blocks: the Mooncake slice, the synthetic kinds, and
+    any ``extra`` trace files (``NAME=PATH`` or ``PATH``, named by the file's stem; sized like
+    the synthetic kinds)."""
     out: dict[str, tuple[Trace, list[int]]] = {}
     if trace_path.exists():
         out["mooncake"] = (open_trace(trace_path), list(MOONCAKE_CAPACITIES))
-    for kind in KINDS:
-        trace = generate(kind, seed=0)
+    named = [spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec) for spec in extra]
+    traces = [(kind, generate(kind, seed=0)) for kind in KINDS] + [(name, open_trace(path)) for name, path in named]
+    for name, trace in traces:
         distinct = len(np.unique(trace.block_hashes))
-        out[kind] = (trace, [max(8, int(distinct * share)) for share in SHARES])
+        out[name] = (trace, [max(8, int(distinct * share)) for share in SHARES])
     return out
 
 
@@ -334,12 +340,49 @@ def prefix_section(table: pd.DataFrame) -> list[str]:
             if len(below_lru)
             else ""
         )
-        + f"; it is the best online policy at {best}. Where its per-block figure is far above its prefix "
-        "figure (shared prompts and agents at the smallest sizes) it keeps blocks whose chain heads are gone. "
-        "Evicting a block's cached descendants with it closes most of that gap (tried; it also cost a quarter "
-        "of the replay speed and mixed serve-mode results, so it is not the default yet).",
+        + f"; it is the best online policy at {best}. Where its per-block figure is above its prefix figure "
+        "(conversations and agents) it keeps blocks whose chain heads are gone: it ranks a chain's blocks by "
+        "class, and a conversation's older blocks have higher access counts and other gaps than its newer ones, "
+        "so a class that ranks low can take a chain's middle. Chain position is not a class for this reason "
+        "(position classes evicted heads before tails: shared_prompt at 1 % kept 0.33 as a prefix, now 0.66). "
+        "Evicting a block's cached descendants with it closes most of what is left (tried; it cost a quarter "
+        "of the replay speed and gave mixed serve-mode results, so it is not the default).",
         "",
         markdown(rows),
+        "",
+    ]
+
+
+def extra_section(name: str, trace: Trace, table: pd.DataFrame) -> list[str]:
+    """A trace given with ``--extra-trace``: where workload_aware stands against LRU and ARC,
+    and what it reaches on a copy of the trace once it has learned the whole of it (how much
+    of a shortfall is the online learning on a short trace)."""
+    rows = table[table["workload"] == name]
+    wide = rows.pivot_table(index="capacity_blocks", columns="policy", values=["hit_ratio", "prefix_hit_ratio"])
+
+    def above(metric: str, other: str) -> str:
+        ours, theirs = wide[metric]["workload_aware"], wide[metric][other]
+        return f"above {other.upper()} at {int((ours > theirs + 1e-9).sum())} of {len(ours)}"
+
+    learned = trained_bound(trace, list(wide.index))
+    frame = pd.DataFrame(
+        {
+            "capacity_blocks": wide.index,
+            "lru": wide["hit_ratio"]["lru"].to_numpy(),
+            "arc": wide["hit_ratio"]["arc"].to_numpy(),
+            "workload_aware": [learned[c][0] for c in wide.index],
+            "after learning the whole trace": [learned[c][1] for c in wide.index],
+        }
+    )
+    return [
+        f"## {name}: against LRU and ARC",
+        "",
+        f"Per block workload_aware is {above('hit_ratio', 'lru')} sizes and {above('hit_ratio', 'arc')}; "
+        f"as a prefix cache uses them, {above('prefix_hit_ratio', 'lru')} and {above('prefix_hit_ratio', 'arc')}. "
+        "The trace followed by a copy of itself with fresh block ids, the policy replaying the copy having "
+        "learned from the whole trace (LRU and ARC as replayed once):",
+        "",
+        markdown(frame),
         "",
     ]
 
@@ -388,8 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-serve", action="store_true", help="skip the serve-mode runs")
+    parser.add_argument(
+        "--extra-trace",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="another trace file to report on (repeatable)",
+    )
     args = parser.parse_args(argv)
-    loads = workloads(args.trace)
+    loads = workloads(args.trace, args.extra_trace)
     table = sweep(loads)
     gaps = gap_closed(table)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -402,9 +452,19 @@ def main(argv: list[str] | None = None) -> int:
     md += [
         "Block hit ratio, single tier, cache-only replay (`sim.replay.replay_single_tier`). "
         "`gap_closed` = (workload_aware - lru) / (belady - lru). Synthetic traces: "
-        "`traces.generate(kind, seed=0)`, capacities at "
+        "`traces.generate(kind, seed=0)`. Capacities of every trace but the Mooncake slice at "
         + ", ".join(f"{s:g}" for s in SHARES)
-        + " of their distinct blocks.",
+        + " of its distinct blocks."
+        + (
+            " Other traces: "
+            + ", ".join(
+                f"{spec.split('=', 1)[0]} (`{Path(spec).name}`)" if "=" in spec else f"`{Path(spec).name}`"
+                for spec in args.extra_trace
+            )
+            + " (the script's docstring says where the committed report's came from)."
+            if args.extra_trace
+            else ""
+        ),
         "",
     ]
     for name, (trace, _) in loads.items():
@@ -412,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         part = part[["capacity_blocks", *POLICIES, "gap_closed"]]
         distinct = len(np.unique(trace.block_hashes))
         md += [f"## {name} ({trace.n_block_accesses:,} accesses, {distinct:,} distinct blocks)", "", markdown(part), ""]
-    synthetic = gaps[gaps["workload"] != "mooncake"]
+    synthetic = gaps[gaps["workload"].isin(KINDS)]
     wa, lru, belady = synthetic["workload_aware"], synthetic["lru"], synthetic["belady"]
     beats, saturated = wa > lru + 1e-9, (belady - lru <= 1e-9) & (wa >= lru - 1e-9)
     md += [
@@ -441,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ]
     md += prefix_section(table)
+    for name, (trace, _) in loads.items():
+        if name != "mooncake" and name not in KINDS:
+            md += extra_section(name, trace, table)
 
     if "mooncake" in loads:
         mooncake = loads["mooncake"][0]
@@ -516,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             "Belady's lead over the online policies is on reuses thousands to a hundred thousand accesses apart, "
             "about the cache size and beyond: holding such a block costs its whole distance in cache space, which "
             f"pays only for the minority of blocks that come back ({reused_share(mooncake):.0%} of the slice's "
-            "blocks are ever accessed again). Belady knows which; the online signals (count, position, tail, age, "
+            "blocks are ever accessed again). Belady knows which; the online signals (count, gap, tail, age, "
             "and on this slice no turn or category) rank whole classes of blocks, not the block.",
             "",
             markdown(hits_by_reuse_distance(mooncake, list(TARGETS))),
