@@ -75,14 +75,17 @@ def test_keeps_a_shared_head_that_lru_loses_to_one_hit_tails() -> None:
     assert hits[trace.block_offsets[warm_up] :].sum() == measured
 
 
-def test_a_chain_touched_together_is_given_up_from_its_tail() -> None:
-    # Six blocks of one request, inserted head first in one epoch: all but the last share a
-    # class (the last is the request's tail), so they share a group, which gives up its newest,
-    # the deepest, first; the chain's head is the last of them to go and no hole opens in it.
+@pytest.mark.parametrize("tail_first", [False, True])
+def test_a_chain_touched_together_is_given_up_from_its_tail(tail_first: bool) -> None:
+    # Six blocks of one request, told in one epoch head first (as the replay tells them) or
+    # tail first (as the engine releases a request's blocks): all but the last share a class
+    # (the last is the request's tail), so they share a group, which gives up its deepest
+    # first; the chain's head is the last of them to go and no hole opens in it.
     policy = bound(40)
     policy.on_request(context(0, n_blocks=6))
     chain = list(range(100, 106))
-    for position, block in enumerate(chain):
+    told = list(enumerate(chain))
+    for position, block in reversed(told) if tail_first else told:
         policy.on_insert(block, position)
     victims = [policy.victim(()) for _ in chain]
     assert sorted(victims) == chain
@@ -153,6 +156,7 @@ def test_access_classes_are_the_classes_the_hooks_file_touches_under(
     for capacity in (5, 300):
         hooks = RecordsClasses()
         replay_single_tier(trace, capacity, hooks)
+        hooks.on_request(context(len(trace), n_blocks=1))  # files the last request's touches
         classes = hooks.access_classes(trace, trace.block_offsets, trace.block_hashes)
         assert classes.tolist() == hooks.filed, capacity
 

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Container, Iterator
+from operator import itemgetter
 
 import numpy as np
 
@@ -164,23 +165,40 @@ class WorkloadAware(EvictionPolicy):
         self._lowest_key = 0.0
         self._request_code = 0
         self._tail_position = -1  # position of the current request's last block
+        self._told: list[tuple[int, int]] = []  # (position, block) touches not yet filed
 
     # ------------------------------------------------------------------ engine calls
     def on_request(self, ctx: RequestContext) -> None:
+        self._file_told()
         layout = self._layout
         self._request_code = int(layout.request_codes(np.asarray(ctx.turn), np.asarray(ctx.category)))
         self._tail_position = ctx.n_blocks - 1
 
     def on_insert(self, block: int, position: int) -> None:
-        code = self._request_code + (self._tail_unit if position == self._tail_position else 0)
-        self._file(block, self._history.touch(block, self._epoch, code))
+        self._told.append((position, block))
 
     on_access = on_insert  # the touch files the block anew; its old entry goes stale
 
+    def _file_told(self) -> None:
+        """File the touches told since the last decision, head of the chain first. A group gives
+        up its newest block first, which must be a chain's deepest; the engine tells a released
+        request's blocks tail first (as vLLM frees them), the replay head first."""
+        told = self._told
+        if not told:
+            return
+        self._told = []
+        if len(told) > 1:
+            told.sort(key=itemgetter(0))
+        for position, block in told:
+            code = self._request_code + (self._tail_unit if position == self._tail_position else 0)
+            self._file(block, self._history.touch(block, self._epoch, code))
+
     def on_remove(self, block: int) -> None:
+        self._file_told()
         del self._where[block]
 
     def victim(self, pinned: Container[int]) -> int:
+        self._file_told()
         if not pinned:
             return self._pop_victim()
         where = self._where
