@@ -614,6 +614,15 @@ def main(argv: list[str] | None = None) -> int:
                 [tiered_replay(mooncake, [int(r["hbm_blocks"]), int(r["dram_blocks"])]) for r in sizes],
                 ignore_index=True,
             )
+
+            def single_vs_replay(policy: str) -> str:
+                served = frame[(frame["set-up"] == "1 replica, TP 4") & (frame["policy"] == policy)]
+                replayed = tiers[(tiers["hbm_blocks"] == sizes[1]["hbm_blocks"]) & (tiers["policy"] == policy)]
+                return (
+                    f"{policy} {served['block_hit_ratio'].iloc[0]:.3f} served, "
+                    f"{replayed['prefix_hit_ratio'].iloc[0]:.3f} replayed"
+                )
+
             md += [
                 "## Serve mode on Mooncake (TTFT)",
                 "",
@@ -633,15 +642,14 @@ def main(argv: list[str] | None = None) -> int:
                 "serve mode the DRAM tier's own workload_aware then holds less of value than LRU does there, and "
                 "keeping LRU in DRAM (`+tier_eviction.dram=lru`) keeps HBM's gain with DRAM's recency.",
                 "",
-                "The cache-only replay of the whole slice at the same sizes (below) does better for "
-                "workload_aware, not for LRU: at the single replica's sizes the replay's HBM + DRAM hit ratio is "
-                "well above the serve run's for workload_aware and about equal for LRU. Part of the difference is "
-                "that serve mode, like vLLM, uses a prompt's cached blocks only up to its first miss: counted "
-                "that way (`prefix_hit_ratio`) the replay loses a few points for workload_aware, which leaves "
-                "holes in chains, and nothing for LRU. The rest lies in what else serve mode does differently: "
-                "it tells a policy of a request's blocks when the request releases them (tail first, after "
-                "decode) and refiles pinned blocks as in use; which of these matters is not isolated yet. The "
-                "serve runs with 4 replicas also split the stream four ways.",
+                "The cache-only replay of the whole slice at the same sizes is below. At the single replica's "
+                "sizes, serve mode's HBM + DRAM hit ratio against the replay's counted as a prefix cache uses it "
+                "(`prefix_hit_ratio`: a prompt's cached blocks up to its first miss, as serve mode and vLLM use "
+                f"them): {single_vs_replay('lru')}; {single_vs_replay('workload_aware')}. What is left between "
+                "the two lies in what serve mode does besides: a request's blocks stay pinned from its prefill "
+                "to the end of its decode and are told to the policy only then (tail first, as vLLM frees them; "
+                "the policy files them head first), and two requests in flight at once may both miss a block "
+                "that only one of them writes. The serve runs with 4 replicas also split the stream four ways.",
                 "",
                 markdown(tiers),
                 "",
