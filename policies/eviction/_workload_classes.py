@@ -2,10 +2,11 @@
 
 A touch's class combines five buckets (the policy's docstring says why each is there, and
 why chain position is not one of them): access count, the gap since the block's previous
-touch, whether the block is its request's last, the request's turn, and its category. Every one of them is a function of
-the access stream's past alone (no cache decision enters), so a cache-only replay may compute
-the classes of a whole chunk of accesses at once with NumPy (:class:`StreamClassifier`) while
-the hooks compute them one touch at a time (:class:`BlockHistory`); the two agree exactly.
+touch, whether the block is its request's last, the request's turn, and its category. Every
+one of them is a function of the access stream's past alone (no cache decision enters), so a
+cache-only replay may compute the classes of a whole chunk of accesses at once with NumPy
+(:class:`StreamClassifier`) while the hooks compute them one touch at a time
+(:class:`BlockHistory`); the two agree exactly.
 
 A block's *run* is its sequence of touches, each less than a horizon after the one before: a
 touch a horizon or more after the previous one starts a new run (the block is forgotten, as a

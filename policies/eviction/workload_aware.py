@@ -59,12 +59,13 @@ Cost
 ----
 Blocks are kept in groups of equal (class, epoch of last touch): all blocks of a group share
 one index, so ranking is per group, once an epoch, and a victim is popped from the
-lowest-ranked group (the newest block in it: a request touches its chain head first, so the
-newest is the deepest, and a group gives up a chain from its tail). A group is a list that is
+lowest-ranked group (the newest block in it). Touches are filed at the policy's next decision,
+a request's head first whatever order the engine told them in, so the newest block of a group
+is a chain's deepest and a group gives up a chain from its tail. A group is a list that is
 never searched: a block touched again is appended to its new group and its old entry goes
-stale, to be skipped when popped (``_where`` names each resident block's live group). A pinned block met while
-looking for a victim is filed with the current epoch's blocks of its class, as LRU moves it to
-the recent end: it is in use now, and later searches need not walk past it.
+stale, to be skipped when popped (``_where`` names each resident block's live group). A pinned
+block met while looking for a victim is filed with the current epoch's blocks of its class, as
+LRU moves it to the recent end: it is in use now, and later searches need not walk past it.
 
 Every signal is a function of the access stream's past alone, so the cache-only replay
 (:meth:`WorkloadAware.replay_trace`) computes the classes of a chunk of accesses with NumPy and
