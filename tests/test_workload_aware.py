@@ -12,12 +12,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import policies.eviction.workload_aware as workload_aware
+from policies.admission.ssd_spill import SsdSpill
 from policies.eviction._workload_classes import BlockHistory, ClassLayout, StreamClassifier
 from policies.eviction._workload_model import HORIZON_EPOCHS
 from policies.eviction.base import RequestContext, WorkloadView
 from policies.eviction.lru import LRU
 from policies.eviction.workload_aware import WorkloadAware
 from policies.registry import resolve
+from sim.kvcache import Move, TieredCache, build_tiers
 from sim.replay import replay_single_tier
 from traces import generate
 from traces.schema import Trace
@@ -90,6 +92,27 @@ def test_a_chain_touched_together_is_given_up_from_its_tail(tail_first: bool) ->
     victims = [policy.victim(()) for _ in chain]
     assert sorted(victims) == chain
     assert [b for b in victims if b != chain[-1]] == chain[-2::-1]
+
+
+def test_a_request_released_by_the_engine_is_given_up_from_its_tail() -> None:
+    # Serve mode: a request's blocks are inserted pinned while it runs and told to the policy
+    # only when the engine releases them, tail first. Making room for a new request afterwards
+    # must take the chain from its deep end (its last block, a class of its own, aside), so
+    # that what stays is a prefix the next turn can use. (One epoch per capacity, so that the
+    # six touches fall in one epoch of the six-block tier.)
+    chain = list(range(100, 106))
+    tiers = build_tiers([("hbm", len(chain))], lambda name, capacity: bound(capacity, epochs_per_capacity=1))
+    cache = TieredCache(tiers, SsdSpill())
+    ctx = context(0, n_blocks=len(chain))
+    cache.begin(ctx)
+    moves: list[Move] = []
+    for position, block in enumerate(chain):
+        assert cache.insert(0, block, position, moves, pin=True)
+    cache.release(0, chain, ctx)
+    for left in range(len(chain) - 1, 0, -1):
+        assert cache.make_room(0, len(chain) - left, moves)
+        kept = sorted(b for b in tiers[0].blocks if b != chain[-1])
+        assert kept == chain[: len(kept)], f"a hole opened with {left} blocks left: {kept}"
 
 
 def test_a_loop_larger_than_the_cache_hits_where_lru_never_does() -> None:
