@@ -201,9 +201,9 @@ def previous_access(keys: np.ndarray) -> np.ndarray:
 
 
 def hits_apart_by_class(trace: Trace, capacity: int, top: int = 4) -> pd.DataFrame:
-    """Where workload_aware and LRU part: the hits only one of them gets, by the class the block
-    was filed under at its previous touch (what workload_aware ranked it by while deciding to
-    keep or evict it). The ``top`` classes it loses most in and gains most in."""
+    """Where workload_aware and LRU part: the hits only one of them gets, by the class of the
+    block's previous touch (what workload_aware learned from, and ranked it by unless the chain
+    floor filed it lower). The ``top`` classes it loses most in and gains most in."""
     lru = replay_single_tier(trace, capacity, resolve("eviction", "lru")())
     policy = resolve("eviction", "workload_aware")()
     aware = replay_single_tier(trace, capacity, policy)

@@ -147,6 +147,68 @@ def test_beats_lru_at_several_capacities_on_every_synthetic_workload(kind: str) 
 HooksOnly = type("HooksOnly", (WorkloadAware,), {"replay_trace": None})
 
 
+class RecordsFiling(WorkloadAware):
+    """Replayed through the hooks; notes, per touch, its request, its epoch, and the index of
+    its own class and of the class it is filed under, as they stand when it is filed."""
+
+    def bind(self, capacity_blocks: int, workload: WorkloadView) -> None:
+        super().bind(capacity_blocks, workload)
+        self.request, self.own_index, self.filings = -1, 0.0, []
+
+    def on_request(self, ctx: RequestContext) -> None:
+        super().on_request(ctx)  # files the previous request's touches first
+        self.request = ctx.request_index
+
+    def _touch_class(self, block: int, position: int) -> int:
+        cls = super()._touch_class(block, position)
+        self.own_index = self._index_now[cls]
+        return cls
+
+    def _file(self, block: int, cls: int) -> None:
+        self.filings.append((self.request, self._epoch, self.own_index, self._index_now[cls]))
+        super()._file(block, cls)
+
+
+@pytest.mark.parametrize("kind", ["multi_turn", "agent"])
+def test_a_block_is_filed_no_higher_than_the_block_before_it(kind: str) -> None:
+    # A prefix cache uses a deep block only while its parent is cached: within a request and an
+    # epoch, the index a chain's blocks are filed under never rises from head to tail, though
+    # their own classes' indices do (a conversation's new blocks against its old ones).
+    trace = generate(kind, seed=3, n_requests=300)
+    policy = RecordsFiling()
+    replay_single_tier(trace, 400, policy)
+    pairs = list(zip(policy.filings, policy.filings[1:], strict=False))
+    chained = [(a, b) for a, b in pairs if a[:2] == b[:2]]
+    assert chained
+    assert all(b[3] <= a[3] for a, b in chained)
+    assert any(b[2] > a[3] for a, b in chained)  # the floor had something to do
+
+
+def slow_chain_floor(classes: list[int], starts: list[bool], rank: list[int], carried: int | None) -> list[int]:
+    """The chain floor one access at a time."""
+    out, floor = [], carried
+    for cls, start in zip(classes, starts, strict=True):
+        if not start and floor is not None and rank[floor] < rank[cls]:
+            cls = floor
+        out.append(cls)
+        floor = cls
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 7), st.booleans()), min_size=1, max_size=60),
+    rank=st.lists(st.integers(0, 4), min_size=8, max_size=8),
+    carried=st.one_of(st.none(), st.integers(0, 7)),
+)
+def test_chain_floor_agrees_with_the_rule_one_access_at_a_time(
+    data: list[tuple[int, bool]], rank: list[int], carried: int | None
+) -> None:
+    classes, starts = [c for c, _ in data], [s for _, s in data]
+    fast = workload_aware.chain_floor(np.array(classes), np.array(starts), np.array(rank), carried)
+    assert fast.tolist() == slow_chain_floor(classes, starts, rank, carried)
+
+
 @pytest.mark.parametrize("kind", ["multi_turn", "agent", "mixed"])
 def test_replay_fast_path_equals_the_hooks(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small chunks, so that what one chunk carries to the next (runs, model events) matters;
@@ -159,21 +221,20 @@ def test_replay_fast_path_equals_the_hooks(kind: str, monkeypatch: pytest.Monkey
 
 
 class RecordsClasses(WorkloadAware):
-    """Replayed through the hooks; notes the class of every touch as it files the block."""
+    """Replayed through the hooks; notes the class of every touch (before the chain floor)."""
 
     def bind(self, capacity_blocks: int, workload: WorkloadView) -> None:
         super().bind(capacity_blocks, workload)
-        self.filed: list[int] = []
+        self.classed: list[int] = []
 
-    def _file(self, block: int, cls: int) -> None:
-        self.filed.append(cls)
-        super()._file(block, cls)
+    def _touch_class(self, block: int, position: int) -> int:
+        cls = super()._touch_class(block, position)
+        self.classed.append(cls)
+        return cls
 
 
 @pytest.mark.parametrize("kind", ["multi_turn", "mixed"])
-def test_access_classes_are_the_classes_the_hooks_file_touches_under(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_access_classes_are_the_classes_the_hooks_give_touches(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workload_aware, "_FAST_CHUNK", 997)
     trace = generate(kind, seed=4, n_requests=120)
     for capacity in (5, 300):
@@ -181,7 +242,7 @@ def test_access_classes_are_the_classes_the_hooks_file_touches_under(
         replay_single_tier(trace, capacity, hooks)
         hooks.on_request(context(len(trace), n_blocks=1))  # files the last request's touches
         classes = hooks.access_classes(trace, trace.block_offsets, trace.block_hashes)
-        assert classes.tolist() == hooks.filed, capacity
+        assert classes.tolist() == hooks.classed, capacity
 
 
 def test_a_class_is_described_by_its_buckets() -> None:

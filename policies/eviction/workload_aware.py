@@ -37,8 +37,12 @@ there:
   are dead weight. Position classes were tried: per block they gained only on the Mooncake
   slice at 8,000 blocks (+0.005), but counted as a prefix cache uses them they lost hits
   everywhere, up to half (shared_prompt at 1 % of its blocks: 0.33 against 0.66 without).
-  Position enters through the last-block signal and through the order inside a group (below),
-  which gives a chain up tail first.
+  Position enters through the last-block signal, through the order inside a group (below),
+  which gives a chain up tail first, and through the *chain floor*: a block is filed no higher
+  than the block before it in its request (touched in the same epoch). A prefix cache can use
+  a deep block only while every block before it is cached, so it is worth no more than its
+  parent; filed under the parent's group when its own class ranks higher, it goes before the
+  parent, not after. The model still learns from the block's own class.
 * **conversation turn** (1, 2-3, 4+) where the trace has one: conversations that have gone on
   for several turns are more likely to go on again.
 * **request category** where the trace has one (text, image, search, file, api, agent...):
@@ -93,6 +97,37 @@ from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 
 REFRESH_MIN_TOUCHES = 8192  # a refit costs about a millisecond, some 0.1 us per touch this often
 _FAST_CHUNK = 1 << 16  # accesses classified at a time by the replay fast path
+
+
+def rank_by_value(values: list[float]) -> np.ndarray:
+    """Rank of each value among the distinct values (equal values, equal ranks)."""
+    array = np.asarray(values)
+    return np.searchsorted(np.unique(array), array)
+
+
+def chain_floor(
+    classes: np.ndarray, chain_starts: np.ndarray, rank_of_class: np.ndarray, carried: int | None
+) -> np.ndarray:
+    """The classes a run of accesses in one epoch is filed under: each access's own, unless the
+    access before it in its request was filed under a class that ranks strictly lower, which it
+    then takes (see the module docstring). ``chain_starts`` marks first accesses of requests;
+    ``carried`` is the class the access before the run was filed under, if in the same epoch.
+
+    The rule is a running minimum of rank within each request, the latest holder winning ties:
+    ranks are offset so that each request's lie below all earlier ones, which lets one
+    ``minimum.accumulate`` serve every request at once."""
+    starts = chain_starts.copy()
+    if carried is not None:
+        classes = np.concatenate(([carried], classes))
+        starts = np.concatenate(([True], starts))
+    starts[0] = True
+    request = np.cumsum(starts)
+    key = rank_of_class[classes] - request * (len(rank_of_class) + 1)
+    leads = starts.copy()
+    leads[1:] |= key[1:] <= np.minimum.accumulate(key)[:-1]
+    latest_lead = np.maximum.accumulate(np.where(leads, np.arange(len(classes)), 0))
+    filed = classes[latest_lead]
+    return filed[1:] if carried is not None else filed
 
 
 class _Group(list):
@@ -167,6 +202,8 @@ class WorkloadAware(EvictionPolicy):
         self._request_code = 0
         self._tail_position = -1  # position of the current request's last block
         self._told: list[tuple[int, int]] = []  # (position, block) touches not yet filed
+        # (class, epoch, position) the current request's last block was filed under
+        self._floor: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ engine calls
     def on_request(self, ctx: RequestContext) -> None:
@@ -174,6 +211,7 @@ class WorkloadAware(EvictionPolicy):
         layout = self._layout
         self._request_code = int(layout.request_codes(np.asarray(ctx.turn), np.asarray(ctx.category)))
         self._tail_position = ctx.n_blocks - 1
+        self._floor = None
 
     def on_insert(self, block: int, position: int) -> None:
         self._told.append((position, block))
@@ -183,16 +221,29 @@ class WorkloadAware(EvictionPolicy):
     def _file_told(self) -> None:
         """File the touches told since the last decision, head of the chain first. A group gives
         up its newest block first, which must be a chain's deepest; the engine tells a released
-        request's blocks tail first (as vLLM frees them), the replay head first."""
+        request's blocks tail first (as vLLM frees them), the replay head first. A block that
+        follows its predecessor in the same epoch is filed no higher than it (the chain floor)."""
         told = self._told
         if not told:
             return
         self._told = []
         if len(told) > 1:
             told.sort(key=itemgetter(0))
+        floor, index_now = self._floor, self._index_now
         for position, block in told:
-            code = self._request_code + (self._tail_unit if position == self._tail_position else 0)
-            self._file(block, self._history.touch(block, self._epoch, code))
+            cls = self._touch_class(block, position)
+            if floor is not None and floor[1] == self._epoch and floor[2] == position - 1:
+                if index_now[floor[0]] < index_now[cls]:
+                    cls = floor[0]
+            floor = (cls, self._epoch, position)
+            self._file(block, cls)  # may close the epoch (and refresh the index)
+            index_now = self._index_now
+        self._floor = floor
+
+    def _touch_class(self, block: int, position: int) -> int:
+        """The class of this touch (and the model events it causes)."""
+        code = self._request_code + (self._tail_unit if position == self._tail_position else 0)
+        return self._history.touch(block, self._epoch, code)
 
     def on_remove(self, block: int) -> None:
         self._file_told()
@@ -334,15 +385,33 @@ class WorkloadAware(EvictionPolicy):
         hits = bytearray(len(keys))
         where, resident, g = self._where, len(self._where), 0
         where_get, new_group = where.get, self._new_group
-        for chunk_start, stop, chunk in self._classified_chunks(trace, offsets, keys):
-            blocks, classes = keys[chunk_start:stop].tolist(), chunk.classes
+        per_epoch = self._touches_per_epoch
+        # Classes to file under (the chain floor), worked out for a span of epochs over which
+        # the index does not change: from ``span_start`` (an access index) to ``span_end``.
+        filing: list[int] = []
+        span_start = span_end = 0
+        ranked_for: list[float] | None = None
+        for chunk_start, stop, chunk, chain_starts in self._classified_chunks(trace, offsets, keys):
+            blocks, classes = keys[chunk_start:stop].tolist(), np.asarray(chunk.classes, dtype=np.int64)
             fed_starts = fed_ends = 0
             while g < stop:
                 end = min(stop, g + self._left_in_epoch)
                 current, index_now = self._current, self._index_now
                 lowest, lowest_key = self._lowest, self._lowest_key
-                for i in range(g - chunk_start, end - chunk_start):
-                    block = blocks[i]
+                if g >= span_end or ranked_for is not index_now:
+                    # the class the access before was filed under, if in this epoch
+                    within_epoch = self._left_in_epoch < per_epoch and span_start < g <= span_end
+                    carried = filing[g - span_start - 1] if within_epoch else None
+                    ranked_for = index_now
+                    epochs = max(1, self._next_refresh - self._epoch)
+                    span_start, span_end = g, min(stop, g + self._left_in_epoch + (epochs - 1) * per_epoch)
+                    starts = chain_starts[span_start - chunk_start : span_end - chunk_start].copy()
+                    starts[self._left_in_epoch :: per_epoch] = True  # epochs begin anew
+                    classes_of_span = classes[span_start - chunk_start : span_end - chunk_start]
+                    filing = chain_floor(classes_of_span, starts, rank_by_value(index_now), carried).tolist()
+                lo, hi = g - chunk_start, end - chunk_start
+                filed = filing[g - span_start : end - span_start]
+                for i, block, cls in zip(range(lo, hi), blocks[lo:hi], filed, strict=True):
                     if where_get(block) is not None:
                         hits[chunk_start + i] = 1
                     elif resident < capacity_blocks:
@@ -356,7 +425,6 @@ class WorkloadAware(EvictionPolicy):
                             if where_get(victim) is lowest:
                                 del where[victim]
                                 break
-                    cls = classes[i]
                     group = current[cls]
                     if group is None:
                         group = current[cls] = new_group(cls)
@@ -375,9 +443,10 @@ class WorkloadAware(EvictionPolicy):
 
     def _classified_chunks(
         self, trace: object, offsets: np.ndarray, keys: np.ndarray
-    ) -> Iterator[tuple[int, int, ChunkClasses]]:
-        """``(start, stop, classes)`` of the access stream a chunk at a time, as the hooks would
-        class each touch (classes depend on the stream alone, never on what is cached)."""
+    ) -> Iterator[tuple[int, int, ChunkClasses, np.ndarray]]:
+        """``(start, stop, classes, chain_starts)`` of the access stream a chunk at a time: the
+        classes as the hooks would class each touch (they depend on the stream alone, never on
+        what is cached), and which accesses are the first of their request."""
         layout = self._layout
         classifier = StreamClassifier(layout, self.sample_one_in, self._touches_per_epoch)
         lengths = np.diff(offsets)
@@ -385,16 +454,19 @@ class WorkloadAware(EvictionPolicy):
         for start in range(0, len(keys), _FAST_CHUNK):
             stop = min(start + _FAST_CHUNK, len(keys))
             request = np.searchsorted(offsets, np.arange(start, stop), side="right") - 1
-            tail_codes = layout.tail_codes(np.arange(start, stop) - offsets[request], lengths[request])
-            yield start, stop, classifier.classify(keys[start:stop], start, request_codes[request], tail_codes)
+            positions = np.arange(start, stop) - offsets[request]
+            tail_codes = layout.tail_codes(positions, lengths[request])
+            chunk = classifier.classify(keys[start:stop], start, request_codes[request], tail_codes)
+            yield start, stop, chunk, positions == 0
 
     def access_classes(self, trace: object, offsets: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """The class of every access of the stream, as this (bound) policy files each touch: for
+        """The class of every access of the stream, as this (bound) policy classes each touch
+        (its own class, which the model learns from; the chain floor may file it lower): for
         diagnostics, such as which classes of blocks it evicts that another policy keeps.
         :meth:`describe_class` names a class."""
+        chunks = self._classified_chunks(trace, offsets, keys)
         return np.concatenate(
-            [np.asarray(chunk.classes, dtype=np.int64) for _, _, chunk in self._classified_chunks(trace, offsets, keys)]
-            or [np.zeros(0, dtype=np.int64)]
+            [np.asarray(chunk.classes, dtype=np.int64) for _, _, chunk, _ in chunks] or [np.zeros(0, dtype=np.int64)]
         )
 
     def describe_class(self, cls: int) -> str:
