@@ -341,12 +341,15 @@ def prefix_section(table: pd.DataFrame) -> list[str]:
             else ""
         )
         + f"; it is the best online policy at {best}. Where its per-block figure is above its prefix figure "
-        "(conversations and agents) it keeps blocks whose chain heads are gone: it ranks a chain's blocks by "
-        "class, and a conversation's older blocks have higher access counts and other gaps than its newer ones, "
-        "so a class that ranks low can take a chain's middle. Chain position is not a class for this reason "
-        "(position classes evicted heads before tails: shared_prompt at 1 % kept 0.33 as a prefix, now 0.66). "
-        "Evicting a block's cached descendants with it closes most of what is left (tried; it cost a quarter "
-        "of the replay speed and gave mixed serve-mode results, so it is not the default).",
+        "(conversations and agents) it keeps blocks whose chain heads are gone. It ranks blocks by class, and "
+        "a conversation's older blocks have other access counts and gaps than its newer ones. The chain floor "
+        "files a block no higher than the block before it in the same request and epoch, so within a request "
+        "a chain goes from its tail; but blocks touched in different epochs, or by requests that share only "
+        "part of a chain, are ranked apart, and a class that ranks low can still take a chain's middle. Chain "
+        "position is not a class for this reason (position classes evicted heads before tails: shared_prompt "
+        "at 1 % kept 0.33 as a prefix, without them 0.66). Evicting a block's cached descendants with it would "
+        "close what is left (tried; it cost a quarter of the replay speed and gave mixed serve-mode results, "
+        "so it is not the default).",
         "",
         markdown(rows),
         "",
@@ -527,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
             "",
             markdown(prefix.reset_index()),
             "",
-            "LRU and Belady leave (almost) no holes. workload_aware ranks a chain's blocks by class, so it "
-            "sometimes evicts a block whose successors stay, and loses a few percent of its hits to that.",
+            "LRU and Belady leave (almost) no holes. workload_aware ranks blocks by class; the chain floor keeps "
+            "the blocks of one request in chain order, but blocks last touched by different requests or in "
+            "different epochs are ranked apart, so it sometimes evicts a block whose successors stay.",
             "",
         ]
         print("speed ...", flush=True)
