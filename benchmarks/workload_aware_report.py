@@ -68,6 +68,12 @@ SERVE_POLICIES: dict[str, tuple[str, dict[str, str]]] = {
 TIERED_DRAM_GB = 256.0  # the replica whose tier sizes the cache-only hierarchy replay reuses
 
 
+def shared_capacities(trace: Trace) -> list[int]:
+    """Capacities at ``SHARES`` of the trace's distinct blocks (traces differ in size)."""
+    distinct = len(np.unique(trace.block_hashes))
+    return [max(8, int(distinct * share)) for share in SHARES]
+
+
 def workloads(trace_path: Path, extra: list[str]) -> dict[str, tuple[Trace, list[int]]]:
     """Each trace with its capacities in blocks: the Mooncake slice, the synthetic kinds, and
     any ``extra`` trace files (``NAME=PATH`` or ``PATH``, named by the file's stem; sized like
@@ -78,8 +84,7 @@ def workloads(trace_path: Path, extra: list[str]) -> dict[str, tuple[Trace, list
     named = [spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec) for spec in extra]
     traces = [(kind, generate(kind, seed=0)) for kind in KINDS] + [(name, open_trace(path)) for name, path in named]
     for name, trace in traces:
-        distinct = len(np.unique(trace.block_hashes))
-        out[name] = (trace, [max(8, int(distinct * share)) for share in SHARES])
+        out[name] = (trace, shared_capacities(trace))
     return out
 
 
@@ -112,11 +117,8 @@ def other_seeds_section(seeds: tuple[int, ...]) -> tuple[pd.DataFrame, list[str]
     policies = ("lru", "s3fifo", "arc", "workload_aware")
     frames = []
     for seed in seeds:
-        loads = {}
-        for kind in KINDS:
-            trace = generate(kind, seed=seed)
-            distinct = len(np.unique(trace.block_hashes))
-            loads[kind] = (trace, [max(8, int(distinct * share)) for share in SHARES])
+        traces = {kind: generate(kind, seed=seed) for kind in KINDS}
+        loads = {kind: (trace, shared_capacities(trace)) for kind, trace in traces.items()}
         frames.append(sweep(loads, policies).assign(seed=seed))
     table = pd.concat(frames, ignore_index=True)
     lines = ["## Other seeds of the synthetic kinds", ""]
@@ -535,11 +537,8 @@ def main(argv: list[str] | None = None) -> int:
             markdown(behind[["workload", "capacity_blocks", "lru", "s3fifo", "arc", "workload_aware", "belady"]]),
             "",
         ]
-        for name, capacity in zip(behind["workload"], behind["capacity_blocks"], strict=True):
+        for name, capacity, lru_there in zip(behind["workload"], behind["capacity_blocks"], behind["lru"], strict=True):
             online, learned = trained_bound(loads[name][0], [int(capacity)])[int(capacity)]
-            lru_there = float(
-                behind.loc[(behind["workload"] == name) & (behind["capacity_blocks"] == capacity), "lru"].iloc[0]
-            )
             verdict = (
                 "what it lacks there is not data, it is the model"
                 if learned < lru_there
