@@ -257,6 +257,24 @@ def test_a_class_is_described_by_its_buckets() -> None:
     )
     assert policy.describe_class(cls) == "count 2, gap 1-3 epochs, turn 4+, last block, category image"
     assert policy.describe_class(0) == "count 1, first in run, turn 1 or unknown"
+    extends = int(layout.count_part(layout.history_codes(np.asarray(4), np.asarray(0))))
+    assert policy.describe_class(extends) == "count 1, first in run, extends a count 4+ block, turn 1 or unknown"
+
+
+def test_a_new_block_is_classed_by_what_it_extends() -> None:
+    # Request 1 writes blocks 1, 2; request 2 re-sends them and appends 3, 4 (a conversation's
+    # next turn); request 3 is a fresh chain 5, 6. New blocks 3 and 4 extend a block seen twice,
+    # so their count part is count 2's; 5 and 6 (and 1, 2 at first) extend nothing.
+    layout = ClassLayout(n_categories=1)
+    classifier = StreamClassifier(layout, sample_one_in=1, touches_per_epoch=100)
+    keys = np.asarray([1, 2, 1, 2, 3, 4, 5, 6], dtype=np.uint64)
+    heads = np.asarray([True, False, True, False, False, False, True, False])
+    zeros = np.zeros(len(keys), dtype=np.int64)
+    classes = classifier.classify(keys, 0, zeros, zeros, heads).classes
+    count_2 = int(layout.count_part(layout.history_codes(np.asarray(2), np.asarray(0))))
+    assert count_2 > 0
+    assert [layout.count_part(c) for c in classes] == [0, 0, count_2, count_2, count_2, count_2, 0, 0]
+    assert classes[4] == classes[5] == count_2  # first touches: no gap, no history of their own
 
 
 def test_a_block_untouched_for_a_horizon_is_forgotten() -> None:
@@ -272,26 +290,36 @@ def test_a_block_untouched_for_a_horizon_is_forgotten() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@example(keys=[1] + [0] * (HORIZON_EPOCHS - 1) + [1], per_epoch=1, chunk=5)  # a gap of exactly a horizon
+@example(keys=[1] + [0] * (HORIZON_EPOCHS - 1) + [1], per_epoch=1, chunk=5, request_every=3)  # a gap of a horizon
 @given(
     # a few hot blocks, and blocks whose gaps often pass the horizon
     keys=st.lists(st.one_of(st.integers(0, 20), st.integers(0, 500)), min_size=1, max_size=400),
     per_epoch=st.integers(1, 9),
     chunk=st.integers(1, 120),
+    request_every=st.integers(1, 12),
 )
-def test_stream_classifier_agrees_with_the_block_history(keys: list[int], per_epoch: int, chunk: int) -> None:
+def test_stream_classifier_agrees_with_the_block_history(
+    keys: list[int], per_epoch: int, chunk: int, request_every: int
+) -> None:
     # The same stream one touch at a time and in chunks must give the same classes and the
-    # same model events; request and tail parts are arbitrary per access here.
+    # same model events; request and tail parts are arbitrary per access here, and requests
+    # (which may span chunks) start every ``request_every`` accesses.
     layout = ClassLayout(n_categories=2)
     history = BlockHistory(layout, sample_one_in=2)
     parts = [(g * 7) % 11 for g in range(len(keys))]
-    one_by_one = [history.touch(k, g // per_epoch, parts[g]) for g, k in enumerate(keys)]
+    heads = [g % request_every == 0 for g in range(len(keys))]
+    one_by_one: list[int] = []
+    for g, k in enumerate(keys):
+        extends = 0 if heads[g] else layout.count_part(one_by_one[-1])
+        one_by_one.append(history.touch(k, g // per_epoch, parts[g], extends))
     classifier = StreamClassifier(layout, sample_one_in=2, touches_per_epoch=per_epoch)
     chunked, starts, ends, reuses = [], [], [], []
     for first in range(0, len(keys), chunk):
         block_ids = np.asarray(keys[first : first + chunk], dtype=np.uint64)
         codes = np.asarray(parts[first : first + chunk])
-        out = classifier.classify(block_ids, first, codes, np.zeros_like(codes))
+        out = classifier.classify(
+            block_ids, first, codes, np.zeros_like(codes), np.asarray(heads[first : first + chunk])
+        )
         chunked += out.classes
         starts += out.start_code.tolist()
         ends += out.end_code.tolist()

@@ -2,7 +2,12 @@
 
 A touch's class combines five buckets (the policy's docstring says why each is there, and
 why chain position is not one of them): access count, the gap since the block's previous
-touch, whether the block is its request's last, the request's turn, and its category. Every
+touch, whether the block is its request's last, the request's turn, and its category. A first
+touch has count 1 and no gap, so its count bucket holds something else: the count bucket of the
+block before it in its request, or, where that block is new too, the one that block carries (0
+at a request's head). That is the count of the nearest block before it that had been seen
+before, which tells a new block extending a chain that came back (a conversation's history)
+from one after a fresh or a hot shared prefix. Every
 one of them is a function of the access stream's past alone (no cache decision enters), so a
 cache-only replay may compute the classes of a whole chunk of accesses at once with NumPy
 (:class:`StreamClassifier`) while the hooks compute them one touch at a time
@@ -30,6 +35,7 @@ N_TURN = 3  # turn 1 (or unknown), 2-3, 4+
 GAP_OF_AGE: tuple[int, ...] = (1,) + (2,) * 3 + (3,) * 12 + (4,) * (HORIZON_EPOCHS - 16) + (0,)
 _GAP_OF_AGE = np.asarray(GAP_OF_AGE)
 COUNT_LABELS = ("1", "2", "3", "4+")
+EXTENDS_LABELS = ("", "extends a count 2 block", "extends a count 3 block", "extends a count 4+ block")
 GAP_LABELS = ("first in run", "gap < 1 epoch", "gap 1-3 epochs", "gap 4-15 epochs", "gap 16+ epochs")
 TURN_LABELS = ("1 or unknown", "2-3", "4+")
 _BUCKET_OF_AGE = np.asarray(BUCKET_OF_AGE)
@@ -77,11 +83,11 @@ class ClassLayout:
         cls, tail = divmod(cls, N_TAIL)
         cls, turn = divmod(cls, N_TURN)
         count, gap = divmod(cls, N_GAP)
-        words = [
-            f"count {COUNT_LABELS[count]}",
-            GAP_LABELS[gap],
-            f"turn {TURN_LABELS[turn]}",
-        ]
+        if gap == 0:  # a first touch: count 1, its count bucket says what it extends
+            words = ["count 1", GAP_LABELS[gap]] + ([EXTENDS_LABELS[count]] if count else [])
+        else:
+            words = [f"count {COUNT_LABELS[count]}", GAP_LABELS[gap]]
+        words.append(f"turn {TURN_LABELS[turn]}")
         if tail:
             words.append("last block")
         if category:
@@ -97,6 +103,11 @@ class ClassLayout:
         """Tail part of the class of each access at ``positions`` of a chain of ``n_blocks``."""
         return np.where(positions == n_blocks - 1, self.tail_unit, 0)
 
+    def count_part(self, classes: np.ndarray | int) -> np.ndarray | int:
+        """The count bucket's part of classes: for a first touch, what it passes on to the
+        first touches after it in its request."""
+        return classes // self.count_unit * self.count_unit
+
     def history_codes(self, counts: np.ndarray, ages: np.ndarray) -> np.ndarray:
         """Count and gap part of touches that continue a run (``ages`` epochs after the last)."""
         return count_buckets(counts) * self.count_unit + _GAP_OF_AGE[ages] * self.gap_unit
@@ -106,7 +117,9 @@ class BlockHistory:
     """One touch at a time: the class of a touch, and the lives it opens and closes.
 
     ``touch`` returns the class; a sampled block's touch appends to ``starts``, ``ends`` and
-    ``reuses`` in the encoding of :class:`~policies.eviction._workload_model.ReuseModel`.
+    ``reuses`` in the encoding of :class:`~policies.eviction._workload_model.ReuseModel`. The
+    caller passes ``extends``, the :meth:`ClassLayout.count_part` of the class of the block
+    before it in its request (0 at the head), which a first touch takes as its count part.
     """
 
     def __init__(self, layout: ClassLayout, sample_one_in: int) -> None:
@@ -122,7 +135,7 @@ class BlockHistory:
         counts, ages = np.meshgrid(np.arange(self._top_count + 1), np.arange(HORIZON_EPOCHS), indexing="ij")
         self._history_code = layout.history_codes(counts, ages).tolist()
 
-    def touch(self, block: int, epoch: int, request_and_tail: int) -> int:
+    def touch(self, block: int, epoch: int, request_and_tail: int, extends: int = 0) -> int:
         previous = self.last.get(block)
         if previous is not None and epoch - previous[0] < HORIZON_EPOCHS:
             age = epoch - previous[0]
@@ -132,7 +145,7 @@ class BlockHistory:
                 self.ends.append(previous[2] * RING_EPOCHS + previous[0] % RING_EPOCHS)
                 self.reuses.append(previous[2] * N_BUCKETS + BUCKET_OF_AGE[age])
         else:
-            count, cls = 1, request_and_tail
+            count, cls = 1, request_and_tail + extends
         self.last[block] = (epoch, count, cls)
         if block % self.sample_one_in == 0:
             self.starts.append(cls * RING_EPOCHS + epoch % RING_EPOCHS)
@@ -168,12 +181,19 @@ class StreamClassifier:
         self._epoch = np.zeros(0, dtype=np.int64)
         self._count = np.zeros(0, dtype=np.int64)
         self._cls = np.zeros(0, dtype=np.int64)
+        self._extends = 0  # the count part the chunk's last access passes on
 
     def classify(
-        self, keys: np.ndarray, first_access: int, request_codes: np.ndarray, tail_codes: np.ndarray
+        self,
+        keys: np.ndarray,
+        first_access: int,
+        request_codes: np.ndarray,
+        tail_codes: np.ndarray,
+        chain_starts: np.ndarray,
     ) -> ChunkClasses:
         """``keys`` are accesses ``first_access, first_access + 1, ...``; ``request_codes`` and
-        ``tail_codes`` are the request and tail parts of each access's class."""
+        ``tail_codes`` are the request and tail parts of each access's class; ``chain_starts``
+        marks the first access of each request (a request may go on from the chunk before)."""
         n = len(keys)
         index = np.arange(first_access, first_access + n, dtype=np.int64)
         epoch = index // self.touches_per_epoch
@@ -207,10 +227,13 @@ class StreamClassifier:
         seg_first = np.flatnonzero(segment)
         count = base[seg_first][seg_id] + (np.arange(n) - seg_first[seg_id])
         history = np.where(continues, self.layout.history_codes(count, np.minimum(age, HORIZON_EPOCHS)), 0)
-        cls_sorted = request_codes[order] + tail_codes[order] + history
-        prev_cls[later] = cls_sorted[later - 1]
         cls = np.empty(n, dtype=np.int64)
-        cls[order] = cls_sorted
+        cls[order] = request_codes[order] + tail_codes[order] + history
+        in_order = np.empty(n, dtype=bool)
+        in_order[order] = continues
+        cls += self._first_touch_counts(in_order, self.layout.count_part(cls), chain_starts)
+        cls_sorted = cls[order]
+        prev_cls[later] = cls_sorted[later - 1]
         # model events of sampled blocks, back in access order
         sampled = sorted_keys % np.uint64(self.sample_one_in) == 0
         ending = sampled & continues
@@ -222,6 +245,23 @@ class StreamClassifier:
         reuse_code = (prev_cls * N_BUCKETS + _BUCKET_OF_AGE[np.minimum(age, HORIZON_EPOCHS)])[ending][end_order]
         self._carry(sorted_keys, epoch_sorted, count, cls_sorted, first, epoch[-1] if n else 0)
         return ChunkClasses(cls.tolist(), start_at, start_code, end_at, end_code, reuse_code)
+
+    def _first_touch_counts(self, continues: np.ndarray, counts: np.ndarray, chain_starts: np.ndarray) -> np.ndarray:
+        """The count part each first touch takes (0 for the others), in access order:
+        ``continues`` says which accesses continue a run, ``counts`` their count parts. It is the
+        count part of the nearest access before it in its request that continues a run (a
+        forward fill within requests), 0 where there is none."""
+        # what each access passes on: its count part where it continues a run; a request's
+        # head that does not, 0; any other first touch, what the access before it passes (-1)
+        passes = np.where(continues, counts, -1)
+        passes[chain_starts & ~continues] = 0
+        carried = np.concatenate(([self._extends], passes))
+        known = np.where(carried >= 0, np.arange(len(carried)), 0)
+        filled = carried[np.maximum.accumulate(known)]
+        before = filled[:-1].copy()  # what the access before passes on
+        before[chain_starts] = 0
+        self._extends = int(filled[-1])
+        return np.where(continues, 0, before)
 
     def _carry(
         self,

@@ -26,6 +26,14 @@ there:
   the block's own inter-arrival time. A block that came back quickly last time tends to come
   back quickly again (an agent loop, an active user); one that took long is a slow
   conversation. This is per block what the class averages cannot tell apart.
+* **what a new block extends**: a block's first touch has count 1 and no gap; it is classed
+  instead by the access count of the nearest block before it in its request that had been seen
+  before (none, 2, 3, 4+). A conversation's next turn appends new blocks to a history that has
+  come back at least once; a RAG document or a one-off question appends them to a hot shared
+  prompt, or to nothing cached; the first are reused when the conversation goes on, the others
+  seldom. Where no request has a prefix seen before, every first touch is in the same class as
+  without this signal. (RAG at 10-40 % of its blocks: +0.003 to +0.006; Mooncake at 8,000
+  blocks: +0.005; elsewhere within -0.004..+0.005.)
 * **last block of the request**: a prompt's final block is usually partial, and the next turn
   of the conversation extends it into a different block, so it is almost never reused. The
   model learns whether that holds (it does not in traces that hash only full blocks).
@@ -204,6 +212,8 @@ class WorkloadAware(EvictionPolicy):
         self._told: list[tuple[int, int]] = []  # (position, block) touches not yet filed
         # (class, epoch, position) the current request's last block was filed under
         self._floor: tuple[int, int, int] | None = None
+        # (position, own class) of the current request's last block classed
+        self._chain: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ engine calls
     def on_request(self, ctx: RequestContext) -> None:
@@ -212,6 +222,7 @@ class WorkloadAware(EvictionPolicy):
         self._request_code = int(layout.request_codes(np.asarray(ctx.turn), np.asarray(ctx.category)))
         self._tail_position = ctx.n_blocks - 1
         self._floor = None
+        self._chain = None
 
     def on_insert(self, block: int, position: int) -> None:
         self._told.append((position, block))
@@ -241,9 +252,14 @@ class WorkloadAware(EvictionPolicy):
         self._floor = floor
 
     def _touch_class(self, block: int, position: int) -> int:
-        """The class of this touch (and the model events it causes)."""
+        """The class of this touch (and the model events it causes). A first touch extends the
+        block before it in the request, when that one was classed just before."""
         code = self._request_code + (self._tail_unit if position == self._tail_position else 0)
-        return self._history.touch(block, self._epoch, code)
+        chain = self._chain
+        extends = self._layout.count_part(chain[1]) if chain is not None and chain[0] == position - 1 else 0
+        cls = self._history.touch(block, self._epoch, code, extends)
+        self._chain = (position, cls)
+        return cls
 
     def on_remove(self, block: int) -> None:
         self._file_told()
@@ -456,8 +472,9 @@ class WorkloadAware(EvictionPolicy):
             request = np.searchsorted(offsets, np.arange(start, stop), side="right") - 1
             positions = np.arange(start, stop) - offsets[request]
             tail_codes = layout.tail_codes(positions, lengths[request])
-            chunk = classifier.classify(keys[start:stop], start, request_codes[request], tail_codes)
-            yield start, stop, chunk, positions == 0
+            chain_starts = positions == 0
+            chunk = classifier.classify(keys[start:stop], start, request_codes[request], tail_codes, chain_starts)
+            yield start, stop, chunk, chain_starts
 
     def access_classes(self, trace: object, offsets: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """The class of every access of the stream, as this (bound) policy classes each touch
