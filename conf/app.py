@@ -34,12 +34,12 @@ from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, S
 from sim.report import format_summary
 from sim.result import SUMMARY_FILE
 from sim.results import CONFIG_FILE, ERROR_FILE, OVERRIDES_FILE
-from traces import TraceFormatError, TraceSpec, load_trace
+from traces import TraceFormatError, TraceSpec, TraceSpecError, load_trace
 from traces.atomic import write_text_atomic
 
 POLICY_FAMILIES = ("eviction", "prefetch", "admission", "scheduler", "routing")
 # Errors that describe bad input (config values, policy names, trace files), not kvsim bugs.
-USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, FileNotFoundError)
+USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError, FileNotFoundError)
 
 register()
 

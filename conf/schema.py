@@ -27,7 +27,7 @@ class TraceConf:
     path: str | None = None
     format: str = "auto"
     block_size: int | None = None
-    generator: str = "default"
+    generator: str | None = "default"
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     max_requests: int | None = None

@@ -57,6 +57,23 @@ def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_pat
     assert json.loads((tmp_path / "bad" / "error.json").read_text())["type"] == "ConfigError"
 
 
+def test_a_file_trace_without_a_path_is_an_error_not_the_bundled_workload(tmp_path: Path) -> None:
+    # OmegaConf ignores a ``???`` merged over a default, so this once ran the bundled workload.
+    for choice in ("mooncake", "file"):
+        run = kvsim(f"trace={choice}", f"hydra.run.dir={tmp_path / choice}", cwd=tmp_path)
+        assert run.returncode == 2, run.stdout
+        assert run.stderr.strip().splitlines()[-1].startswith("kvsim: error: trace.path is not set")
+        assert not (tmp_path / choice / "summary.json").exists()
+    rows = [
+        {"timestamp": 100 * i, "input_length": 1500, "output_length": 8, "hash_ids": [1, 2, i]} for i in range(3, 9)
+    ]
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    given = kvsim("trace=mooncake", f"trace.path={sample}", "output.plots=false", cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
+    assert f"{sample} (mooncake): 6 requests" in given.stdout
+
+
 def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ("-m", SMALL, "eviction=lru,belady", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")

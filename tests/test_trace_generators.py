@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from traces import KINDS, TraceSpec, generate, load_trace
+from traces import KINDS, TraceSpec, TraceSpecError, generate, load_trace
 from traces.generators.arrivals import ArrivalProcess
 from traces.stats import reuse_ratio
 
@@ -98,5 +98,16 @@ def test_trace_spec_limits_and_rescales_time() -> None:
     fast = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1, time_scale=0.5))
     assert len(cut) == 50 and np.array_equal(cut.block_hashes, base.block_hashes[: cut.n_block_accesses])
     np.testing.assert_allclose(fast.arrival_s, base.arrival_s * 0.5)
-    with pytest.raises(ValueError, match="time_scale"):
+    with pytest.raises(TraceSpecError, match="time_scale"):
         load_trace(TraceSpec(time_scale=0))
+
+
+def test_a_spec_naming_no_trace_says_which_key_to_set() -> None:
+    with pytest.raises(TraceSpecError, match="trace.path is not set: trace.format=mooncake reads a trace file"):
+        load_trace(TraceSpec(format="mooncake"))
+    with pytest.raises(TraceSpecError, match="trace.path is not set.*one of default, multi_turn"):
+        load_trace(TraceSpec(generator=None))
+    with pytest.raises(TraceSpecError, match="trace.generator=chats: unknown generator"):
+        load_trace(TraceSpec(generator="chats"))
+    with pytest.raises(TraceSpecError, match="trace.generator=rag: .*no parameter 'n_request'"):
+        load_trace(TraceSpec(generator="rag", params={"n_request": 5}))

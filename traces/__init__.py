@@ -1,6 +1,6 @@
 """Trace sources: readers for public formats, synthetic generators, one canonical table."""
 
-from traces.errors import TraceFormatError
+from traces.errors import TraceFormatError, TraceSpecError
 from traces.generators import KINDS, default_workload, generate
 from traces.io import read_trace, write_trace
 from traces.readers import FORMATS, open_trace
@@ -14,6 +14,7 @@ __all__ = [
     "Trace",
     "TraceFormatError",
     "TraceSpec",
+    "TraceSpecError",
     "default_workload",
     "generate",
     "load_trace",

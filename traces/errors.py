@@ -40,3 +40,8 @@ class TraceFormatError(ValueError):
 
 def _rebuild(source: str, position: int | None, field: str | None, problem: str, unit: str) -> TraceFormatError:
     return TraceFormatError(source, position, field, problem, unit=unit)
+
+
+class TraceSpecError(ValueError):
+    """A trace choice that names no usable trace: no file and no generator, a generator that does
+    not exist, or parameters it does not take. The message names the ``trace.*`` key to fix."""

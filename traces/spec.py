@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.generators import generate
+from traces.errors import TraceSpecError
+from traces.generators import KINDS, generate
 from traces.readers import open_trace
 from traces.schema import Trace
 
@@ -21,7 +22,7 @@ class TraceSpec:
     path: str | None = None  # a trace file; None = the generator below
     format: str = "auto"  # auto, mooncake, bailian, azure, burstgpt, csv, parquet
     block_size: int | None = None  # hash block size where the format has none (csv) or to override
-    generator: str = "default"  # used when path is None: see traces.generators.KINDS
+    generator: str | None = "default"  # used when path is None: see traces.generators.KINDS
     params: dict[str, Any] = field(default_factory=dict)  # generator parameters
     seed: int = 0
     max_requests: int | None = None  # keep only the first N requests
@@ -35,19 +36,37 @@ class TraceSpec:
 
 
 def load_trace(spec: TraceSpec) -> Trace:
+    """The trace ``spec`` names, cut and rescaled as it asks; :class:`TraceSpecError` when it
+    names none (a file format without a file, say: ``trace=mooncake`` without ``trace.path``)."""
     if spec.max_requests is not None and spec.max_requests < 1:
-        raise ValueError(f"trace.max_requests must be >= 1 or null, got {spec.max_requests}")
+        raise TraceSpecError(f"trace.max_requests must be >= 1 or null, got {spec.max_requests}")
     if not spec.time_scale > 0:
-        raise ValueError(f"trace.time_scale must be > 0, got {spec.time_scale}")
+        raise TraceSpecError(f"trace.time_scale must be > 0, got {spec.time_scale}")
     if spec.path is not None:
         trace = open_trace(spec.path, spec.format, block_size=spec.block_size)
     else:
-        params = dict(spec.params)
-        if spec.block_size is not None:
-            params.setdefault("block_size", spec.block_size)
-        trace = generate(spec.generator, spec.seed, **params)
+        trace = _generated(spec)
     if spec.max_requests is not None and spec.max_requests < len(trace):
         trace = trace.select(slice(0, spec.max_requests))
     if spec.time_scale != 1.0:
         trace = replace(trace, arrival_s=np.asarray(trace.arrival_s) * spec.time_scale)
     return trace
+
+
+def _generated(spec: TraceSpec) -> Trace:
+    """The synthetic trace of a spec without a file. A file format with no file is an error, not
+    a cue to fall back on a generator: a user who asked for their Mooncake trace and forgot the
+    path must not get results for the bundled workload instead."""
+    if spec.generator is None or spec.format != "auto":
+        what = f"trace.format={spec.format}" if spec.format != "auto" else "this trace choice"
+        raise TraceSpecError(
+            f"trace.path is not set: {what} reads a trace file (add trace.path=/path/to/file), "
+            f"or pick a generated workload (trace=<kind>, one of {', '.join(KINDS)})"
+        )
+    params = dict(spec.params)
+    if spec.block_size is not None:
+        params.setdefault("block_size", spec.block_size)
+    try:
+        return generate(spec.generator, spec.seed, **params)
+    except ValueError as exc:
+        raise TraceSpecError(f"trace.generator={spec.generator}: {exc}") from exc
