@@ -32,7 +32,7 @@ from policies.registry import UnknownPolicyError
 from sim.build import ConfigError
 from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
 from sim.report import format_summary
-from sim.result import SUMMARY_FILE
+from sim.result import PLOT_FILES, REQUESTS_FILE, SUMMARY_FILE, TIMESERIES_FILE
 from sim.results import CONFIG_FILE, ERROR_FILE, OVERRIDES_FILE
 from traces import TraceFormatError, TraceSpec, TraceSpecError, load_trace
 from traces.atomic import write_text_atomic
@@ -80,6 +80,15 @@ def _already_done(run_dir: Path, identity: str) -> bool:
     return (run_dir / SUMMARY_FILE).exists() and config.exists() and config.read_text() == identity
 
 
+def _forget_previous_result(run_dir: Path) -> None:
+    """Remove what an earlier run left in ``run_dir`` before this one starts. Its summary first:
+    that file marks a complete result, and if it outlived a config this run is about to
+    rewrite, a run killed or failed now would leave the old numbers standing as this config's
+    (resume would skip it, ``load_sweep`` would list it as ok)."""
+    for name in (SUMMARY_FILE, CONFIG_FILE, ERROR_FILE, REQUESTS_FILE, TIMESERIES_FILE, *PLOT_FILES):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def _record_failure(run_dir: Path, exc: BaseException) -> None:
     error = {
         "type": type(exc).__name__,
@@ -98,7 +107,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, A
         print(f"kvsim: {run_dir} already holds this run's result; skipping (output.resume=false to redo)")
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    _forget_previous_result(run_dir)
     write_text_atomic(run_dir / OVERRIDES_FILE, json.dumps(_parse_overrides(overrides), indent=2) + "\n")
     try:
         config = sim_config(cfg)

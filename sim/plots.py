@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sim.result import Result  # noqa: E402
+from sim.result import PLOT_FILES, Result  # noqa: E402
 from traces.atomic import atomic_path  # noqa: E402
 
 TIERS = ("hbm", "dram", "ssd")
@@ -84,9 +84,10 @@ def occupancy_and_links(timeseries: pd.DataFrame, path: Path) -> Path:
 def plot_run(result: Result, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Every plot that applies to ``result`` (replay runs have no latencies or time series)."""
     out = Path(out_dir)
-    paths = [hit_ratio_by_tier(result.summary, out / "hit_ratio_by_tier.png")]
+    by_tier, latency, occupancy = (out / name for name in PLOT_FILES)
+    paths = [hit_ratio_by_tier(result.summary, by_tier)]
     if "ttft_s" in result.requests:
-        paths.append(latency_cdfs(result.requests, out / "latency_cdf.png"))
+        paths.append(latency_cdfs(result.requests, latency))
     if len(result.timeseries):
-        paths.append(occupancy_and_links(result.timeseries, out / "occupancy_and_links.png"))
+        paths.append(occupancy_and_links(result.timeseries, occupancy))
     return paths

@@ -22,6 +22,8 @@ from traces.atomic import atomic_path, write_text_atomic
 SUMMARY_FILE = "summary.json"
 REQUESTS_FILE = "requests.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
+#: The plots :func:`sim.plots.plot_run` may write next to them.
+PLOT_FILES = ("hit_ratio_by_tier.png", "latency_cdf.png", "occupancy_and_links.png")
 
 
 @dataclass

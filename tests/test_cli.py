@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sim.results import load_sweep
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "trace.params.n_requests=120"
 
@@ -95,6 +97,24 @@ def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) ->
     again = kvsim(*args, cwd=tmp_path)
     assert again.stdout.count("skipping") == 2
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("summary.json")} == stamps
+
+
+def test_a_rerun_that_fails_leaves_no_earlier_result_standing_for_its_config(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = kvsim(SMALL, "hardware.hbm_gb=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (run_dir / "summary.json").exists() and (run_dir / "hit_ratio_by_tier.png").exists()
+    failed = kvsim(SMALL, "hardware.hbm_gb=500", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert failed.returncode == 2
+    left = {p.name for p in run_dir.iterdir()}
+    assert "error.json" in left and not left & {
+        "summary.json",
+        "config.json",
+        "requests.parquet",
+        "hit_ratio_by_tier.png",
+    }
+    (row,) = load_sweep(tmp_path).to_dict("records")
+    assert row["status"] == "failed" and row["override.hardware.hbm_gb"] == "500"
 
 
 def test_single_run_and_parallel_sweep_give_byte_identical_results(tmp_path: Path) -> None:
