@@ -48,6 +48,7 @@ class _ServeRun:
         self.tier_names = tuple(name for name, _ in setup.tier_blocks)
         self.log = RequestLog(len(trace), self.tier_names)
         self.remaining = len(trace)
+        self.arrived = 0
         self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
         self.router = setup.policies["routing"]()
         self.timeseries_rows: list[dict[str, float]] = []
@@ -159,6 +160,7 @@ class _ServeRun:
                     f"{type(self.router).__name__}.route returned {choice!r}; replicas are 0..{len(self.replicas) - 1}"
                 )
             self.replicas[choice].submit(req)
+            self.arrived += 1
 
     def _on_done(self, req: Request) -> None:
         self.remaining -= 1
@@ -169,7 +171,7 @@ class _ServeRun:
         bucket = 0
         last_time = -1.0
         while self.remaining > 0:
-            yield env.timeout(interval)
+            yield env.timeout(max((bucket + 1) * interval - env.now, 0.0))
             if env.now < last_time:
                 raise InvariantError(f"simulated time went backwards: {env.now} after {last_time}")
             last_time = env.now
@@ -185,9 +187,19 @@ class _ServeRun:
                 for name, link in replica.links.items():
                     row[f"{name}_utilisation"] = link.utilisation(bucket)
                 self.timeseries_rows.append(row)
-            bucket += 1
+            bucket = max(bucket + 1, self._idle_until_bucket(interval))
             if self.progress:
                 self.progress.update(env.now, len(self.trace) - self.remaining)
+
+    def _idle_until_bucket(self, interval: float) -> int:
+        """The sampling bucket of the next arrival while no request is in the system, else 0.
+
+        An idle stretch has nothing to sample, and a trace with hours between bursts (or times
+        that start at a Unix epoch) would otherwise get a row per interval of it."""
+        in_system = self.arrived - (len(self.trace) - self.remaining)
+        if in_system > 0 or self.arrived >= len(self.trace):
+            return 0
+        return int(float(self.trace.arrival_s[self.arrived]) // interval)
 
     # ------------------------------------------------------------------ run
     def run(self) -> Result:

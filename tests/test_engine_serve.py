@@ -156,6 +156,20 @@ def test_request_too_large_for_hbm_is_rejected_with_a_reason() -> None:
     assert result.summary["rejected_by_reason"]["kv_exceeds_hbm"] == 1
 
 
+def test_an_idle_stretch_is_not_sampled_interval_by_interval() -> None:
+    # Two requests a simulated day apart, as in a trace whose times are Unix timestamps.
+    day = 86_400.0
+    trace = make_trace([(day, chain(1)), (2 * day, chain(1))])
+    result = run(config(hbm_blocks=64), trace)
+    assert result.requests["finished"].all() and result.summary["block_hit_ratio_hbm"] > 0
+    times = result.timeseries["time_s"].to_numpy()
+    interval = SimConfig().timeseries_interval_s
+    assert len(times) < 20, f"{len(times)} rows for two requests"
+    # Each busy stretch is still sampled: a row within an interval of each request's end.
+    ends = (result.requests["arrival_s"] + result.requests["e2e_s"]).to_numpy()
+    assert all(np.any(np.abs(times - end) <= interval) for end in ends)
+
+
 def test_same_config_and_trace_give_byte_identical_results(tmp_path) -> None:
     trace = sessions_trace()
     first = run(config(hbm_blocks=30, dram_blocks=60), trace).save(tmp_path / "a")

@@ -98,8 +98,9 @@ def test_trace_spec_limits_and_rescales_time() -> None:
     fast = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1, time_scale=0.5))
     assert len(cut) == 50 and np.array_equal(cut.block_hashes, base.block_hashes[: cut.n_block_accesses])
     np.testing.assert_allclose(fast.arrival_s, base.arrival_s * 0.5)
-    with pytest.raises(TraceSpecError, match="time_scale"):
-        load_trace(TraceSpec(time_scale=0))
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(TraceSpecError, match="time_scale"):
+            load_trace(TraceSpec(time_scale=bad))
 
 
 def test_a_spec_naming_no_trace_says_which_key_to_set() -> None:

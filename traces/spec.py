@@ -40,8 +40,8 @@ def load_trace(spec: TraceSpec) -> Trace:
     names none (a file format without a file, say: ``trace=mooncake`` without ``trace.path``)."""
     if spec.max_requests is not None and spec.max_requests < 1:
         raise TraceSpecError(f"trace.max_requests must be >= 1 or null, got {spec.max_requests}")
-    if not spec.time_scale > 0:
-        raise TraceSpecError(f"trace.time_scale must be > 0, got {spec.time_scale}")
+    if not 0 < spec.time_scale < float("inf"):
+        raise TraceSpecError(f"trace.time_scale must be finite and > 0, got {spec.time_scale}")
     if spec.path is not None:
         trace = open_trace(spec.path, spec.format, block_size=spec.block_size)
     else:
