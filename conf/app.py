@@ -56,7 +56,6 @@ def sim_config(cfg: DictConfig) -> SimConfig:
         slo=SLOConfig(**plain["slo"]),
         power=PowerConfig(**plain["power"]),
         mode=plain["mode"],
-        seed=plain["seed"],
         timeseries_interval_s=plain["timeseries_interval_s"],
         check_invariants=plain["check_invariants"],
         tier_eviction=plain["tier_eviction"],

@@ -113,7 +113,6 @@ class KvsimConf:
     scheduler: Any = MISSING
     routing: Any = MISSING
     mode: str = "serve"
-    seed: int = 0
     timeseries_interval_s: float = 1.0
     check_invariants: bool = True
     output: OutputConf = field(default_factory=OutputConf)

@@ -72,7 +72,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
             "hardware.tensor_parallel",
             f"{tp} does not divide {model.name}'s {model.n_q_heads} attention heads; use one of {divisors}",
         )
-    block_tokens = config.tiers.block_tokens or trace.block_size
+    block_tokens = trace.block_size if config.tiers.block_tokens is None else config.tiers.block_tokens
     try:
         check_block_tokens(trace.block_size, block_tokens)
     except BlockSizeError as exc:
@@ -80,7 +80,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
     bytes_per_block = model.kv_bytes_per_block(block_tokens)
     available = _hbm_kv_bytes_available(config, model, gpu)
     tiers = _tier_capacities(config, bytes_per_block, available)
-    copies = config.hardware.copies_per_block or 2 * model.n_layers
+    copies = 2 * model.n_layers if config.hardware.copies_per_block is None else config.hardware.copies_per_block
     if copies < 1:
         raise ConfigError("hardware.copies_per_block", f"must be >= 1, got {copies}")
     policies = {}

@@ -123,6 +123,5 @@ class SimConfig:
     scheduler: PolicyRef = "fcfs"
     routing: PolicyRef = "round_robin"
     mode: str = "serve"
-    seed: int = 0
     timeseries_interval_s: float = 1.0
     check_invariants: bool = True  # verify capacity, pinning and accounting as the run goes

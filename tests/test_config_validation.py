@@ -34,6 +34,8 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(eviction="lruu"), "eviction", "choose one of"),
         (SimConfig(scheduler="fifo"), "scheduler", "choose one of"),
         (SimConfig(tiers=TierConfig(block_tokens=24)), "tiers.block_tokens", "does not divide or multiply"),
+        (SimConfig(tiers=TierConfig(block_tokens=0)), "tiers.block_tokens", "must be > 0, got 0"),
+        (SimConfig(hardware=HardwareConfig(copies_per_block=0)), "hardware.copies_per_block", ">= 1, got 0"),
         (SimConfig(engine=EngineConfig(preemption="kill")), "engine.preemption", "recompute, swap"),
         (SimConfig(engine=EngineConfig(preemption="swap")), "engine.preemption", "DRAM tier"),
         (SimConfig(engine=EngineConfig(kv_load="never")), "engine.kv_load", "always, if_faster"),

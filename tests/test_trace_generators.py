@@ -92,6 +92,14 @@ def test_unknown_generator_or_parameter_lists_the_valid_ones() -> None:
         generate("multi_turn", mean_turns=0.5)
 
 
+@pytest.mark.parametrize("n_requests", [1, 2, 3, 7, 1001])
+def test_a_mix_has_exactly_the_requests_asked_for(n_requests: int) -> None:
+    trace = generate("mixed", 5, n_requests=n_requests, chat=0.5, rag=0.3, agent=0.15, shared_prompt=0.05)
+    assert len(trace) == n_requests
+    with pytest.raises(ValueError, match="n_requests must be >= 1, got 0"):
+        generate("default", n_requests=0)
+
+
 def test_trace_spec_limits_and_rescales_time() -> None:
     base = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1))
     cut = load_trace(TraceSpec(generator="shared_prompt", params=dict(n_requests=200), seed=1, max_requests=50))
@@ -103,7 +111,11 @@ def test_trace_spec_limits_and_rescales_time() -> None:
             load_trace(TraceSpec(time_scale=bad))
 
 
-def test_a_spec_naming_no_trace_says_which_key_to_set() -> None:
+def test_a_spec_naming_no_trace_says_which_key_to_set(tmp_path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TraceSpecError, match="empty.jsonl \\(mooncake\\): the trace has no requests"):
+        load_trace(TraceSpec(path=str(empty), format="mooncake"))
     with pytest.raises(TraceSpecError, match="trace.path is not set: trace.format=mooncake reads a trace file"):
         load_trace(TraceSpec(format="mooncake"))
     with pytest.raises(TraceSpecError, match="trace.path is not set.*one of default, multi_turn"):

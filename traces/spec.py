@@ -46,6 +46,8 @@ def load_trace(spec: TraceSpec) -> Trace:
         trace = open_trace(spec.path, spec.format, block_size=spec.block_size)
     else:
         trace = _generated(spec)
+    if len(trace) == 0:
+        raise TraceSpecError(f"{spec.describe()}: the trace has no requests")
     if spec.max_requests is not None and spec.max_requests < len(trace):
         trace = trace.select(slice(0, spec.max_requests))
     if spec.time_scale != 1.0:

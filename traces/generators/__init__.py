@@ -60,15 +60,14 @@ _COMPONENTS: dict[str, Callable[[int, dict[str, Any]], Trace]] = {
 
 def _mixed(seed: int, params: dict[str, Any]) -> Trace:
     mix = make_params(MixedParams, "mixed", params)
-    shares = mix.shares()
+    shares, counts = mix.shares(), mix.counts()
     seeds = np.random.SeedSequence(seed).spawn(len(_COMPONENTS))
     parts = []
     for (name, build), child in zip(_COMPONENTS.items(), seeds, strict=True):
-        if name not in shares:
+        if counts.get(name, 0) == 0:
             continue
-        n = max(1, round(mix.n_requests * shares[name]))
         common = dict(
-            n_requests=n,
+            n_requests=counts[name],
             rate=mix.rate * shares[name],
             arrival=mix.arrival,
             cv=mix.cv,

@@ -36,6 +36,19 @@ class MixedParams:
         total = sum(shares.values())
         return {k: v / total for k, v in shares.items() if v > 0}
 
+    def counts(self) -> dict[str, int]:
+        """Requests per component: ``n_requests`` split by share, largest remainders rounded up,
+        so the parts add up to exactly ``n_requests`` (a component may get none)."""
+        if self.n_requests < 1:
+            raise ValueError(f"mixed generator: n_requests must be >= 1, got {self.n_requests}")
+        shares = self.shares()
+        exact = {k: self.n_requests * v for k, v in shares.items()}
+        counts = {k: int(v) for k, v in exact.items()}
+        by_remainder = sorted(exact, key=lambda k: counts[k] - exact[k])  # largest remainder first
+        for k in by_remainder[: self.n_requests - sum(counts.values())]:
+            counts[k] += 1
+        return counts
+
 
 def merge(parts: list[Trace], *, block_size: int, source: str) -> Trace:
     """One trace holding every request of ``parts``, ordered by arrival (ties: part order)."""
