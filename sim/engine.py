@@ -7,6 +7,8 @@ returns a :class:`~sim.result.Result`.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import simpy
@@ -172,6 +174,9 @@ class _ServeRun:
         last_time = -1.0
         while self.remaining > 0:
             yield env.timeout(max((bucket + 1) * interval - env.now, 0.0))
+            if self.remaining > 0 and env.peek() == float("inf"):
+                self._stalled()
+                return
             if env.now < last_time:
                 raise InvariantError(f"simulated time went backwards: {env.now} after {last_time}")
             last_time = env.now
@@ -190,6 +195,16 @@ class _ServeRun:
             bucket = max(bucket + 1, self._idle_until_bucket(interval))
             if self.progress:
                 self.progress.update(env.now, len(self.trace) - self.remaining)
+
+    def _stalled(self) -> None:
+        """Nothing but this sampler is scheduled, yet requests remain: no event can ever move
+        them. End the run (they are reported as ``unfinished``) instead of sampling forever."""
+        warnings.warn(
+            f"serve run stalled at t={self.env.now:.3f} s with {self.remaining} requests unfinished "
+            "(no event pending; an engine or policy bug): they are reported as unfinished",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _idle_until_bucket(self, interval: float) -> int:
         """The sampling bucket of the next arrival while no request is in the system, else 0.

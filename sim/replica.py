@@ -248,6 +248,12 @@ class Replica:
                 break
             chunk = self._try_admit(req, budget)
             while chunk is None:
+                if self._holds:
+                    # A hold keeps a session's blocks for a turn that may come; a request here
+                    # now comes first (as under decode pressure, _relieve_pressure).
+                    self._release_holds()
+                    chunk = self._try_admit(req, budget)
+                    continue
                 candidates = self._preemptable()
                 victim = self.scheduler.preempt_for(req, candidates) if candidates else None
                 if victim is None:
@@ -744,11 +750,17 @@ class Replica:
             # One load per source tier; the staged blocks stay pinned until every one has landed.
             moved = [blocks[j] for j, _ in placed]
             done = loads[0] if len(loads) == 1 else self.env.all_of(loads)
-            done.callbacks.append(lambda _e: self._unpin_all(dest, moved))
+            done.callbacks.append(lambda _e: self._unpin_later(dest, moved))
 
     def _unpin_all(self, tier: int, blocks: list[int]) -> None:
         for block in blocks:
             self.cache.unpin(tier, block)
+
+    def _unpin_later(self, tier: int, blocks: list[int]) -> None:
+        """Unpin ``blocks`` when a stage lands or a hold ends, and wake the step loop: a request
+        waiting for room may fit now, and with nothing running nothing else would wake it."""
+        self._unpin_all(tier, blocks)
+        self._notify()
 
     def _hold(self, order: Hold) -> None:
         req = order.request
@@ -767,7 +779,7 @@ class Replica:
             if held is blocks:
                 del self._holds[i]
                 self._held_blocks -= len(blocks)
-                self._unpin_all(HBM, blocks)
+                self._unpin_later(HBM, blocks)
                 return
 
     def _release_holds(self) -> None:

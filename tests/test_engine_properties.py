@@ -9,6 +9,8 @@ happened in order.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -150,3 +152,50 @@ def test_broken_token_accounting_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(Replica, "_record_lookup", off_by_one)
     with pytest.raises(InvariantError, match="recomputed"):
         run(pressure_config(), pressure_trace())
+
+
+def chains_trace(rows: list[tuple[float, int, list[int], int]], sessions: list[int] | None = None) -> Trace:
+    """(arrival, prompt tokens, block hashes, output tokens) per request."""
+    return Trace.from_columns(
+        arrival_s=[r[0] for r in rows],
+        input_tokens=[r[1] for r in rows],
+        output_tokens=[r[3] for r in rows],
+        block_hashes=[r[2] for r in rows],
+        block_size=BLOCK,
+        session_id=sessions,
+    )
+
+
+def held_room_case() -> tuple[SimConfig, Trace]:
+    # A session's 20 blocks are held for its next turn; a request that needs that room arrives
+    # while nothing runs.
+    trace = chains_trace([(0.0, 320, list(range(1, 21)), 4), (5.0, 1424, list(range(100, 189)), 16)], [1, -1])
+    return SimConfig(prefetch="session_aware", tiers=TierConfig(hbm_blocks=100)), trace
+
+
+def staged_room_case() -> tuple[SimConfig, Trace]:
+    # On arrival the last request's prefix is staged up from DRAM, pinned until it lands, while
+    # the request before it waits for that room with nothing running.
+    x, x2 = list(range(1, 61)), list(range(1, 62))
+    rows = [(0.0, 960, x, 4), (5.0, 1424, list(range(1000, 1089)), 16), (10.0, 1424, list(range(2000, 2089)), 16)]
+    trace = chains_trace([*rows, (10.0, 976, x2, 4)])
+    return SimConfig(prefetch="on_arrival", tiers=TierConfig(hbm_blocks=100, dram_blocks=500)), trace
+
+
+@pytest.mark.parametrize("case", [held_room_case, staged_room_case])
+def test_a_request_waiting_for_held_or_staged_room_runs_once_it_is_free(case) -> None:
+    config, trace = case()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stalled run warns
+        result = run(config, trace)
+    assert result.requests["finished"].all()
+
+
+def test_a_run_that_stalls_ends_and_reports_its_requests_unfinished(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the wake-up when a stage lands, nothing would ever move the waiting request.
+    monkeypatch.setattr(Replica, "_unpin_later", lambda self, tier, blocks: self._unpin_all(tier, blocks))
+    config, trace = staged_room_case()
+    with pytest.warns(RuntimeWarning, match="stalled"):
+        result = run(config, trace)
+    assert result.summary["rejected_by_reason"]["unfinished"] >= 1
+    assert result.summary["n_finished"] + result.summary["n_rejected"] == len(trace)
