@@ -283,7 +283,7 @@ class Replica:
         """Admit ``req`` if memory allows; return the prefill chunk it runs in this step
         (0 if it waits for KV copies first), or ``None`` if it does not fit."""
         if req.swapped_blocks:
-            return self._swap_in(req)
+            return self._swap_in(req, budget)
         cache, now = self.cache, self.env.now
         cache.begin(self._context_of(req))
         tiers = cache.match_prefix(req.blocks)
@@ -687,17 +687,27 @@ class Replica:
         req.swapped_blocks = n
         return True
 
-    def _swap_in(self, req: Request) -> int | None:
+    def _swap_in(self, req: Request, budget: int) -> int | None:
         """Bring a swapped request's KV back: chain blocks still in HBM are pinned, the rest
-        is copied from its DRAM swap space."""
+        is copied from its DRAM swap space.
+
+        Only when its next step fits too (the next prefill chunk, or one more decoded token),
+        as vLLM swaps in only above a watermark: a request swapped out because its next step
+        did not fit would otherwise be copied back and out again every step, stalling the
+        replica for each copy and making no progress."""
         cache = self.cache
         named = req.complete_named(req.computed)
         in_hbm = [j for j in range(named) if req.blocks[j] in self.hbm.blocks]
         private = req.kv_blocks_for(req.computed) - named
         need = (named - len(in_hbm)) + private
+        if req.computed < req.prompt_target:
+            next_step = req.computed + max(1, min(req.prompt_target - req.computed, budget))
+        else:
+            next_step = req.computed + 1
+        growth = req.kv_blocks_for(next_step) - req.kv_blocks_for(req.computed)
         for j in in_hbm:
             cache.pin(HBM, req.blocks[j])
-        if self.hbm.free + self.hbm.evictable < need:
+        if self.hbm.free + self.hbm.evictable < need + growth:
             for j in in_hbm:
                 cache.unpin(HBM, req.blocks[j])
             return None

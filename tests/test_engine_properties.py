@@ -199,3 +199,19 @@ def test_a_run_that_stalls_ends_and_reports_its_requests_unfinished(monkeypatch:
         result = run(config, trace)
     assert result.summary["rejected_by_reason"]["unfinished"] >= 1
     assert result.summary["n_finished"] + result.summary["n_rejected"] == len(trace)
+
+
+def test_a_request_swapped_out_for_its_next_chunk_is_not_swapped_straight_back() -> None:
+    # Two 75-block prompts in a 100-block HBM, prefilled in 256-token chunks: the second cannot
+    # get its next chunk and is swapped out. Swapping it back in before that chunk fits would
+    # copy it out again every step.
+    rows = [(0.0, 1200, list(range(1, 76)), 300), (0.0, 1200, list(range(100, 175)), 300)]
+    config = SimConfig(
+        tiers=TierConfig(hbm_blocks=100, dram_blocks=1000),
+        engine=EngineConfig(preemption="swap", max_num_batched_tokens=256),
+    )
+    summary = run(config, chains_trace(rows)).summary
+    assert summary["n_finished"] == 2
+    assert 1 <= summary["preemptions_swap"] <= 2
+    # Each swap copies at most one request's KV (prompt and output: 95 blocks) out over PCIe.
+    assert summary["link_pcie_d2h_bytes"] // summary["bytes_per_block"] <= 2 * 95 + 75
