@@ -224,10 +224,20 @@ def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
 
 
 def _hbm_kv_bytes_available(config: SimConfig, model: ModelSpec, gpu: GpuSpec) -> float:
-    """HBM left for KV per replica, as vLLM sizes it: usable memory minus weights and reserve."""
+    """HBM left for KV per replica, as vLLM sizes it: usable memory minus weights and reserve.
+
+    Each GPU holds its share of the KV heads; past ``tensor_parallel = n_kv_heads`` a GPU
+    still holds one whole head (vLLM replicates KV heads then), so the replica's KV capacity
+    stops growing there."""
     hw = config.hardware
     tp = hw.tensor_parallel
     usable_per_gpu = gpu.memory_gb * GB * hw.gpu_memory_utilization
+    if usable_per_gpu - hw.activation_reserve_gb * GB <= 0:
+        raise ConfigError(
+            "hardware.activation_reserve_gb",
+            f"{hw.activation_reserve_gb} GB leaves nothing of {gpu.name}'s {usable_per_gpu / GB:.1f} GB usable "
+            f"(hardware.gpu_memory_utilization={hw.gpu_memory_utilization}) for weights and KV",
+        )
     weights_per_gpu = model.weight_bytes / tp
     left_per_gpu = usable_per_gpu - weights_per_gpu - hw.activation_reserve_gb * GB
     if left_per_gpu <= 0:
@@ -239,7 +249,7 @@ def _hbm_kv_bytes_available(config: SimConfig, model: ModelSpec, gpu: GpuSpec) -
             f"per GPU, {hw.activation_reserve_gb} GB activation reserve); "
             f"use tensor_parallel >= {max(needed_tp, tp + 1)}",
         )
-    return left_per_gpu * tp
+    return left_per_gpu * min(tp, model.n_kv_heads)
 
 
 def _tier_capacities(config: SimConfig, bytes_per_block: int, hbm_available: float) -> tuple[tuple[str, int], ...]:

@@ -43,6 +43,11 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),
         (SimConfig(mode="fast"), "mode", "serve, replay"),
+        (
+            SimConfig(hardware=HardwareConfig(activation_reserve_gb=100)),
+            "hardware.activation_reserve_gb",
+            "leaves nothing",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_valid(config: SimConfig, key: str, text: str) -> None:
@@ -59,6 +64,16 @@ def test_seventy_b_fits_at_tensor_parallel_two() -> None:
         SimConfig(model=ModelConfig(name="llama-3-70b"), hardware=HardwareConfig(tensor_parallel=2)), TRACE
     )
     assert setup.tier_blocks[0][1] > 0
+
+
+def test_kv_capacity_stops_growing_once_every_gpu_holds_one_kv_head() -> None:
+    def hbm_blocks(tp: int) -> int:
+        return build_setup(SimConfig(hardware=HardwareConfig(tensor_parallel=tp)), TRACE).tier_blocks[0][1]
+
+    # Llama-3-8B has 8 KV heads: from tp 1 to 8 each GPU adds its memory; past 8 a GPU holds a
+    # replica of one head, and only the weights' shrinking share frees a little more.
+    assert hbm_blocks(8) > 7 * hbm_blocks(1)
+    assert hbm_blocks(8) < hbm_blocks(16) < 1.1 * hbm_blocks(8)
 
 
 @pytest.mark.parametrize(
