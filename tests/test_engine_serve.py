@@ -237,3 +237,18 @@ def test_if_faster_still_loads_when_the_link_beats_recomputing() -> None:
     assert faster["dram_hit_tokens"] == 7 * BLOCK
     assert faster["ttft_s"] == pytest.approx(always["ttft_s"])
     assert summary["loads_declined_blocks"] == 0
+
+
+def test_priority_serves_the_bundled_chat_traffic_ahead_of_its_agents() -> None:
+    # Overloaded (30 req/s into 4 GB of KV): FCFS queues every category alike; priority puts the
+    # generators' chat and RAG (a user waiting) before agent loops.
+    from traces import generate
+
+    trace = generate("default", 0, n_requests=600, rate=30.0)
+    category = np.asarray(trace.categories)[trace.category_code]
+    ttft = {}
+    for scheduler in ("fcfs", "priority"):
+        requests = run(SimConfig(scheduler=scheduler, hardware=HardwareConfig(hbm_gb=4)), trace).requests
+        ttft[scheduler] = {c: float(np.median(requests["ttft_s"][category == c])) for c in ("chat", "agent")}
+    assert ttft["priority"]["chat"] < 0.9 * ttft["fcfs"]["chat"]
+    assert ttft["priority"]["agent"] > ttft["fcfs"]["agent"]

@@ -8,14 +8,19 @@ from typing import Any
 from policies.scheduler.base import Scheduler
 
 # Categories a user waits on at the keyboard are latency-critical; api, file and agent
-# traffic tolerates delay (the split used by Alibaba's Bailian trace study).
+# traffic tolerates delay (the split used by Alibaba's Bailian trace study). The bundled
+# generators' categories follow the same split: chat and RAG answers are read as they come,
+# agent loops and long-document jobs run unattended.
 DEFAULT_CLASSES: Mapping[str, int] = {
     "text": 0,
     "search": 0,
     "image": 0,
+    "chat": 0,
+    "rag": 0,
     "api": 1,
     "file": 1,
     "agent": 1,
+    "long_context": 1,
 }
 
 
