@@ -45,15 +45,24 @@ def latency_cdfs(requests: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def hit_ratio_by_tier(summary: dict, path: Path) -> Path:
+def shares_by_source(summary: dict) -> dict[str, float]:
+    """Share of prompt tokens (serve) or block accesses (replay) served by each tier, and
+    recomputed. A single-tier replay reports only ``block_hit_ratio``: those hits are HBM's."""
     tiers = [t for t in TIERS if f"token_hit_ratio_{t}" in summary or f"{t}_hit_ratio" in summary]
-    values = [summary.get(f"token_hit_ratio_{t}", summary.get(f"{t}_hit_ratio", 0.0)) for t in tiers]
-    recompute = summary.get("recompute_ratio", 1.0 - summary.get("block_hit_ratio", sum(values)))
+    shares = {t: summary.get(f"token_hit_ratio_{t}", summary.get(f"{t}_hit_ratio", 0.0)) for t in tiers}
+    if not shares and "block_hit_ratio" in summary:
+        shares = {"hbm": summary["block_hit_ratio"]}
+    shares["recomputed"] = summary.get("recompute_ratio", 1.0 - summary.get("block_hit_ratio", sum(shares.values())))
+    return shares
+
+
+def hit_ratio_by_tier(summary: dict, path: Path) -> Path:
+    shares = shares_by_source(summary)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.bar(
-        [*tiers, "recomputed"],
-        [*values, recompute],
-        color=["tab:green", "tab:blue", "tab:purple", "tab:grey"][: len(tiers)] + ["tab:red"],
+        list(shares),
+        list(shares.values()),
+        color=["tab:green", "tab:blue", "tab:purple", "tab:grey"][: len(shares) - 1] + ["tab:red"],
     )
     ax.set_ylabel("share of prompt tokens" if "recompute_ratio" in summary else "share of block accesses")
     ax.set_ylim(0, 1)

@@ -79,3 +79,14 @@ def test_replay_summary_reports_the_prefix_usable_hit_ratio() -> None:
     trace = generate("rag", seed=3, n_requests=400)
     summary = run(SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=300), eviction="workload_aware"), trace).summary
     assert 0 < summary["prefix_hit_ratio"] <= summary["block_hit_ratio"]
+
+
+@pytest.mark.parametrize("dram_blocks", [None, 500])
+def test_the_tier_plot_counts_every_hit_of_a_replay(dram_blocks: int | None) -> None:
+    from sim.plots import shares_by_source
+
+    trace = generate("default", 0, n_requests=100)
+    summary = run(SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=300, dram_blocks=dram_blocks)), trace).summary
+    shares = shares_by_source(summary)
+    assert shares["hbm"] > 0 and ("dram" in shares) == (dram_blocks is not None)
+    assert sum(shares.values()) == pytest.approx(1.0)
