@@ -15,6 +15,8 @@ which is how an interrupted sweep resumes.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import sys
 import traceback
@@ -27,7 +29,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from conf.schema import register
+from conf.schema import KvsimConf, register
 from policies.registry import UnknownPolicyError
 from sim.build import ConfigError
 from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
@@ -44,9 +46,29 @@ USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError
 register()
 
 
+def _check_known_keys(plain: dict[str, Any]) -> None:
+    """Refuse keys the schema does not have. Hydra's ``+key=value`` adds a key to any config,
+    so a misspelt ``+tier_evictoin.dram=lru`` would otherwise run as if it were not there."""
+    groups = {f.name: f.type for f in dataclasses.fields(KvsimConf)}
+    for key, value in plain.items():
+        if key not in groups:
+            close = difflib.get_close_matches(key, groups, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(key, f"not a kvsim config key{hint}")
+        group = getattr(sys.modules[KvsimConf.__module__], str(groups[key]), None)
+        if dataclasses.is_dataclass(group) and isinstance(value, dict):
+            fields = [f.name for f in dataclasses.fields(group)]
+            for inner in value:
+                if inner not in fields:
+                    close = difflib.get_close_matches(inner, fields, n=1)
+                    hint = f"; did you mean {key}.{close[0]}?" if close else ""
+                    raise ConfigError(f"{key}.{inner}", f"not a kvsim config key{hint}")
+
+
 def sim_config(cfg: DictConfig) -> SimConfig:
     """The library config for a composed hydra config; policies become factories."""
     plain = OmegaConf.to_container(cfg, resolve=True)
+    _check_known_keys(plain)
     policies = {family: instantiate(cfg[family]) for family in POLICY_FAMILIES}
     return SimConfig(
         model=ModelConfig(**plain["model"]),

@@ -53,6 +53,12 @@ def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_pat
     unknown = kvsim("eviction=lruu", cwd=tmp_path)
     assert unknown.returncode != 0
     assert "Could not find 'eviction/lruu'" in unknown.stderr and "\tlru\n" in unknown.stderr
+    for added, message in (
+        ("+tier_evictoin.dram=lru", "tier_evictoin: not a kvsim config key; did you mean tier_eviction?"),
+        ("+hardware.hbm_gbb=3", "hardware.hbm_gbb: not a kvsim config key; did you mean hardware.hbm_gb?"),
+    ):
+        run = kvsim(SMALL, added, f"hydra.run.dir={tmp_path / 'added'}", cwd=tmp_path)
+        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1] == f"kvsim: error: {message}"
     bad = kvsim(SMALL, "hardware.dram_gb=-5", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "kvsim: error: hardware.dram_gb: must be >= 0, got -5.0"
