@@ -8,6 +8,7 @@ fails at once rather than an hour in.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,12 @@ class Setup:
     policies: dict[str, Callable[..., Any]]  # family -> factory
     tier_eviction: dict[str, Callable[..., Any]]  # tier name -> eviction factory overriding policies["eviction"]
     hbm_kv_bytes_available: float
+
+
+def is_integer(value: object) -> bool:
+    """An integer of any integer type (NumPy's too, as a notebook sweep over ``np.arange``
+    passes them), but not a bool and not a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def build_setup(config: SimConfig, trace: Trace) -> Setup:
@@ -148,7 +155,7 @@ def _check_scalars(config: SimConfig) -> None:
         ("engine.max_num_seqs", eng.max_num_seqs),
         ("engine.max_num_batched_tokens", eng.max_num_batched_tokens),
     ):
-        if not isinstance(value, int) or value < 1:
+        if not is_integer(value) or value < 1:
             raise ConfigError(key, f"must be an integer >= 1, got {value!r}")
     if not 0 < hw.gpu_memory_utilization <= 1:
         raise ConfigError("hardware.gpu_memory_utilization", f"must be in (0, 1], got {hw.gpu_memory_utilization}")
@@ -175,7 +182,7 @@ def _check_scalars(config: SimConfig) -> None:
     positive("timeseries_interval_s", config.timeseries_interval_s)
     for key in ("hbm_blocks", "dram_blocks", "ssd_blocks"):
         value = getattr(config.tiers, key)
-        if value is not None and (not isinstance(value, int) or value < (1 if key == "hbm_blocks" else 0)):
+        if value is not None and (not is_integer(value) or value < (1 if key == "hbm_blocks" else 0)):
             lowest = 1 if key == "hbm_blocks" else 0
             raise ConfigError(f"tiers.{key}", f"must be an integer >= {lowest}, got {value!r}")
 
@@ -218,9 +225,17 @@ def _gpu(config: SimConfig) -> GpuSpec:
 def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
     name = config.hardware.profile or gpu.name
     try:
-        return load_profile(name)
+        profile = load_profile(name)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         raise ConfigError("hardware.profile", f"cannot load profile {name!r}: {exc}") from None
+    if profile.gpu.name != gpu.name:
+        # One GPU's memory with another's speed is no real machine.
+        raise ConfigError(
+            "hardware.profile",
+            f"{profile.name} was measured on {profile.gpu.name}, but hardware.gpu is {gpu.name}; "
+            f"set hardware.gpu={profile.gpu.name} or pick a profile of {gpu.name} (or none: its datasheet)",
+        )
+    return profile
 
 
 def _hbm_kv_bytes_available(config: SimConfig, model: ModelSpec, gpu: GpuSpec) -> float:

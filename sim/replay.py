@@ -16,7 +16,7 @@ import pandas as pd
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import next_use, remap_blocks
-from sim.build import ConfigError, resolve_tier_eviction
+from sim.build import ConfigError, is_integer, resolve_tier_eviction
 from sim.config import TIER_NAMES, SimConfig
 from sim.result import Result
 from traces.schema import Trace
@@ -216,8 +216,8 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     ):
         if key == "tiers.hbm_blocks" and value is None:
             raise ConfigError(key, "replay mode needs the cache capacity in blocks, e.g. tiers.hbm_blocks=4000")
-        if value is not None and value < 1:
-            raise ConfigError(key, f"must be >= 1 block, got {value}")
+        if value is not None and (not is_integer(value) or value < 1):
+            raise ConfigError(key, f"must be an integer >= 1 block, got {value!r}")
     try:
         factory = resolve("eviction", config.eviction)
     except UnknownPolicyError as exc:

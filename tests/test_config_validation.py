@@ -44,6 +44,11 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),
         (SimConfig(mode="fast"), "mode", "serve, replay"),
         (
+            SimConfig(hardware=HardwareConfig(gpu="h200", profile="h100-sxm-calibrated")),
+            "hardware.profile",
+            "measured on h100-sxm",
+        ),
+        (
             SimConfig(hardware=HardwareConfig(activation_reserve_gb=100)),
             "hardware.activation_reserve_gb",
             "leaves nothing",
@@ -83,6 +88,8 @@ def test_kv_capacity_stops_growing_once_every_gpu_holds_one_kv_head() -> None:
         (TierConfig(hbm_blocks=0), "lru", "tiers.hbm_blocks", ">= 1"),
         (TierConfig(hbm_blocks=10, dram_blocks=-5), "lru", "tiers.dram_blocks", ">= 1"),
         (TierConfig(hbm_blocks=10), "lruu", "eviction", "choose one of"),
+        (TierConfig(hbm_blocks=10, dram_blocks=2.5), "lru", "tiers.dram_blocks", "integer >= 1 block, got 2.5"),
+        (TierConfig(hbm_blocks=2.5), "lru", "tiers.hbm_blocks", "integer >= 1 block, got 2.5"),
     ],
 )
 def test_bad_replay_config_names_the_key(tiers: TierConfig, eviction: str, key: str, text: str) -> None:
@@ -91,3 +98,13 @@ def test_bad_replay_config_names_the_key(tiers: TierConfig, eviction: str, key: 
     with pytest.raises(ConfigError) as caught:
         run(SimConfig(mode="replay", tiers=tiers, eviction=eviction), TRACE)
     assert caught.value.key == key and text in str(caught.value)
+
+
+def test_numpy_integers_size_tiers_in_both_modes() -> None:
+    import numpy as np
+
+    from sim.run import run
+
+    for mode in ("serve", "replay"):
+        result = run(SimConfig(mode=mode, tiers=TierConfig(hbm_blocks=np.int64(300), dram_blocks=np.int32(40))), TRACE)
+        assert result.summary["n_requests"] == 1
