@@ -97,6 +97,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
             policies[family] = resolve(family, ref)
         except UnknownPolicyError as exc:
             raise ConfigError(family, str(exc)) from None
+        check_policy_builds(family, policies[family])
     tier_eviction = resolve_tier_eviction(config, [name for name, _ in tiers])
     h2d, d2h = _pcie_models(config, profile, tp)
     hw = config.hardware
@@ -117,6 +118,15 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         tier_eviction=tier_eviction,
         hbm_kv_bytes_available=available,
     )
+
+
+def check_policy_builds(family: str, factory: Callable[..., Any]) -> None:
+    """Build the policy once now: a parameter it does not take or a value it refuses should
+    stop the run here, naming the family, not as a stack trace once replicas are built."""
+    try:
+        factory()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(family, f"cannot build the {family} policy: {exc}") from None
 
 
 def resolve_tier_eviction(config: SimConfig, tier_names: list[str]) -> dict[str, Callable[..., Any]]:

@@ -16,7 +16,7 @@ import pandas as pd
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import next_use, remap_blocks
-from sim.build import ConfigError, is_integer, resolve_tier_eviction
+from sim.build import ConfigError, check_policy_builds, is_integer, resolve_tier_eviction
 from sim.config import TIER_NAMES, SimConfig
 from sim.result import Result
 from traces.schema import Trace
@@ -222,6 +222,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
         factory = resolve("eviction", config.eviction)
     except UnknownPolicyError as exc:
         raise ConfigError("eviction", str(exc)) from None
+    check_policy_builds("eviction", factory)
     below = [(name, c) for name, c in (("dram", tiers.dram_blocks), ("ssd", tiers.ssd_blocks)) if c]
     names = ["hbm", *(name for name, _ in below)]
     lower = [c for _, c in below]

@@ -108,3 +108,20 @@ def test_numpy_integers_size_tiers_in_both_modes() -> None:
     for mode in ("serve", "replay"):
         result = run(SimConfig(mode=mode, tiers=TierConfig(hbm_blocks=np.int64(300), dram_blocks=np.int32(40))), TRACE)
         assert result.summary["n_requests"] == 1
+
+
+@pytest.mark.parametrize("mode", ["serve", "replay"])
+def test_a_policy_parameter_it_does_not_take_or_refuses_is_a_config_error(mode: str) -> None:
+    from functools import partial
+
+    from policies.registry import resolve
+    from sim.run import run
+
+    tiers = TierConfig(hbm_blocks=100)
+    for factory, text in (
+        (partial(resolve("eviction", "lru"), bogus=1), "unexpected keyword argument 'bogus'"),
+        (partial(resolve("eviction", "workload_aware"), epochs_per_capacity=-1), "epochs_per_capacity >= 1"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            run(SimConfig(mode=mode, tiers=tiers, eviction=factory), TRACE)
+        assert caught.value.key == "eviction" and text in str(caught.value)
