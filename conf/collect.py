@@ -25,12 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"kvsim-collect: error: {exc}", file=sys.stderr)
         return 2
+    if not len(table):
+        found = "no summary.json, error.json or overrides.json"
+        print(f"kvsim-collect: error: {args.sweep_dir}: no kvsim runs in it ({found})", file=sys.stderr)
+        return 2
     out = args.output or args.sweep_dir / "collected.parquet"
+    if out.is_dir():
+        print(f"kvsim-collect: error: {out} is a directory; give -o a file name", file=sys.stderr)
+        return 2
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)
-    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    counts = table["status"].value_counts().to_dict()
     print(f"kvsim-collect: {len(table)} runs ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) -> {out}")
-    failed = table[table["status"] == "failed"] if len(table) else table
+    failed = table[table["status"] == "failed"]
     for _, row in failed.iterrows():
         print(f"  failed: {row['run_dir']}: {row['error']}")
     return 0

@@ -42,6 +42,21 @@ def test_gen_with_an_unknown_parameter_fails_cleanly(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "a.parquet").exists()
 
 
+def test_an_output_not_named_parquet_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It would be Parquet under a .csv name, which no reader then recognises.
+    assert main(["gen", "rag", "--n", "20", "-o", str(tmp_path / "g.csv")]) == 2
+    assert "name it *.parquet" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_collect_refuses_a_folder_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conf.collect import main as collect
+
+    assert collect([str(tmp_path)]) == 2
+    assert "no kvsim runs in it" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(not MOONCAKE.exists(), reason="../shared/traces/ not present")
 def test_convert_and_stats_on_the_mooncake_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.parquet"

@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    output = getattr(args, "output", None)
+    if output is not None and not output.endswith(".parquet"):
+        # Only Parquet is written; a .csv or .jsonl name would hold Parquet that nothing reads.
+        print(f"kvsim-trace: error: {output}: the output is Parquet; name it *.parquet", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         if args.command == "convert":
             trace = open_trace(args.source, args.format, block_size=args.block_size)
