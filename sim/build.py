@@ -207,10 +207,10 @@ def _model(config: SimConfig) -> ModelSpec:
         ) from None
     changes: dict[str, Any] = {}
     if config.model.kv_bytes_per_element is not None:
-        if config.model.kv_bytes_per_element <= 0:
+        if not 0 < config.model.kv_bytes_per_element < math.inf:
             raise ConfigError(
                 "model.kv_bytes_per_element",
-                f"must be > 0, got {config.model.kv_bytes_per_element}",
+                f"must be finite and > 0, got {config.model.kv_bytes_per_element}",
             )
         changes["kv_bytes_per_element"] = float(config.model.kv_bytes_per_element)
     if not 0 < config.model.kv_compression_ratio <= 1:
@@ -320,7 +320,13 @@ def _tier_capacities(config: SimConfig, bytes_per_block: int, hbm_available: flo
     if config.engine.preemption == "swap" and "dram" not in dict(capacities):
         raise ConfigError(
             "engine.preemption",
-            "swap needs a DRAM tier to swap into; set hardware.dram_gb > 0 or use recompute",
+            "swap needs a DRAM tier to swap into; "
+            + (
+                "tiers.dram_blocks=0 leaves none (set it > 0, or null to size DRAM from hardware.dram_gb)"
+                if config.tiers.dram_blocks == 0
+                else "set hardware.dram_gb > 0"
+            )
+            + " or use recompute",
         )
     return tuple(capacities)
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
-from sim.blocks import next_use, remap_blocks
+from sim.blocks import BlockSizeError, check_block_tokens, next_use, remap_blocks
 from sim.build import ConfigError, check_policy_builds, is_integer, resolve_tier_eviction
 from sim.config import TIER_NAMES, SimConfig
 from sim.result import Result
@@ -223,6 +223,11 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     except UnknownPolicyError as exc:
         raise ConfigError("eviction", str(exc)) from None
     check_policy_builds("eviction", factory)
+    if tiers.block_tokens is not None:
+        try:
+            check_block_tokens(trace.block_size, tiers.block_tokens)
+        except BlockSizeError as exc:
+            raise ConfigError("tiers.block_tokens", str(exc)) from None
     below = [(name, c) for name, c in (("dram", tiers.dram_blocks), ("ssd", tiers.ssd_blocks)) if c]
     names = ["hbm", *(name for name, _ in below)]
     lower = [c for _, c in below]

@@ -38,11 +38,21 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(hardware=HardwareConfig(copies_per_block=0)), "hardware.copies_per_block", ">= 1, got 0"),
         (SimConfig(engine=EngineConfig(preemption="kill")), "engine.preemption", "recompute, swap"),
         (SimConfig(engine=EngineConfig(preemption="swap")), "engine.preemption", "DRAM tier"),
+        (
+            SimConfig(
+                engine=EngineConfig(preemption="swap"),
+                hardware=HardwareConfig(dram_gb=64),
+                tiers=TierConfig(dram_blocks=0),
+            ),
+            "engine.preemption",
+            "tiers.dram_blocks=0 leaves none",
+        ),
         (SimConfig(engine=EngineConfig(kv_load="never")), "engine.kv_load", "always, if_faster"),
         (SimConfig(engine=EngineConfig(max_num_seqs=0)), "engine.max_num_seqs", ">= 1"),
         (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),
         (SimConfig(mode="fast"), "mode", "serve, replay"),
+        (SimConfig(model=ModelConfig(kv_bytes_per_element=float("nan"))), "model.kv_bytes_per_element", "finite"),
         (
             SimConfig(hardware=HardwareConfig(gpu="h200", profile="h100-sxm-calibrated")),
             "hardware.profile",
@@ -90,6 +100,7 @@ def test_kv_capacity_stops_growing_once_every_gpu_holds_one_kv_head() -> None:
         (TierConfig(hbm_blocks=10), "lruu", "eviction", "choose one of"),
         (TierConfig(hbm_blocks=10, dram_blocks=2.5), "lru", "tiers.dram_blocks", "integer >= 1 block, got 2.5"),
         (TierConfig(hbm_blocks=2.5), "lru", "tiers.hbm_blocks", "integer >= 1 block, got 2.5"),
+        (TierConfig(hbm_blocks=10, block_tokens=7), "lru", "tiers.block_tokens", "does not divide or multiply"),
     ],
 )
 def test_bad_replay_config_names_the_key(tiers: TierConfig, eviction: str, key: str, text: str) -> None:

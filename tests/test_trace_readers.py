@@ -120,7 +120,7 @@ BAD_MOONCAKE = [
         '{"timestamp": 5, "input_length": 9, "output_length": 1, "hash_ids": [1]}\n'
         '{"timestamp": 4, "input_length": 9, "output_length": 1, "hash_ids": [1]}\n',
         "line 2: field 'timestamp'",
-        "goes backwards",
+        "goes backwards (4.0 after 5.0)",  # in the file's own unit, milliseconds
     ),
     ('{"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1, 2, 3]}\n', "field 'hash_ids'", "at most 2"),
     ('[1, 2, 3]\n', "line 1", "expected a JSON object"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from traces.errors import TraceSpecError
 from traces.generators import KINDS, generate
-from traces.readers import open_trace
+from traces.readers import FORMATS, open_trace
 from traces.schema import Trace
 
 
@@ -43,6 +43,10 @@ def load_trace(spec: TraceSpec) -> Trace:
     if not 0 < spec.time_scale < float("inf"):
         raise TraceSpecError(f"trace.time_scale must be finite and > 0, got {spec.time_scale}")
     if spec.path is not None:
+        if spec.format != "auto" and spec.format not in FORMATS:
+            raise TraceSpecError(
+                f"trace.format={spec.format} is not a trace format; choose one of auto, {', '.join(FORMATS)}"
+            )
         trace = open_trace(spec.path, spec.format, block_size=spec.block_size)
     else:
         trace = _generated(spec)

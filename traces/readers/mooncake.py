@@ -33,9 +33,10 @@ def read_mooncake(path: Path, *, block_size: int | None = None) -> Trace:
     rows = ColumnBuilder()
     previous: float | None = None
     for line, record in json_records(path, "Mooncake"):
-        t = as_time(require(record, "timestamp", line, error), "timestamp", line, error) / 1000.0
-        check_monotone(previous, t, "timestamp", line, error)
-        previous = t
+        stamp_ms = as_time(require(record, "timestamp", line, error), "timestamp", line, error)
+        check_monotone(previous, stamp_ms, "timestamp", line, error)  # in the file's milliseconds
+        previous = stamp_ms
+        t = stamp_ms / 1000.0
         n_in = as_count(require(record, "input_length", line, error), "input_length", line, error, minimum=1)
         n_out = as_count(require(record, "output_length", line, error), "output_length", line, error, minimum=0)
         hashes = as_hash_list(require(record, "hash_ids", line, error), "hash_ids", line, error)
