@@ -209,6 +209,15 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     ``tiers.dram_blocks`` / ``tiers.ssd_blocks`` below it)."""
     tiers = config.tiers
     capacity = tiers.hbm_blocks
+    hw = config.hardware
+    for tier, gb, blocks in (("dram", hw.dram_gb, tiers.dram_blocks), ("ssd", hw.ssd_gb, tiers.ssd_blocks)):
+        if gb and blocks is None:
+            # Replay has no model or GPU to turn gigabytes into blocks; ignoring the tier would
+            # replay a single tier while the user believes they asked for two.
+            raise ConfigError(
+                f"hardware.{tier}_gb",
+                f"replay mode sizes tiers in blocks: set tiers.{tier}_blocks (or hardware.{tier}_gb=0)",
+            )
     for key, value in (
         ("tiers.hbm_blocks", capacity),
         ("tiers.dram_blocks", tiers.dram_blocks),

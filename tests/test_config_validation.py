@@ -136,3 +136,12 @@ def test_a_policy_parameter_it_does_not_take_or_refuses_is_a_config_error(mode: 
         with pytest.raises(ConfigError) as caught:
             run(SimConfig(mode=mode, tiers=tiers, eviction=factory), TRACE)
         assert caught.value.key == "eviction" and text in str(caught.value)
+
+
+def test_replay_refuses_a_tier_sized_in_gigabytes() -> None:
+    from sim.run import run
+
+    config = SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=10), hardware=HardwareConfig(dram_gb=64))
+    with pytest.raises(ConfigError) as caught:
+        run(config, TRACE)
+    assert caught.value.key == "hardware.dram_gb" and "set tiers.dram_blocks" in str(caught.value)
