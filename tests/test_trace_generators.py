@@ -90,6 +90,11 @@ def test_unknown_generator_or_parameter_lists_the_valid_ones() -> None:
         generate("rag", n_request=5)
     with pytest.raises(ValueError, match="mean_turns"):
         generate("multi_turn", mean_turns=0.5)
+    with pytest.raises(ValueError, match="parameter 'rate' must be a number, got 'abc'"):
+        generate("rag", rate="abc")
+    with pytest.raises(ValueError, match="parameter 'n_requests' must be an integer, got 2.5"):
+        generate("default", n_requests=2.5)
+    assert len(generate("rag", n_requests=30, rate=3)) == 30  # an integer where a number is expected
 
 
 @pytest.mark.parametrize("n_requests", [1, 2, 3, 7, 1001])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, TypeVar
 
 import numpy as np
@@ -19,7 +20,29 @@ def make_params(cls: type[P], kind: str, params: dict[str, Any]) -> P:
     unknown = sorted(set(params) - valid)
     if unknown:
         raise ValueError(f"{kind} generator has no parameter {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name, value in params.items():
+        expected = _kind_of(defaults[name])
+        if expected is not None and _kind_of(value) not in _ACCEPTS[expected]:
+            raise ValueError(f"{kind} generator parameter {name!r} must be {expected}, got {value!r}")
     return cls(**params)
+
+
+# What a parameter whose default is of each kind accepts: an integer where a float is expected,
+# never a float where an integer is (a request count of 2.5 is a mistake, not a rounding).
+_ACCEPTS = {"an integer": {"an integer"}, "a number": {"an integer", "a number"}, "a string": {"a string"}}
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return "an integer"
+    if isinstance(value, numbers.Real):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return None
 
 
 def lognormal_int(rng: np.random.Generator, median: float, sigma: float, size: int, lo: int, hi: int) -> np.ndarray:
