@@ -20,6 +20,7 @@ import difflib
 import json
 import sys
 import traceback
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +50,13 @@ register()
 def _check_known_keys(plain: dict[str, Any]) -> None:
     """Refuse keys the schema does not have. Hydra's ``+key=value`` adds a key to any config,
     so a misspelt ``+tier_evictoin.dram=lru`` would otherwise run as if it were not there."""
-    groups = {f.name: f.type for f in dataclasses.fields(KvsimConf)}
+    groups = typing.get_type_hints(KvsimConf)
     for key, value in plain.items():
         if key not in groups:
             close = difflib.get_close_matches(key, groups, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(key, f"not a kvsim config key{hint}")
-        group = getattr(sys.modules[KvsimConf.__module__], str(groups[key]), None)
+        group = groups[key]
         if dataclasses.is_dataclass(group) and isinstance(value, dict):
             fields = [f.name for f in dataclasses.fields(group)]
             for inner in value:
