@@ -66,6 +66,15 @@ def is_integer(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_shared_keys(config: SimConfig) -> None:
+    """The checks every mode makes, whether or not it uses the key: a misspelt model or a bad
+    engine setting in a replay-mode sweep should fail there too, not pass unnoticed and then
+    fail (or mean something else) in the serve runs of the same sweep."""
+    _check_scalars(config)
+    _model(config)
+    _profile(config, _gpu(config))
+
+
 def build_setup(config: SimConfig, trace: Trace) -> Setup:
     """Validate ``config`` against ``trace`` and resolve it; raises :class:`ConfigError`."""
     _check_scalars(config)

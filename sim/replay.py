@@ -16,7 +16,7 @@ import pandas as pd
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens, next_use, remap_blocks
-from sim.build import ConfigError, check_policy_builds, is_integer, resolve_tier_eviction
+from sim.build import ConfigError, check_policy_builds, check_shared_keys, is_integer, resolve_tier_eviction
 from sim.config import TIER_NAMES, SimConfig
 from sim.result import Result
 from traces.schema import Trace
@@ -227,6 +227,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
             raise ConfigError(key, "replay mode needs the cache capacity in blocks, e.g. tiers.hbm_blocks=4000")
         if value is not None and (not is_integer(value) or value < 1):
             raise ConfigError(key, f"must be an integer >= 1 block, got {value!r}")
+    check_shared_keys(config)
     try:
         factory = resolve("eviction", config.eviction)
     except UnknownPolicyError as exc:

@@ -145,3 +145,21 @@ def test_replay_refuses_a_tier_sized_in_gigabytes() -> None:
     with pytest.raises(ConfigError) as caught:
         run(config, TRACE)
     assert caught.value.key == "hardware.dram_gb" and "set tiers.dram_blocks" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        (SimConfig(model=ModelConfig(name="gpt-4")), "model.name"),
+        (SimConfig(engine=EngineConfig(preemption="foo")), "engine.preemption"),
+        (SimConfig(hardware=HardwareConfig(n_replicas=-1)), "hardware.n_replicas"),
+    ],
+)
+def test_replay_refuses_what_serve_refuses_though_it_does_not_use_it(config: SimConfig, key: str) -> None:
+    from dataclasses import replace
+
+    from sim.run import run
+
+    with pytest.raises(ConfigError) as caught:
+        run(replace(config, mode="replay", tiers=TierConfig(hbm_blocks=10)), TRACE)
+    assert caught.value.key == key
