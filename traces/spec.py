@@ -43,6 +43,12 @@ def load_trace(spec: TraceSpec) -> Trace:
     if not 0 < spec.time_scale < float("inf"):
         raise TraceSpecError(f"trace.time_scale must be finite and > 0, got {spec.time_scale}")
     if spec.path is not None:
+        if spec.generator not in (None, "default"):
+            # trace=rag trace.path=x: the rag choice and its parameters would be dropped unseen.
+            raise TraceSpecError(
+                f"trace.path and trace.generator={spec.generator} both name a trace; for a file use "
+                "trace=file (or its format: trace=mooncake, ...) with trace.path"
+            )
         if spec.format != "auto" and spec.format not in FORMATS:
             raise TraceSpecError(
                 f"trace.format={spec.format} is not a trace format; choose one of auto, {', '.join(FORMATS)}"
