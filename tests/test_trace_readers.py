@@ -150,7 +150,7 @@ def test_a_file_of_another_format_fails_on_its_header(tmp_path: Path) -> None:
 def test_missing_file_and_unknown_format_are_clear(tmp_path: Path) -> None:
     with pytest.raises(TraceFormatError, match="file not found"):
         open_trace(tmp_path / "nope.jsonl", "mooncake")
-    with pytest.raises(ValueError, match="unknown trace format 'kimi'.*mooncake"):
+    with pytest.raises(TraceFormatError, match="unknown trace format 'kimi'.*mooncake"):
         open_trace(tmp_path / "x", "kimi")
     odd = tmp_path / "odd.txt"
     odd.write_text("hello\n")

@@ -7,8 +7,9 @@ touch has count 1 and no gap, so its count bucket holds something else: the coun
 block before it in its request, or, where that block is new too, the one that block carries (0
 at a request's head). That is the count of the nearest block before it that had been seen
 before, which tells a new block extending a chain that came back (a conversation's history)
-from one after a fresh or a hot shared prefix. Every
-one of them is a function of the access stream's past alone (no cache decision enters), so a
+from one after a fresh or a hot shared prefix.
+
+Every bucket is a function of the access stream's past alone (no cache decision enters), so a
 cache-only replay may compute the classes of a whole chunk of accesses at once with NumPy
 (:class:`StreamClassifier`) while the hooks compute them one touch at a time
 (:class:`BlockHistory`); the two agree exactly.

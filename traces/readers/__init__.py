@@ -76,7 +76,9 @@ def open_trace(path: str | os.PathLike[str], format: str = "auto", *, block_size
     file = Path(path)
     fmt = detect_format(file) if format == "auto" else format
     if fmt not in READERS:
-        raise ValueError(f"unknown trace format {fmt!r}; choose one of auto, {', '.join(FORMATS)}")
+        raise TraceFormatError(
+            str(file), None, None, f"unknown trace format {fmt!r}; choose one of auto, {', '.join(FORMATS)}"
+        )
     return READERS[fmt](file, block_size=block_size)
 
 
