@@ -8,15 +8,16 @@
 Hydra stays here: the app turns the composed config into plain :class:`sim.config.SimConfig`
 and :class:`traces.TraceSpec` objects and calls the library. Each run directory gets
 ``summary.json``, ``requests.parquet``, ``timeseries.parquet``, ``config.json`` (the resolved
-config), PNG plots, and hydra's own ``.hydra/``; a failed run gets ``error.json`` instead of a
-summary. A run whose directory already holds a complete result for the same config is skipped,
-which is how an interrupted sweep resumes.
+config and the trace file's digest), PNG plots, and hydra's own ``.hydra/``; a failed run gets
+``error.json`` instead of a summary. A run whose directory already holds a complete result for
+the same config and trace file is skipped, which is how an interrupted sweep resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import sys
 import traceback
@@ -91,9 +92,15 @@ def trace_spec(cfg: DictConfig) -> TraceSpec:
 
 
 def _identity(cfg: DictConfig) -> str:
-    """The resolved config minus output switches: two runs with equal identity are the same run."""
+    """The resolved config minus output switches, plus the trace file's SHA-256: two runs with
+    equal identity are the same run. The digest is there because a trace file rewritten in place
+    (a new slice, a fixed row) keeps its path, and resume must not keep results for the old one."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("output", None)
+    path = cfg.trace.get("path")
+    if path is not None and Path(path).is_file():  # a missing file fails later, naming the path
+        with open(path, "rb") as trace_file:
+            plain["trace_sha256"] = hashlib.file_digest(trace_file, "sha256").hexdigest()
     return json.dumps(plain, sort_keys=True, indent=2)
 
 

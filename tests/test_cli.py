@@ -105,6 +105,28 @@ def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("summary.json")} == stamps
 
 
+def test_resume_redoes_a_run_whose_trace_file_changed_under_the_same_path(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.jsonl"
+
+    def write_trace(n_rows: int) -> None:
+        rows = [
+            {"timestamp": 100 * i, "input_length": 1024, "output_length": 4, "hash_ids": [1, i]} for i in range(n_rows)
+        ]
+        sample.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    args = ("trace=mooncake", f"trace.path={sample}", "output.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
+    write_trace(5)
+    assert kvsim(*args, cwd=tmp_path).returncode == 0
+    same = kvsim(*args, cwd=tmp_path)
+    assert "skipping" in same.stdout
+    write_trace(7)  # a new slice written over the old file
+    changed = kvsim(*args, cwd=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    assert "skipping" not in changed.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["n_finished"] + summary["n_rejected"] == 7
+
+
 def test_a_rerun_that_fails_leaves_no_earlier_result_standing_for_its_config(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     first = kvsim(SMALL, "hardware.hbm_gb=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
