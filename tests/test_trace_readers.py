@@ -3,14 +3,18 @@ every class of bad input with the message it must give."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from traces import TraceFormatError, open_trace, read_trace, write_trace
 from traces.readers import detect_format
+from traces.schema import Trace
 
 MOONCAKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
 
@@ -22,16 +26,16 @@ def jsonl(path: Path, rows: list[dict]) -> Path:
 
 def mooncake_rows() -> list[dict]:
     return [
-        {"timestamp": 1000, "input_length": 1100, "output_length": 20, "hash_ids": [1, 2, 3]},
-        {"timestamp": 1500, "input_length": 1500, "output_length": 0, "hash_ids": [1, 2, 4]},
-        {"timestamp": 4000, "input_length": 300, "output_length": 7, "hash_ids": [9]},
+        {"timestamp": 1_700_000_001_000, "input_length": 1100, "output_length": 20, "hash_ids": [1, 2, 3]},
+        {"timestamp": 1_700_000_001_500, "input_length": 1500, "output_length": 0, "hash_ids": [1, 2, 4]},
+        {"timestamp": 1_700_000_004_053, "input_length": 300, "output_length": 7, "hash_ids": [9]},
     ]
 
 
 def test_mooncake_reader_rebases_ms_timestamps_and_keeps_prefix_ids(tmp_path: Path) -> None:
     trace = open_trace(jsonl(tmp_path / "m.jsonl", mooncake_rows()), "mooncake")
     assert trace.block_size == 512
-    np.testing.assert_allclose(trace.arrival_s, [0.0, 0.5, 3.0])
+    assert trace.arrival_s.tolist() == [0.0, 0.5, 3.053]  # rebased in ms: exact, not 3.0529999732971191
     assert trace.input_tokens.tolist() == [1100, 1500, 300]
     assert trace.output_tokens.tolist() == [20, 0, 7]
     assert trace.hashes_of(0).tolist() == [1, 2, 3] and trace.hashes_of(1).tolist() == [1, 2, 4]
@@ -110,6 +114,108 @@ def test_real_mooncake_slice_matches_its_published_means() -> None:
     assert len(np.unique(trace.block_hashes)) == 182_790
 
 
+def test_gzip_bom_and_leading_blank_lines_read_as_the_plain_file(tmp_path: Path) -> None:
+    plain = jsonl(tmp_path / "m.jsonl", mooncake_rows())
+    expected = open_trace(plain)
+    variants = {
+        "m.jsonl.gz": gzip.compress(plain.read_bytes()),
+        "bom.jsonl": b"\xef\xbb\xbf" + plain.read_bytes(),  # as spreadsheet exports write it
+        "blank.jsonl": b"\n\r\n" + plain.read_bytes(),
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        assert detect_format(tmp_path / name) == "mooncake", name
+        got = open_trace(tmp_path / name)
+        for column in ("arrival_s", "input_tokens", "block_offsets", "block_hashes"):
+            np.testing.assert_array_equal(getattr(got, column), getattr(expected, column), err_msg=name)
+    azure = tmp_path / "azure.csv.gz"
+    azure.write_bytes(
+        gzip.compress(b'\xef\xbb\xbf"TIMESTAMP","ContextTokens","GeneratedTokens"\r\n2023-11-16 18:15:46,374,44\r\n')
+    )
+    assert detect_format(azure) == "azure" and open_trace(azure).input_tokens.tolist() == [374]
+    (tmp_path / "damaged.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes())[:-12])
+    with pytest.raises(TraceFormatError, match="damaged gzip"):
+        open_trace(tmp_path / "damaged.jsonl.gz", "mooncake")
+    parquet = write_trace(expected, tmp_path / "m.parquet").rename(tmp_path / "m.bin")
+    assert detect_format(parquet) == "parquet"  # by its magic bytes, whatever the name
+
+
+def test_azure_timestamps_with_utc_offsets_rebase_exactly(tmp_path: Path) -> None:
+    azure = tmp_path / "azure.csv"
+    azure.write_text(
+        "TIMESTAMP,NumImages,ContextTokens,GeneratedTokens\n"
+        "2024-05-10 00:00:00+00:00,0,2162,5\n"  # 2024's form
+        "2024-05-10 00:00:00.052+00:00,0,2399,6\n"
+        "2024-05-10T00:00:01.5Z,1,949,126\n"  # 2025's form
+        "2024-05-09 23:00:02-01:00,0,100,3\n"  # an hour west: 00:00:02 UTC
+        "2024-05-10 00:00:03,0,0,0\n"  # no prompt: skipped
+    )
+    with pytest.warns(UserWarning, match="skipped 1 row.*0 ContextTokens.*line 6"):
+        trace = open_trace(azure)
+    assert trace.arrival_s.tolist() == [0.0, 0.052, 1.5, 2.0]  # exact: rebased in integer ns
+    assert trace.input_tokens.tolist() == [2162, 2399, 949, 100]
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:05+00:00,9,1\n2024-05-10 01:00:01+01:00,9,1\n"
+    )
+    with pytest.raises(
+        TraceFormatError, match=r"line 3: field 'TIMESTAMP': goes backwards \(2024-05-10 01:00:01\+01:00 after"
+    ):
+        open_trace(azure)
+
+
+def test_burstgpt_session_ids_group_turns_in_arrival_order(tmp_path: Path) -> None:
+    burst = tmp_path / "burst.csv"
+    burst.write_text(
+        "Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "10.0,1722ac82-0a46,43,GPT-4,906,446,1352,Conversation log\n"
+        "11.0,,2,ChatGPT,36,29,65,API log\n"
+        "12.0,d5983bf9-4b48,8,ChatGPT,100,20,120,Conversation log\n"
+        "19.0,1722ac82-0a46,8,GPT-4,1779,123,1902,Conversation log\n"
+    )
+    trace = open_trace(burst)
+    assert trace.session_id.tolist() == [0, -1, 1, 0]
+    assert trace.turn.tolist() == [1, -1, 1, 2]
+
+
+def test_a_block_size_that_does_not_fit_a_formats_hashes_is_refused(tmp_path: Path) -> None:
+    rows = [
+        {"timestamp": i, "input_length": 5000, "output_length": 1, "hash_ids": [1, *range(10 * i + 2, 10 * i + 11)]}
+        for i in range(4)
+    ]
+    path = jsonl(tmp_path / "m.jsonl", rows)
+    assert open_trace(path).block_size == 512
+    with pytest.raises(TraceFormatError, match=r"field 'block_size': at 16 tokens per block .* median 3%.*512-token"):
+        open_trace(path, block_size=16)  # 10 hashes of 16 tokens for a 5,000-token prompt
+    with pytest.raises(TraceFormatError, match="allows at most 5"):
+        open_trace(path, block_size=1024)
+
+
+def test_parquet_counts_out_of_range_and_null_hashes_name_the_row(tmp_path: Path) -> None:
+    meta = {b"kvsim.block_size": b"16"}
+    big = pa.table(
+        {"arrival_s": [0.0, 1.0], "input_tokens": pa.array([100, 2**32 + 100], pa.int64()), "output_tokens": [1, 1]},
+        metadata=meta,
+    )
+    pq.write_table(big, tmp_path / "big.parquet")
+    with pytest.raises(TraceFormatError, match=r"row 1: field 'input_tokens': 4294967396 does not fit"):
+        open_trace(tmp_path / "big.parquet")  # a plain cast wraps it round to 100
+    hashes = pa.array([[7], [1, 2], [3], [4, None]], pa.list_(pa.int64())).slice(1)  # a slice of a larger table
+    holes = pa.table(
+        {
+            "arrival_s": [0.0, 1.0, 2.0],
+            "input_tokens": [64, 64, 64],
+            "output_tokens": [1, 1, 1],
+            "block_hashes": hashes,
+        },
+        metadata=meta,
+    )
+    with pytest.raises(TraceFormatError, match=r"row 2: field 'block_hashes': holds a null hash"):
+        Trace.from_arrow(holes, source="holes")  # in memory, the slice's values are not its parent's
+    pq.write_table(holes, tmp_path / "holes.parquet")
+    with pytest.raises(TraceFormatError, match=r"holes.parquet: row 2: field 'block_hashes': holds a null hash"):
+        open_trace(tmp_path / "holes.parquet")
+
+
 # ---------------------------------------------------------------------------- bad input
 BAD_MOONCAKE = [
     ("not json at all\n", "line 1", "malformed JSON"),
@@ -124,6 +230,7 @@ BAD_MOONCAKE = [
     ),
     ('{"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1, 2, 3]}\n', "field 'hash_ids'", "at most 2"),
     ('[1, 2, 3]\n', "line 1", "expected a JSON object"),
+    ('{"timestamp": 0, "input_length": 600, "output_length": 1, "hash_ids": [1, 2\n', "line 1", "the line ends early"),
     ('{"timestamp": 0, "input_length": 99999999999999999999, "output_length": 1, "hash_ids": []}\n', "field 'input_length'", "must be <="),
 ]  # fmt: skip
 

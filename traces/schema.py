@@ -44,6 +44,19 @@ ARROW_SCHEMA = pa.schema(
 COLUMNS = tuple(ARROW_SCHEMA.names)
 
 
+def _as_int32(values: np.ndarray, name: str, source: str) -> np.ndarray:
+    """``values`` as int32, the stored width of counts; a value out of its range is an error
+    naming the row (a plain cast would wrap 4,294,967,396 tokens round to 100)."""
+    array = np.asarray(values)
+    if array.dtype != np.int32 and array.size:
+        info = np.iinfo(np.int32)
+        outside = np.flatnonzero((array < info.min) | (array > info.max))
+        if outside.size:
+            row = int(outside[0])
+            raise TraceFormatError(source, row, name, f"{array[row]} does not fit a 32-bit count")
+    return array.astype(np.int32, copy=False)
+
+
 @dataclass(frozen=True, eq=False)
 class Trace:
     """A request trace in canonical form.
@@ -139,14 +152,14 @@ class Trace:
         trace = cls(
             request_id=np.arange(n, dtype=np.int64) if request_id is None else np.asarray(request_id, dtype=np.int64),
             arrival_s=np.asarray(arrival_s, dtype=np.float64),
-            input_tokens=np.asarray(input_tokens, dtype=np.int32),
-            output_tokens=np.asarray(output_tokens, dtype=np.int32),
+            input_tokens=_as_int32(input_tokens, "input_tokens", source),
+            output_tokens=_as_int32(output_tokens, "output_tokens", source),
             block_offsets=np.asarray(block_offsets, dtype=np.int64),
             block_hashes=np.asarray(flat_hashes, dtype=np.uint64),
             session_id=np.full(n, NO_SESSION, dtype=np.int64)
             if session_id is None
             else np.asarray(session_id, dtype=np.int64),
-            turn=np.full(n, NO_TURN, dtype=np.int32) if turn is None else np.asarray(turn, np.int32),
+            turn=np.full(n, NO_TURN, dtype=np.int32) if turn is None else _as_int32(turn, "turn", source),
             category_code=codes,
             categories=labels,
             block_size=int(block_size),
@@ -277,6 +290,8 @@ class Trace:
             lists = table.column("block_hashes").combine_chunks()
             if lists.null_count:
                 lists = lists.fill_null(pa.scalar([], type=lists.type))
+            if pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type):
+                _refuse_null_hashes(lists, source)
             try:
                 lists = lists.cast(pa.large_list(pa.uint64()))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -337,3 +352,13 @@ def _first_bad(trace: Trace, mask: np.ndarray, field_name: str, problem: str) ->
         i = int(np.flatnonzero(mask)[0])
         value = getattr(trace, field_name)[i] if hasattr(trace, field_name) else None
         raise TraceFormatError(trace.source, i, field_name, f"{problem} (got {value!r})")
+
+
+def _refuse_null_hashes(lists: pa.Array, source: str) -> None:
+    """A null inside a request's hash list has no block identity; casting it would invent one."""
+    values = lists.flatten()  # only this slice's values, unlike ``lists.values``
+    if values.null_count:
+        first = int(np.flatnonzero(np.asarray(values.is_null()))[0])
+        starts = np.asarray(lists.offsets, dtype=np.int64)
+        row = int(np.searchsorted(starts - starts[0], first, side="right")) - 1
+        raise TraceFormatError(source, row, "block_hashes", "holds a null hash")

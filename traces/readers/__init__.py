@@ -1,13 +1,15 @@
 """Readers for public trace formats, all producing the canonical :class:`~traces.schema.Trace`.
 
-``open_trace(path, format="auto")`` picks the reader from the file: Parquet by suffix; JSON
-lines by the fields of the first record (``chat_id`` = Bailian, ``hash_ids`` = Mooncake); CSV
-by its header. Every reader raises :class:`~traces.errors.TraceFormatError` naming the file,
-line and field of the first bad value; none returns a partial trace.
+``open_trace(path, format="auto")`` picks the reader from the file: Parquet by suffix or magic
+bytes; JSON lines by the fields of the first record (``chat_id`` = Bailian, ``hash_ids`` =
+Mooncake); CSV by its header. Text files may be gzip-compressed. Every reader raises
+:class:`~traces.errors.TraceFormatError` naming the file, line and field of the first bad
+value; none returns a partial trace.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Callable
@@ -15,12 +17,14 @@ from pathlib import Path
 
 from traces.errors import TraceFormatError
 from traces.io import read_trace
+from traces.readers._rows import open_binary, open_text
 from traces.readers.bailian import read_bailian
 from traces.readers.csv_formats import read_azure, read_burstgpt, read_canonical_csv
 from traces.readers.mooncake import read_mooncake
 from traces.schema import Trace
 
 Reader = Callable[..., Trace]
+PARQUET_MAGIC = b"PAR1"
 
 
 def _read_parquet(path: Path, *, block_size: int | None = None) -> Trace:
@@ -39,17 +43,17 @@ FORMATS = tuple(READERS)
 
 
 def detect_format(path: Path) -> str:
-    """The format of ``path`` from its suffix and first line; an error lists the choices."""
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    """The format of ``path`` from its suffix or magic bytes, else its first non-blank line (gzip
+    or not); an error lists the choices."""
+    if path.suffix.lower() in (".parquet", ".pq"):
         return "parquet"
+    with open_binary(path) as handle:
+        if handle.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
+            return "parquet"
     try:
-        with path.open("rb") as handle:
-            first = handle.readline(1 << 20).decode("utf-8", errors="replace").strip()
-    except FileNotFoundError:
-        raise TraceFormatError(str(path), None, None, "file not found") from None
-    except IsADirectoryError:
-        raise TraceFormatError(str(path), None, None, "is a directory, not a trace file") from None
+        first = next((text.strip() for _, text in open_text(path)), "")
+    except TraceFormatError:
+        first = ""  # not text: no format below matches
     if first.startswith("{"):
         try:
             record = json.loads(first)
@@ -59,7 +63,7 @@ def detect_format(path: Path) -> str:
             return "bailian"
         if isinstance(record, dict) and "hash_ids" in record:
             return "mooncake"
-    header = {h.strip() for h in first.split(",")}
+    header = {h.strip() for h in next(csv.reader([first]), [])}
     if {"TIMESTAMP", "ContextTokens"} <= header:
         return "azure"
     if "Request tokens" in header:

@@ -7,13 +7,17 @@ before anything is built, so the caller never sees a half-made trace.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from traces.errors import TraceFormatError
+from traces.schema import Trace
 
 
 class LineError:
@@ -26,8 +30,13 @@ class LineError:
         return TraceFormatError(self.source, line, field, problem, unit="line")
 
 
-def open_text(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for non-blank lines; decoding errors name the line."""
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """``path`` opened for reading bytes, decompressed if it is gzip (public traces often ship
+    as ``.csv.gz``); a missing file or a directory is a :class:`TraceFormatError`."""
     source = str(path)
     try:
         handle = path.open("rb")
@@ -35,24 +44,42 @@ def open_text(path: Path) -> Iterator[tuple[int, str]]:
         raise TraceFormatError(source, None, None, "file not found") from None
     except IsADirectoryError:
         raise TraceFormatError(source, None, None, "is a directory, not a trace file") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise TraceFormatError(source, number, None, "is not UTF-8 text", unit="line") from None
-            if text.strip():
-                yield number, text
+    if handle.read(2) == GZIP_MAGIC:
+        handle.seek(0)
+        return gzip.open(handle)  # type: ignore[return-value]
+    handle.seek(0)
+    return handle
+
+
+def open_text(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for non-blank lines; decoding errors name the line. A UTF-8
+    byte-order mark (spreadsheet exports write one) is dropped, not taken as part of line 1."""
+    source = str(path)
+    with open_binary(path) as handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM) :]
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise TraceFormatError(source, number, None, "is not UTF-8 text", unit="line") from None
+                if text.strip():
+                    yield number, text
+        except (gzip.BadGzipFile, EOFError) as exc:
+            raise TraceFormatError(source, None, None, f"is a damaged gzip file ({exc})") from None
 
 
 def json_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each line of a JSON-lines file."""
     error = LineError(str(path))
     for number, text in open_text(path):
+        text = text.strip()
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            problem = f"malformed JSON ({exc.msg} at column {exc.colno}); is this a {fmt} file?"
+            where = "the line ends early (truncated?)" if exc.pos >= len(text) else f"at column {exc.colno}"
+            problem = f"malformed JSON ({exc.msg}, {where}); is this a {fmt} file?"
             raise error(number, None, problem) from None
         if not isinstance(record, dict):
             problem = f"expected a JSON object, got {type(record).__name__}; is this a {fmt} file?"
@@ -125,3 +152,28 @@ def check_hash_count(n_hashes: int, input_tokens: int, block_size: int, line: in
 def check_monotone(previous: float | None, current: float, field: str, line: int, error: LineError) -> None:
     if previous is not None and current < previous:
         raise error(line, field, f"goes backwards ({current} after {previous}); traces must be in arrival order")
+
+
+def check_block_size_override(trace: Trace, block_size: int | None, default: int, fmt: str) -> None:
+    """A block size given for a format whose hashes have a size of their own must fit them.
+
+    A Mooncake hash stands for 512 tokens; read at 16 tokens a block, every prompt would share
+    only its first few per cent, and the run would report hit ratios and TTFTs for a workload
+    with almost no reuse, without a word. Too large a size already fails (more hashes than
+    blocks); too small shows as hashes that cover a fraction of each prompt."""
+    if block_size is None or block_size == default:
+        return
+    n_hashes = np.diff(trace.block_offsets)
+    hashed = n_hashes > 0
+    if not hashed.any():
+        return
+    covered = np.minimum(n_hashes[hashed] * block_size / trace.input_tokens[hashed], 1.0)
+    median = float(np.median(covered))
+    if median < 0.75:  # a file that hashes its full blocks covers nearly all of a long prompt
+        raise TraceFormatError(
+            trace.source,
+            None,
+            "block_size",
+            f"at {block_size} tokens per block the hashes cover a median {median:.0%} of each prompt; "
+            f"{fmt} hashes {default}-token blocks (leave trace.block_size unset)",
+        )

@@ -20,6 +20,7 @@ from traces.readers._rows import (
     as_count,
     as_hash_list,
     as_time,
+    check_block_size_override,
     check_hash_count,
     check_monotone,
     json_records,
@@ -58,4 +59,6 @@ def read_bailian(path: Path, *, block_size: int | None = None) -> Trace:
         session = chat if parent in NO_PARENT else session_of.get(parent, parent)
         session_of[chat] = session
         rows.add(t, n_in, n_out, hashes, session_id=session, turn=turn, category=kind)
-    return rows.build(block_size=block, source=str(path))
+    trace = rows.build(block_size=block, source=str(path))
+    check_block_size_override(trace, block_size, BLOCK_SIZE, "Bailian")
+    return trace

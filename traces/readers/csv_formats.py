@@ -8,6 +8,7 @@ file of another format fails on line 1 with the columns it lacks.
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,38 +50,93 @@ def _csv_rows(path: Path, required: tuple[str, ...], fmt: str) -> Iterator[tuple
         yield line, dict(zip(header, (v.strip() for v in values), strict=True))
 
 
+# A UTC offset after a time of day: "...12:00:05.819Z", "...00:00:00.0099+00:00" (2024-25 files).
+_UTC_OFFSET = re.compile(r"^(?P<local>.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?P<offset>Z|[+-]\d{2}:?\d{2})$")
+
+
+def _azure_ns(text: str, line: int, error: LineError) -> int:
+    """Nanoseconds since the epoch (UTC) of an Azure ``TIMESTAMP``, offset applied: integers,
+    so that rebasing to the first request loses nothing (float epoch seconds keep only
+    about 0.2 us)."""
+    local, offset_ns = text, 0
+    match = _UTC_OFFSET.match(text)
+    if match:
+        local, offset = match["local"], match["offset"]
+        if offset != "Z":
+            hours, minutes = int(offset[1:3]), int(offset[-2:])
+            offset_ns = (1 if offset[0] == "+" else -1) * (hours * 60 + minutes) * 60 * 10**9
+    try:
+        stamp = np.datetime64(local, "ns")
+    except ValueError:
+        raise error(line, "TIMESTAMP", f"is not a date-time (got {text!r})") from None
+    if np.isnat(stamp):
+        raise error(line, "TIMESTAMP", "is empty")
+    return int(stamp.astype(np.int64)) - offset_ns
+
+
+class _EmptyPrompts:
+    """Rows with no prompt tokens: logged failures, not requests to serve. They are skipped
+    and counted, with one warning per file, the same way in every lengths-only format."""
+
+    def __init__(self, path: Path, field: str) -> None:
+        self.path, self.field, self.lines = path, field, []
+
+    def skip(self, n_in: int, line: int) -> bool:
+        if n_in == 0:
+            self.lines.append(line)
+        return n_in == 0
+
+    def warn(self) -> None:
+        if self.lines:
+            warnings.warn(
+                f"{self.path}: skipped {len(self.lines)} row(s) with 0 {self.field} (first on line {self.lines[0]})",
+                stacklevel=3,
+            )
+
+
 def read_azure(path: Path, *, block_size: int | None = None) -> Trace:
-    """Azure LLM inference trace: ``TIMESTAMP`` (date-time), ``ContextTokens``, ``GeneratedTokens``."""
+    """Azure LLM inference trace: ``TIMESTAMP`` (date-time, naive as in 2023 or with a UTC
+    offset as in 2024-25), ``ContextTokens``, ``GeneratedTokens``; other columns (2025's
+    ``NumImages``) are ignored."""
     error = LineError(str(path))
     rows = ColumnBuilder()
-    previous: float | None = None
+    empty = _EmptyPrompts(path, "ContextTokens")
+    first_ns: int | None = None
+    previous: tuple[int, str] | None = None
     for line, row in _csv_rows(path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), "Azure"):
-        try:
-            stamp = np.datetime64(row["TIMESTAMP"], "ns")
-        except ValueError:
-            raise error(line, "TIMESTAMP", f"is not a date-time (got {row['TIMESTAMP']!r})") from None
-        if np.isnat(stamp):
-            raise error(line, "TIMESTAMP", "is empty")
-        t = stamp.astype(np.int64) / 1e9
-        check_monotone(previous, t, "TIMESTAMP", line, error)
-        previous = t
-        n_in = as_count(row["ContextTokens"], "ContextTokens", line, error, minimum=1)
+        ns = _azure_ns(row["TIMESTAMP"], line, error)
+        if previous is not None and ns < previous[0]:
+            raise error(
+                line,
+                "TIMESTAMP",
+                f"goes backwards ({row['TIMESTAMP']} after {previous[1]}); traces must be in arrival order",
+            )
+        previous = (ns, row["TIMESTAMP"])
+        first_ns = ns if first_ns is None else first_ns
+        n_in = as_count(row["ContextTokens"], "ContextTokens", line, error, minimum=0)
         n_out = as_count(row["GeneratedTokens"], "GeneratedTokens", line, error, minimum=0)
-        rows.add(t, n_in, n_out)
+        if not empty.skip(n_in, line):
+            rows.add((ns - first_ns) / 1e9, n_in, n_out)
+    empty.warn()
     return rows.build(block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE, source=str(path))
 
 
 def read_burstgpt(path: Path, *, block_size: int | None = None) -> Trace:
-    """BurstGPT: ``Timestamp`` (s), ``Model``, ``Request tokens``, ``Response tokens``, ``Log Type``.
+    """BurstGPT: ``Timestamp`` (s), ``Model``, ``Request tokens``, ``Response tokens``, ``Log Type``,
+    and in release 1.1 and later ``Session ID``.
 
-    BurstGPT logs failed calls too. Rows with zero request tokens carry no prompt to serve and
-    are skipped with one warning giving their count; zero response tokens are kept (a request
-    that produced nothing still cost its prefill).
+    A session's requests are its conversation's turns, numbered in arrival order (1, 2, ...);
+    rows without a session id are single requests. BurstGPT logs failed calls too. Rows with
+    zero request tokens carry no prompt to serve and are skipped with one warning giving their
+    count; zero response tokens are kept (a request that produced nothing still cost its
+    prefill).
     """
     error = LineError(str(path))
     rows = ColumnBuilder()
     previous: float | None = None
-    skipped: list[int] = []
+    empty = _EmptyPrompts(path, "request tokens")
+    session_of: dict[str, int] = {}  # session id -> (dense number)
+    turns: dict[int, int] = {}  # dense session number -> turns seen
     required = ("Timestamp", "Model", "Request tokens", "Response tokens")
     for line, row in _csv_rows(path, required, "BurstGPT"):
         t = as_time(row["Timestamp"], "Timestamp", line, error)
@@ -88,16 +144,15 @@ def read_burstgpt(path: Path, *, block_size: int | None = None) -> Trace:
         previous = t
         n_in = as_count(row["Request tokens"], "Request tokens", line, error, minimum=0)
         n_out = as_count(row["Response tokens"], "Response tokens", line, error, minimum=0)
-        if n_in == 0:
-            skipped.append(line)
+        if empty.skip(n_in, line):
             continue
+        session, turn = NO_SESSION, NO_TURN
+        if row.get("Session ID"):
+            session = session_of.setdefault(row["Session ID"], len(session_of))
+            turn = turns[session] = turns.get(session, 0) + 1
         kind = row["Model"] + (f"/{row['Log Type']}" if row.get("Log Type") else "")
-        rows.add(t, n_in, n_out, category=kind or None)
-    if skipped:
-        warnings.warn(
-            f"{path}: skipped {len(skipped)} row(s) with 0 request tokens (first on line {skipped[0]})",
-            stacklevel=2,
-        )
+        rows.add(t, n_in, n_out, session_id=session, turn=turn, category=kind or None)
+    empty.warn()
     return rows.build(block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE, source=str(path))
 
 
