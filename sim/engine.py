@@ -266,8 +266,10 @@ class _ServeRun:
                 link_busy[name] = link_busy.get(name, 0.0) + link.busy_s / len(self.replicas)
                 link_transfers[name] = link_transfers.get(name, 0) + link.transfers
         tp = self.config.hardware.tensor_parallel
+        last_copy = max((link.free_at for r in self.replicas for link in r.links.values()), default=start)
         return RunTotals(
             makespan_s=makespan,
+            link_span_s=max(makespan, last_copy - start),
             gpu_busy_s=sum(r.busy_s for r in self.replicas) * tp,
             n_gpus=len(self.replicas) * tp,
             link_bytes=link_bytes,

@@ -57,6 +57,9 @@ class RunTotals:
     """Engine-wide quantities the summary needs besides the per-request log."""
 
     makespan_s: float
+    # From the first arrival until the last request finished or the last copy landed, if
+    # later: copies queued on a slow link drain after the requests that caused them.
+    link_span_s: float
     gpu_busy_s: float  # summed over replicas
     n_gpus: int
     link_bytes: dict[str, int]
@@ -164,7 +167,10 @@ def summarise(
             "output_tokens": output_tokens,
         }
     )
-    prompt_tokens = int(frame["input_tokens"].sum())
+    # Over the prompts looked up in the cache, tokens and blocks alike: a request rejected
+    # before admission never reached the cache, and counting its prompt as missed would
+    # lower the token ratios (and not the block ratios) by the rejection rate.
+    prompt_tokens = int(log.hit_tokens.sum() + log.recomputed_tokens.sum())
     named = int(log.named_blocks.sum())
     for i, tier in enumerate(log.tiers):
         summary[f"token_hit_ratio_{tier}"] = float(log.hit_tokens[i].sum() / prompt_tokens) if prompt_tokens else 0.0
@@ -176,7 +182,8 @@ def summarise(
     for name, nbytes in totals.link_bytes.items():
         summary[f"link_{name}_bytes"] = nbytes
         summary[f"link_{name}_transfers"] = totals.link_transfers[name]
-        summary[f"link_{name}_utilisation"] = float(totals.link_busy_s[name] / span)
+        link_span = totals.link_span_s if totals.link_span_s > 0 else float("nan")
+        summary[f"link_{name}_utilisation"] = float(totals.link_busy_s[name] / link_span)
     for tier, capacity in totals.tier_capacity_blocks.items():
         summary[f"{tier}_capacity_blocks"] = capacity
         summary[f"{tier}_peak_blocks"] = totals.tier_peak_blocks[tier]

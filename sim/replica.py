@@ -98,7 +98,9 @@ class Replica:
         self.decode_ctx_base = 0
         self._finish_heap: list[tuple[int, int, int, Request]] = []
         self._alloc_heap: list[tuple[int, int, int, Request]] = []
-        # Copies in flight into a tier: (tier, block) -> completion event.
+        # Copies in flight into a tier: (tier, block) -> completion event. Up into HBM (a
+        # request using the block waits for it) and down into DRAM or SSD (a load of the
+        # block from there, or a copy further down, starts only once it has landed).
         self._inflight: dict[tuple[int, int], simpy.Event] = {}
         self._stall_until = 0.0  # the next step waits for write-backs that free its slots
         self._resuming: list[Request] = []  # swapped-in decoders; they rejoin at a step boundary
@@ -413,7 +415,13 @@ class Replica:
 
     def _copy_up(self, path: list[Link], src: int, dest: int, blocks: list[int]):
         """Process: the copy hop by hop (SSD -> host -> HBM), each hop queued on its link
-        when the previous one lands; then the sources are unpinned."""
+        when the previous one lands; then the sources are unpinned. A source block whose own
+        copy down into ``src`` is still in flight is read once that copy has landed: the
+        tier counts it as present from the moment its write was queued (so that nothing
+        else claims the slot), but its bytes are not there yet."""
+        landing = self._landing(src, blocks)
+        if landing:
+            yield self.env.all_of(landing)
         n = len(blocks)
         for link in path:
             end = self._transfer(link, n * self.bytes_per_block, n)
@@ -423,11 +431,23 @@ class Replica:
             if self._inflight.get((dest, block)) is self.env.active_process:
                 del self._inflight[(dest, block)]
 
-    def _copy_down(self, path: list[Link], n: int):
-        """Process: the later hops of a downward copy (host -> SSD after PCIe)."""
+    def _copy_down(self, after: simpy.Event, path: list[Link], dst: int, blocks: list[int]):
+        """Process: a downward copy's hops (host -> SSD after PCIe) from when ``after`` fires;
+        its blocks have landed in ``dst`` when it ends."""
+        yield after
+        n = len(blocks)
         for link in path:
             end = self._transfer(link, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
+        for block in blocks:
+            if self._inflight.get((dst, block)) is self.env.active_process:
+                del self._inflight[(dst, block)]
+
+    def _landing(self, tier: int, blocks: Sequence[int]) -> list[simpy.Event]:
+        """The copies into ``tier`` of any of ``blocks`` that have not landed yet."""
+        inflight = self._inflight
+        events = [inflight.get((tier, block)) for block in blocks]
+        return [event for event in events if event is not None and not event.triggered]
 
     def _path(self, src: int, dst: int) -> list[Link]:
         """Links a copy from tier ``src`` to tier ``dst`` crosses, in order. SSD data always
@@ -448,25 +468,34 @@ class Replica:
     def _pay(self, moves: Sequence[Move]) -> float:
         """Issue the copies evictions caused; return when the HBM slots they freed are
         reusable (once their old contents have left HBM), or now if none was written."""
-        down: dict[tuple[int, int], int] = {}
+        down: dict[tuple[int, int], list[int]] = {}
         for move in moves:
             if move.dst != DROPPED:
-                down[(move.src, move.dst)] = down.get((move.src, move.dst), 0) + 1
+                down.setdefault((move.src, move.dst), []).append(move.block)
         slots_free_at = self.env.now
-        for (src, dst), n in sorted(down.items()):
-            end = self._write_down(src, dst, n)
+        for (src, dst), blocks in sorted(down.items()):
+            end = self._write_down(src, dst, blocks)
             if src == HBM:
                 slots_free_at = max(slots_free_at, end)
         return slots_free_at
 
-    def _write_down(self, src: int, dst: int, n: int) -> float:
-        """Copy ``n`` blocks from tier ``src`` down to ``dst``; return when they have left
-        ``src`` (the first hop), later hops following in the background."""
-        first, *rest = self._path(src, dst)
-        end = self._transfer(first, n * self.bytes_per_block, n)
-        if rest:
-            self.env.timeout(end - self.env.now).callbacks.append(lambda _e: self.env.process(self._copy_down(rest, n)))
-        return end
+    def _write_down(self, src: int, dst: int, blocks: list[int]) -> float:
+        """Copy ``blocks`` from tier ``src`` down to ``dst``; return when they have left
+        ``src`` (the first hop), later hops following in the background. Blocks still landing
+        in ``src`` (a DRAM copy on its way when DRAM evicts it to SSD) leave once they have
+        arrived; the time returned then is now, which only HBM sources' callers use."""
+        path, n, now = self._path(src, dst), len(blocks), self.env.now
+        landing = self._landing(src, blocks)
+        if landing:
+            left_src = now
+            done = self.env.process(self._copy_down(self.env.all_of(landing), path, dst, blocks))
+        else:
+            first, *rest = path
+            left_src = self._transfer(first, n * self.bytes_per_block, n)
+            done = self.env.process(self._copy_down(self.env.timeout(left_src - now), rest, dst, blocks))
+        for block in blocks:
+            self._inflight[(dst, block)] = done
+        return left_src
 
     def _until(self, at: float) -> list[simpy.Event]:
         """Events to wait on for time ``at`` (none if it is now)."""
@@ -608,7 +637,7 @@ class Replica:
         if complete <= req.held_named:
             return
         cache, moves = self.cache, []
-        through: dict[int, int] = {}
+        through: dict[int, list[int]] = {}
         for j in range(req.held_named, complete):
             block = req.blocks[j]
             cache.unreserve(HBM, 1)
@@ -625,11 +654,11 @@ class Replica:
                         "not a tier below hbm"
                     )
                 if block not in cache.tiers[t].blocks and cache.insert(t, block, j, moves, pin=False):
-                    through[t] = through.get(t, 0) + 1
+                    through.setdefault(t, []).append(block)
         req.held_named = complete
         self._stall_until = max(self._stall_until, self._pay(moves))
-        for t, n in sorted(through.items()):
-            self._write_down(HBM, t, n)
+        for t, written in sorted(through.items()):
+            self._write_down(HBM, t, written)
 
     def _finish(self, req: Request, at: float) -> None:
         self.running.remove(req)

@@ -100,12 +100,16 @@ def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> No
     assert (done["ttft_s"] >= done["queue_s"] - 1e-12).all()
     assert (done["e2e_s"] >= done["ttft_s"] - 1e-12).all()
     assert np.isfinite(arrival + done["e2e_s"]).all()
+    if summary["n_finished"]:
+        assert summary["token_hit_ratio"] + summary["recompute_ratio"] == pytest.approx(1.0)
     hit_columns = [c for c in requests.columns if c.endswith("_hit_tokens")]
     assert (done[hit_columns].sum(axis=1) + done["recomputed_tokens"] == done["input_tokens"]).all()
     per_block = summary["bytes_per_block"]
     for key, value in summary.items():
         if key.startswith("link_") and key.endswith("_bytes"):
             assert value % per_block == 0, key
+        if key.startswith("link_") and key.endswith("_utilisation"):
+            assert value <= 1.0 + 1e-9, key
 
 
 def pressure_trace() -> Trace:

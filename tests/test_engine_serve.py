@@ -91,6 +91,24 @@ def test_prompt_evicted_from_hbm_hits_in_dram_and_pays_the_pcie_load() -> None:
     assert summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
 
 
+def test_a_block_still_on_its_way_down_is_read_back_only_once_it_has_landed() -> None:
+    # HBM -> SSD crosses PCIe, then a slow SSD write: A's blocks leave HBM as soon as PCIe has
+    # carried them (B takes their slots), but they are on the SSD only when the write lands.
+    # A's return finds them there, and must not read them back before then.
+    ssd_write_gbps = 0.05
+    trace = make_trace([(0.0, chain(1)), (0.3, chain(2)), (1.0, chain(1))])
+    hardware = HardwareConfig(
+        pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+        ssd_write_gbps=ssd_write_gbps,
+    )  # fmt: skip
+    result = run(SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=8), admission="ssd_spill"), trace)
+    third = result.requests.iloc[2]
+    assert third["ssd_hit_tokens"] == 7 * BLOCK
+    written_by = 0.3 + 7 * bytes_per_block() / (ssd_write_gbps * 1e9)  # not before B arrived
+    assert third["arrival_s"] + third["ttft_s"] > written_by
+    assert result.summary["link_ssd_write_utilisation"] <= 1.0  # over the span the copies drained in
+
+
 def test_isolated_request_decodes_at_the_models_step_times() -> None:
     output = 50
     result = run(config(hbm_blocks=100), make_trace([(0.0, chain(1))], output=output))
@@ -154,6 +172,8 @@ def test_request_too_large_for_hbm_is_rejected_with_a_reason() -> None:
     assert result.requests["finished"].tolist() == [True, False]
     assert result.requests["reject_reason"].tolist()[1] == "kv_exceeds_hbm"
     assert result.summary["rejected_by_reason"]["kv_exceeds_hbm"] == 1
+    # Hit and recompute ratios are over the one prompt that reached the cache: all recomputed.
+    assert result.summary["recompute_ratio"] == 1.0 and result.summary["token_hit_ratio"] == 0.0
 
 
 def test_an_idle_stretch_is_not_sampled_interval_by_interval() -> None:
