@@ -86,6 +86,19 @@ def test_lfu_aging_lets_a_once_hot_block_go() -> None:
     assert {1, 2} <= resident_after("lfu", keys, 3)
 
 
+def test_lfu_counts_a_block_in_use_at_an_eviction_as_used_then() -> None:
+    # 1 (one touch) is pinned when 2 (two touches) is evicted: 1 is in use at L = 2, so it is
+    # worth L + 1 = 3 from then on, and the next victim is 3 (three touches, L 0), not 1.
+    policy = resolve("eviction", "lfu")()
+    policy.bind(4, WorkloadView(tier="hbm", block_bytes=0, next_use=None))
+    for block, touches in ((1, 1), (2, 2), (3, 3)):
+        policy.on_insert(block, 0)
+        for _ in range(touches - 1):
+            policy.on_access(block, 0)
+    assert policy.victim(frozenset({1})) == 2
+    assert policy.victim(frozenset()) == 3
+
+
 def test_arc_grows_its_recency_side_after_a_ghost_hit_in_b1() -> None:
     policy = resolve("eviction", "arc")()
     policy.bind(4, WorkloadView(tier="hbm", block_bytes=0))

@@ -2,9 +2,10 @@
 
 Each touch pushes a fresh ``(priority, stamp, block)`` entry; stale entries (an older stamp
 than the block's current one) are dropped when they surface. ``victim`` pops the lowest valid
-entry that is not pinned, and remembers its priority as the inflation value ``L`` that ages
-every later entry (the "dynamic aging" of LFU-DA and GreedyDual): blocks that were hot long ago
-lose to blocks hot now without any periodic sweep. O(log n) per touch, amortised.
+entry that is not pinned (pinned ones it meets are re-queued as touched now), and remembers
+its priority as the inflation value ``L`` that ages every later entry (the "dynamic aging" of
+LFU-DA and GreedyDual): blocks that were hot long ago lose to blocks hot now without any
+periodic sweep. O(log n) per touch, amortised.
 """
 
 from __future__ import annotations
@@ -56,12 +57,16 @@ class AgingPriorityPolicy(EvictionPolicy):
                 if stamp.get(block) != when:
                     continue  # stale entry
                 if block in pinned:
-                    skipped.append((priority, when, block))
+                    skipped.append(block)
                     continue
                 self.inflation = priority
                 del stamp[block], self._freq[block], self._worth[block]
                 return block
         finally:
-            for entry in skipped:
-                heapq.heappush(heap, entry)
+            # A pinned block is in use now: it is re-queued as if touched now (same frequency,
+            # today's L), as LRU moves a block in use to its recent end. Pushed back as it was,
+            # it would surface at every later eviction while its request runs, and with
+            # thousands of blocks pinned each eviction would pop them all again.
+            for block in skipped:
+                self._push(block)
         raise RuntimeError(f"{type(self).__name__}.victim called with every block pinned")
