@@ -24,6 +24,7 @@ from sim.links import DurationModel, linear_duration
 from traces.schema import Trace
 
 GB = 1e9
+MIN_SAMPLE_INTERVAL_S = 1e-3  # the finest timeseries sampling; see _check_scalars
 
 
 class ConfigError(ValueError):
@@ -94,6 +95,10 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
     except BlockSizeError as exc:
         raise ConfigError("tiers.block_tokens", str(exc)) from None
     bytes_per_block = model.kv_bytes_per_block(block_tokens)
+    if bytes_per_block < 1:
+        key = "model.kv_bytes_per_element" if config.model.kv_compression_ratio == 1 else "model.kv_compression_ratio"
+        block_bytes = model.kv_bytes_per_token * block_tokens
+        raise ConfigError(key, f"leaves a {block_tokens}-token KV block {block_bytes:.3g} bytes, under one byte")
     available = _hbm_kv_bytes_available(config, model, gpu)
     tiers = _tier_capacities(config, bytes_per_block, available)
     copies = 2 * model.n_layers if config.hardware.copies_per_block is None else config.hardware.copies_per_block
@@ -199,6 +204,13 @@ def _check_scalars(config: SimConfig) -> None:
     for key in ("gpu_idle_w", "gpu_active_w", "joules_per_byte_moved"):
         non_negative(f"power.{key}", getattr(pw, key))
     positive("timeseries_interval_s", config.timeseries_interval_s)
+    if config.timeseries_interval_s < MIN_SAMPLE_INTERVAL_S:
+        # The state changes at engine steps (milliseconds at the least); finer samples repeat
+        # it, at a cost of one sample per interval per replica (1e-5 s: 41 s for 50 requests).
+        raise ConfigError(
+            "timeseries_interval_s",
+            f"must be >= {MIN_SAMPLE_INTERVAL_S} s (an engine step is longer), got {config.timeseries_interval_s}",
+        )
     for key in ("hbm_blocks", "dram_blocks", "ssd_blocks"):
         value = getattr(config.tiers, key)
         if value is not None and (not is_integer(value) or value < (1 if key == "hbm_blocks" else 0)):

@@ -225,8 +225,9 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     ):
         if key == "tiers.hbm_blocks" and value is None:
             raise ConfigError(key, "replay mode needs the cache capacity in blocks, e.g. tiers.hbm_blocks=4000")
-        if value is not None and (not is_integer(value) or value < 1):
-            raise ConfigError(key, f"must be an integer >= 1 block, got {value!r}")
+        least = 1 if key == "tiers.hbm_blocks" else 0  # 0 lower-tier blocks: no such tier, as in serve mode
+        if value is not None and (not is_integer(value) or value < least):
+            raise ConfigError(key, f"must be an integer >= {least} block{'s' if least != 1 else ''}, got {value!r}")
     check_shared_keys(config)
     try:
         factory = resolve("eviction", config.eviction)

@@ -52,7 +52,10 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),
         (SimConfig(mode="fast"), "mode", "serve, replay"),
+        (SimConfig(timeseries_interval_s=1e-5), "timeseries_interval_s", ">= 0.001 s"),
         (SimConfig(model=ModelConfig(kv_bytes_per_element=float("nan"))), "model.kv_bytes_per_element", "finite"),
+        (SimConfig(model=ModelConfig(kv_bytes_per_element=1e-7)), "model.kv_bytes_per_element", "under one byte"),
+        (SimConfig(model=ModelConfig(kv_compression_ratio=1e-9)), "model.kv_compression_ratio", "under one byte"),
         (
             SimConfig(hardware=HardwareConfig(gpu="h200", profile="h100-sxm-calibrated")),
             "hardware.profile",
@@ -96,9 +99,9 @@ def test_kv_capacity_stops_growing_once_every_gpu_holds_one_kv_head() -> None:
     [
         (TierConfig(), "lru", "tiers.hbm_blocks", "needs the cache capacity"),
         (TierConfig(hbm_blocks=0), "lru", "tiers.hbm_blocks", ">= 1"),
-        (TierConfig(hbm_blocks=10, dram_blocks=-5), "lru", "tiers.dram_blocks", ">= 1"),
+        (TierConfig(hbm_blocks=10, dram_blocks=-5), "lru", "tiers.dram_blocks", ">= 0 blocks, got -5"),
         (TierConfig(hbm_blocks=10), "lruu", "eviction", "choose one of"),
-        (TierConfig(hbm_blocks=10, dram_blocks=2.5), "lru", "tiers.dram_blocks", "integer >= 1 block, got 2.5"),
+        (TierConfig(hbm_blocks=10, dram_blocks=2.5), "lru", "tiers.dram_blocks", "integer >= 0 blocks, got 2.5"),
         (TierConfig(hbm_blocks=2.5), "lru", "tiers.hbm_blocks", "integer >= 1 block, got 2.5"),
         (TierConfig(hbm_blocks=10, block_tokens=7), "lru", "tiers.block_tokens", "does not divide or multiply"),
     ],
@@ -109,6 +112,15 @@ def test_bad_replay_config_names_the_key(tiers: TierConfig, eviction: str, key: 
     with pytest.raises(ConfigError) as caught:
         run(SimConfig(mode="replay", tiers=tiers, eviction=eviction), TRACE)
     assert caught.value.key == key and text in str(caught.value)
+
+
+def test_zero_lower_tier_blocks_mean_no_such_tier_in_both_modes() -> None:
+    from sim.run import run
+
+    for mode in ("serve", "replay"):
+        without = run(SimConfig(mode=mode, tiers=TierConfig(hbm_blocks=300)), TRACE).summary
+        zero = run(SimConfig(mode=mode, tiers=TierConfig(hbm_blocks=300, dram_blocks=0, ssd_blocks=0)), TRACE).summary
+        assert zero == without, mode
 
 
 def test_numpy_integers_size_tiers_in_both_modes() -> None:
