@@ -95,6 +95,9 @@ def test_unknown_generator_or_parameter_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="parameter 'n_requests' must be an integer, got 2.5"):
         generate("default", n_requests=2.5)
     assert len(generate("rag", n_requests=30, rate=3)) == 30  # an integer where a number is expected
+    with pytest.raises(ValueError, match="rag generator: docs_per_request=4 exceeds n_prefixes=2"):
+        generate("rag", n_requests=10, n_prefixes=2)
+    assert len(generate("shared_prompt", n_requests=10, n_prefixes=2)) == 10  # docs_per_request is rag's alone
 
 
 @pytest.mark.parametrize("n_requests", [1, 2, 3, 7, 1001])

@@ -48,7 +48,7 @@ class PromptParams:
             "block_size": self.block_size >= 1,
             "n_prefixes": self.n_prefixes >= 1,
             "prefix_median_tokens": self.prefix_median_tokens >= 1,
-            "docs_per_request": 1 <= self.docs_per_request <= self.n_prefixes,
+            "docs_per_request": self.docs_per_request >= 1,
             "instruction_tokens": self.instruction_tokens >= 0,
             "message_median": self.message_median >= 1,
             "output_median": self.output_median >= 1,
@@ -112,6 +112,11 @@ def generate_shared_prefix(params: PromptParams, seed: int) -> Trace:
 
 
 def generate_rag(params: PromptParams, seed: int) -> Trace:
+    if params.docs_per_request > params.n_prefixes:
+        raise ValueError(
+            f"rag generator: docs_per_request={params.docs_per_request} exceeds n_prefixes={params.n_prefixes} "
+            "(a request retrieves distinct documents from the pool)"
+        )
     rng = np.random.default_rng(seed)
     bs = params.block_size
     arrivals, doc_blocks, questions, outputs = _common_draws(params, rng)
