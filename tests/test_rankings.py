@@ -50,3 +50,13 @@ def test_kendall_tau_counts_swaps_and_ties() -> None:
     assert rankings.kendall_tau(a, a) == 1.0
     assert rankings.kendall_tau(a, [["z", 3.0], ["y", 2.0], ["x", 1.0]]) == -1.0
     assert 0 < rankings.kendall_tau(a, [["y", 3.0], ["x", 2.0], ["z", 1.0]]) < 1
+
+
+def test_a_refresh_without_the_mooncake_slice_keeps_its_stored_rankings(tmp_path, monkeypatch) -> None:
+    stored = tmp_path / "expected.json"
+    stored.write_text(json.dumps({"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.1]]}))
+    monkeypatch.setattr(rankings, "STORED", stored)
+    monkeypatch.setattr(rankings, "MOONCAKE", tmp_path / "absent.jsonl")
+    monkeypatch.setattr(rankings, "compute_rankings", lambda: {"rag/hit@500": [["lru", 0.3]]})
+    assert rankings.main(["--refresh"]) == 0
+    assert json.loads(stored.read_text()) == {"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.3]]}
