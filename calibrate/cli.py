@@ -27,19 +27,20 @@ VALIDATION_FILE = "validation.json"
 SLOW_GPU_TOLERANCE = 0.15  # relative error of the reference GEMM beyond which the e2e check is suspect
 
 
-def _cuda_or_exit() -> None:
+def _cuda_or_exit(command: str) -> None:
     try:
         import torch
     except ImportError:
-        sys.exit("kvsim-calibrate run: torch is not installed; install it with the CUDA build for this GPU")
+        sys.exit(f"kvsim-calibrate {command}: torch is not installed; install it with the CUDA build for this GPU")
     if not torch.cuda.is_available():
         sys.exit(
-            "kvsim-calibrate run: no CUDA GPU is visible (torch.cuda.is_available() is False); run this on a GPU machine"
+            f"kvsim-calibrate {command}: no CUDA GPU is visible (torch.cuda.is_available() is False); "
+            "run this on a GPU machine"
         )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _cuda_or_exit()
+    _cuda_or_exit("run")
     from calibrate.bench import run_all
     from hwmodels.models import get_model
 
@@ -55,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_e2e(args: argparse.Namespace) -> int:
     """The end-to-end steps alone: re-checking a profile needs no new microbenchmarks."""
-    _cuda_or_exit()
+    _cuda_or_exit("e2e")
     from calibrate.bench import environment
     from hwmodels.models import get_model
 

@@ -102,13 +102,15 @@ def test_unknown_profile_lists_the_shipped_ones() -> None:
         load_calibrated_profile("b200-calibrated")
 
 
-def test_run_without_a_gpu_says_so_and_fails(tmp_path) -> None:
+@pytest.mark.parametrize("command", ["run", "e2e"])
+def test_measuring_without_a_gpu_says_so_and_fails(tmp_path, command: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "calibrate.cli", "run", "--out", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, "-m", "calibrate.cli", command, "--out", str(tmp_path)], capture_output=True, text=True
     )
     assert done.returncode != 0
+    assert done.stderr.startswith(f"kvsim-calibrate {command}: ")
     assert "no CUDA GPU" in done.stderr or "torch is not installed" in done.stderr
-    assert not (tmp_path / "raw.json").exists()
+    assert not (tmp_path / "raw.json").exists() and not (tmp_path / "e2e.json").exists()
 
 
 def test_fit_and_report_commands_write_a_loadable_profile(tmp_path) -> None:
