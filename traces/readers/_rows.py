@@ -45,8 +45,8 @@ def open_binary(path: Path) -> BinaryIO:
     except IsADirectoryError:
         raise TraceFormatError(source, None, None, "is a directory, not a trace file") from None
     if handle.read(2) == GZIP_MAGIC:
-        handle.seek(0)
-        return gzip.open(handle)  # type: ignore[return-value]
+        handle.close()
+        return gzip.open(path)  # type: ignore[return-value]  (owns its file, closes it)
     handle.seek(0)
     return handle
 
