@@ -163,6 +163,24 @@ def test_azure_timestamps_with_utc_offsets_rebase_exactly(tmp_path: Path) -> Non
         open_trace(azure)
 
 
+def test_a_regular_azure_file_is_read_whole_and_equals_the_row_by_row_reading(tmp_path: Path) -> None:
+    from traces.readers.csv_formats import _azure_columns, _read_azure_rows
+
+    rng = np.random.default_rng(3)
+    start = np.datetime64("2024-05-10T00:00:00", "us")
+    stamps = start + np.cumsum(rng.integers(0, 5_000_000, 500)).astype("timedelta64[us]")
+    rows = [f"{str(t).replace('T', ' ')}+00:00,{rng.integers(1, 9000)},{rng.integers(0, 900)}" for t in stamps]
+    azure = tmp_path / "azure.csv.gz"
+    azure.write_bytes(gzip.compress(("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n").encode()))
+    assert _azure_columns(azure) is not None  # regular: read whole
+    whole, by_row = open_trace(azure), _read_azure_rows(azure)
+    for column in ("arrival_s", "input_tokens", "output_tokens", "block_offsets"):
+        assert getattr(whole, column).tobytes() == getattr(by_row, column).tobytes(), column
+    azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:05,9,1\n,9,1\n")
+    with pytest.raises(TraceFormatError, match="line 3: field 'TIMESTAMP': is empty"):
+        open_trace(azure)  # irregular: the row reader names the place
+
+
 def test_burstgpt_session_ids_group_turns_in_arrival_order(tmp_path: Path) -> None:
     burst = tmp_path / "burst.csv"
     burst.write_text(

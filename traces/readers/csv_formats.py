@@ -14,10 +14,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from traces.errors import TraceFormatError
 from traces.readers._builder import ColumnBuilder
-from traces.readers._rows import INT64_MAX, LineError, as_count, as_time, check_hash_count, check_monotone, open_text
+from traces.readers._rows import (
+    INT32_MAX,
+    INT64_MAX,
+    LineError,
+    as_count,
+    as_time,
+    check_hash_count,
+    check_monotone,
+    open_binary,
+    open_text,
+)
 from traces.schema import NO_SESSION, NO_TURN, Trace
 
 LENGTHS_ONLY_BLOCK_SIZE = 16  # no hashes to interpret; vLLM's block size, for remapping
@@ -94,16 +106,64 @@ class _EmptyPrompts:
             )
 
 
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
 def read_azure(path: Path, *, block_size: int | None = None) -> Trace:
     """Azure LLM inference trace: ``TIMESTAMP`` (date-time, naive as in 2023 or with a UTC
     offset as in 2024-25), ``ContextTokens``, ``GeneratedTokens``; other columns (2025's
-    ``NumImages``) are ignored."""
+    ``NumImages``) are ignored.
+
+    The 2024 week-long files hold millions of rows: a regular file is read whole by Arrow's
+    CSV reader (some 15x faster than row by row); anything irregular (a bad value, a time
+    going backwards, a row to skip) is read again row by row, which names the line and field
+    of the problem or warns about the rows it skips. Both give the same trace."""
+    columns = _azure_columns(path)
+    if columns is None:
+        return _read_azure_rows(path, block_size=block_size)
+    ns, n_in, n_out = columns
+    return Trace.from_columns(
+        arrival_s=(ns - ns[0]) / 1e9,
+        input_tokens=n_in,
+        output_tokens=n_out,
+        block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE,
+        source=str(path),
+    )
+
+
+def _azure_columns(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """UTC nanoseconds, context and generated tokens of a regular Azure file, or ``None``
+    for anything the row reader must look at."""
+    import pandas as pd  # its ISO 8601 parser takes every Azure timestamp form at once
+
+    types = {"TIMESTAMP": pa.string(), "ContextTokens": pa.int64(), "GeneratedTokens": pa.int64()}
+    options = pa_csv.ConvertOptions(include_columns=list(AZURE_COLUMNS), column_types=types)
+    try:
+        with open_binary(path) as handle:
+            table = pa_csv.read_csv(handle, convert_options=options)
+        if table.num_rows == 0 or any(table.column(c).null_count for c in AZURE_COLUMNS):
+            return None
+        stamps = pd.to_datetime(table.column("TIMESTAMP").to_pandas(), utc=True, format="ISO8601")
+        if stamps.isna().any():  # "" or "NaT"
+            return None
+        ns = stamps.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return None
+    n_in = table.column("ContextTokens").to_numpy()
+    n_out = table.column("GeneratedTokens").to_numpy()
+    regular = (n_in >= 1).all() and (n_in <= INT32_MAX).all() and (n_out >= 0).all() and (n_out <= INT32_MAX).all()
+    if not regular or (np.diff(ns) < 0).any():
+        return None
+    return ns, n_in, n_out
+
+
+def _read_azure_rows(path: Path, *, block_size: int | None = None) -> Trace:
     error = LineError(str(path))
     rows = ColumnBuilder()
     empty = _EmptyPrompts(path, "ContextTokens")
     first_ns: int | None = None
     previous: tuple[int, str] | None = None
-    for line, row in _csv_rows(path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), "Azure"):
+    for line, row in _csv_rows(path, AZURE_COLUMNS, "Azure"):
         ns = _azure_ns(row["TIMESTAMP"], line, error)
         if previous is not None and ns < previous[0]:
             raise error(
