@@ -104,6 +104,7 @@ class Replica:
         self._inflight: dict[tuple[int, int], simpy.Event] = {}
         self._stall_until = 0.0  # the next step waits for write-backs that free its slots
         self._resuming: list[Request] = []  # swapped-in decoders; they rejoin at a step boundary
+        self._prefill_plan: list[tuple[Request, int]] = []  # the prefill chunks of the step being planned
         self._holds: list[list[int]] = []
         self._held_blocks = 0
         self._queue_dirty = False
@@ -209,6 +210,7 @@ class Replica:
                 break
         budget = self.token_budget - self.n_decode
         prefill: list[tuple[Request, int]] = []
+        self._prefill_plan = prefill  # a request preempted while the step is planned leaves it
         for req in list(self.running):
             if budget <= 0:
                 break
@@ -684,6 +686,9 @@ class Replica:
 
     # ================================================================== preemption
     def _preempt(self, req: Request) -> None:
+        # Its chunk in the step being planned is void: were it swapped back in and its load
+        # landed before the step ended, the step would count the chunk as computed.
+        self._prefill_plan[:] = [entry for entry in self._prefill_plan if entry[0] is not req]
         was_decoding = req.state is State.DECODE
         if was_decoding:
             self._leave_decode(req)

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies import available
-from sim.config import EngineConfig, HardwareConfig, SimConfig, TierConfig
+from sim.config import EngineConfig, HardwareConfig, ModelConfig, SimConfig, TierConfig
 from sim.kvcache import InvariantError, TieredCache
 from sim.replica import Replica
 from sim.run import run
-from traces import Trace
+from traces import Trace, generate
 
 BLOCK = 16
 
@@ -221,3 +221,20 @@ def test_a_request_swapped_out_for_its_next_chunk_is_not_swapped_straight_back()
     whole_kv = -(-(1200 + 300) // BLOCK)
     copied = summary["link_pcie_d2h_bytes"] // summary["bytes_per_block"]
     assert copied <= summary["preemptions_swap"] * whole_kv + summary["hbm_evictions"]
+
+
+def test_a_request_preempted_while_its_step_is_planned_gets_no_credit_for_that_steps_chunk() -> None:
+    # Found by fuzzing: a prefill preempted (swapped out) while the step was planned, swapped
+    # back in, and loaded before the step ended was credited with the step's chunk, and
+    # releasing that chunk's blocks failed the reservation check. Many swaps under a small HBM.
+    config = SimConfig(
+        model=ModelConfig(name="llama-3-70b", kv_bytes_per_element=0.5),
+        hardware=HardwareConfig(profile="h100-sxm-calibrated", tensor_parallel=2, hbm_gb=0.8136, dram_gb=28.6),
+        engine=EngineConfig(preemption="swap"),
+        admission="write_back",
+        scheduler="priority",
+    )
+    trace = generate("default", seed=104479, n_requests=348, rate=0.69)
+    summary = run(config, trace).summary  # check_invariants is on by default
+    assert summary["preemptions_swap"] > 100
+    assert summary["n_finished"] + summary["n_rejected"] == len(trace)
