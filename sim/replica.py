@@ -102,6 +102,9 @@ class Replica:
         # request using the block waits for it) and down into DRAM or SSD (a load of the
         # block from there, or a copy further down, starts only once it has landed).
         self._inflight: dict[tuple[int, int], simpy.Event] = {}
+        # When each copy down in flight is expected to land (its hops priced as queued when
+        # it was issued): what a load of the block weighs against recomputing it.
+        self._lands_at: dict[tuple[int, int], float] = {}
         self._stall_until = 0.0  # the next step waits for write-backs that free its slots
         self._resuming: list[Request] = []  # swapped-in decoders; they rejoin at a step boundary
         self._prefill_plan: list[tuple[Request, int]] = []  # the prefill chunks of the step being planned
@@ -359,12 +362,16 @@ class Replica:
             return m
         now = self.env.now
         per_source: dict[int, int] = {}
+        ready: dict[int, float] = {}  # a source copy still on its way down is read once it lands
+        lands_at = self._lands_at
         for j in range(first, m):
-            if tiers[j] != HBM:
-                per_source[tiers[j]] = per_source.get(tiers[j], 0) + 1
+            t = tiers[j]
+            if t != HBM:
+                per_source[t] = per_source.get(t, 0) + 1
+                ready[t] = max(ready.get(t, now), lands_at.get((t, req.blocks[j]), now))
         loaded_at = now
         for source, n in per_source.items():
-            at = now
+            at = ready[source]
             for link in self._path(source, HBM):
                 at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), at)
             loaded_at = max(loaded_at, at)
@@ -444,6 +451,7 @@ class Replica:
         for block in blocks:
             if self._inflight.get((dst, block)) is self.env.active_process:
                 del self._inflight[(dst, block)]
+                self._lands_at.pop((dst, block), None)
 
     def _landing(self, tier: int, blocks: Sequence[int]) -> list[simpy.Event]:
         """The copies into ``tier`` of any of ``blocks`` that have not landed yet."""
@@ -490,13 +498,17 @@ class Replica:
         landing = self._landing(src, blocks)
         if landing:
             left_src = now
+            lands_at, later_hops = max(self._lands_at.get((src, b), now) for b in blocks), path
             done = self.env.process(self._copy_down(self.env.all_of(landing), path, dst, blocks))
         else:
-            first, *rest = path
-            left_src = self._transfer(first, n * self.bytes_per_block, n)
-            done = self.env.process(self._copy_down(self.env.timeout(left_src - now), rest, dst, blocks))
+            first, *later_hops = path
+            left_src = lands_at = self._transfer(first, n * self.bytes_per_block, n)
+            done = self.env.process(self._copy_down(self.env.timeout(left_src - now), later_hops, dst, blocks))
+        for link in later_hops:
+            lands_at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), lands_at)
         for block in blocks:
             self._inflight[(dst, block)] = done
+            self._lands_at[(dst, block)] = lands_at
         return left_src
 
     def _until(self, at: float) -> list[simpy.Event]:

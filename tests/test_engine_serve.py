@@ -259,6 +259,27 @@ def test_if_faster_still_loads_when_the_link_beats_recomputing() -> None:
     assert summary["loads_declined_blocks"] == 0
 
 
+def test_if_faster_counts_the_wait_for_a_copy_still_landing_in_the_source_tier() -> None:
+    # A's blocks are on their way to the SSD (a slow write, about 2.6 s) when A returns at 1 s.
+    # The read itself is quick; what makes loading late is waiting for the write to land.
+    def third(kv_load: str) -> tuple:
+        hardware = HardwareConfig(
+            pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+            ssd_write_gbps=0.05,
+        )  # fmt: skip
+        cfg = SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=8), admission="ssd_spill")
+        cfg.engine.kv_load = kv_load
+        result = run(cfg, make_trace([(0.0, chain(1)), (0.3, chain(2)), (1.0, chain(1))]))
+        return result.requests.iloc[2], result.summary
+
+    always, _ = third("always")
+    assert always["ssd_hit_tokens"] == 7 * BLOCK and always["ttft_s"] > 1.5
+    faster, summary = third("if_faster")
+    assert faster["ssd_hit_tokens"] == 0 and faster["recomputed_tokens"] == PROMPT
+    assert summary["loads_declined_blocks"] == 7
+    assert faster["ttft_s"] < 0.2 * always["ttft_s"]
+
+
 def test_priority_serves_the_bundled_chat_traffic_ahead_of_its_agents() -> None:
     # Overloaded (30 req/s into 4 GB of KV): FCFS queues every category alike; priority puts the
     # generators' chat and RAG (a user waiting) before agent loops.
