@@ -108,8 +108,8 @@ def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> No
     for key, value in summary.items():
         if key.startswith("link_") and key.endswith("_bytes"):
             assert value % per_block == 0, key
-        if key.startswith("link_") and key.endswith("_utilisation"):
-            assert value <= 1.0 + 1e-9, key
+        if key.startswith("link_") and key.endswith("_utilisation"):  # undefined over an empty run
+            assert value <= 1.0 + 1e-9 or (np.isnan(value) and summary["makespan_s"] == 0), key
 
 
 def pressure_trace() -> Trace:
