@@ -227,6 +227,8 @@ class TieredCache:
                 # can be evicted at all.
                 tier.untold.discard(block)
                 tier.policy.on_insert(block, tier.blocks[block])
+            else:
+                tier.policy.on_unpinned(block)
         else:
             tier.pinned[block] = count - 1
 

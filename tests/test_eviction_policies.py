@@ -131,6 +131,36 @@ def test_belady_evicts_the_block_used_farthest_in_the_future() -> None:
     assert sum(hits("lru", [1, 2, 3, 1, 2], 2)) == 0
 
 
+class CountingPins(frozenset):
+    """A pin set that counts how often it is asked about each block."""
+
+    def __new__(cls, blocks):
+        self = super().__new__(cls, blocks)
+        self.asked = {}
+        return self
+
+    def __contains__(self, block: object) -> bool:
+        self.asked[block] = self.asked.get(block, 0) + 1
+        return super().__contains__(block)
+
+
+def test_belady_sets_a_pinned_block_aside_until_its_pin_drops() -> None:
+    # Blocks 1, 2, 3 at positions 0, 1, 2 are next used at 30, 20, 10. Block 1, farthest, is
+    # pinned: it is met once and set aside, not met again at the next eviction; when its pin
+    # drops without a use (on_unpinned) it is again the farthest, so the next victim.
+    policy = resolve("eviction", "belady")()
+    policy.bind(8, WorkloadView(tier="hbm", block_bytes=0, next_use=np.array([30, 20, 10, 5])))
+    for block in (1, 2, 3):
+        policy.on_insert(block, block - 1)
+    pins = CountingPins({1})
+    assert policy.victim(pins) == 2
+    policy.on_insert(4, 3)
+    assert policy.victim(pins) == 3
+    assert pins.asked[1] == 1
+    policy.on_unpinned(1)
+    assert policy.victim(frozenset()) == 1
+
+
 @pytest.mark.parametrize("name", available("eviction"))
 def test_victim_never_returns_a_pinned_block_and_always_a_resident_one(name: str) -> None:
     rng = np.random.default_rng(3)
@@ -144,6 +174,7 @@ def test_victim_never_returns_a_pinned_block_and_always_a_resident_one(name: str
         last[keys[i]] = i
     policy.bind(20, WorkloadView(tier="hbm", block_bytes=1, next_use=future))
     resident: set[int] = set()
+    pinned: set[int] = set()
     from policies.eviction.base import RequestContext
 
     for i, k in zip(g, keys, strict=True):
@@ -152,7 +183,11 @@ def test_victim_never_returns_a_pinned_block_and_always_a_resident_one(name: str
             policy.on_access(k, 0)
             continue
         if len(resident) >= 20:
+            was_pinned = pinned
             pinned = set(rng.choice(sorted(resident), size=int(rng.integers(0, 19)), replace=False).tolist())
+            for block in sorted(was_pinned - pinned):
+                if block in resident:
+                    policy.on_unpinned(block)  # as the engine tells a dropped pin
             victim = policy.victim(pinned)
             assert victim in resident and victim not in pinned
             resident.remove(victim)

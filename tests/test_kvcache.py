@@ -110,6 +110,31 @@ def test_a_policy_that_evicts_a_pinned_block_is_caught() -> None:
         c.insert(0, 3, 2, moves, pin=False)
 
 
+def test_a_told_block_whose_last_pin_drops_is_told_as_unpinned_not_used() -> None:
+    # A copy's source is pinned and unpinned around the copy: the policy hears that the pin
+    # dropped (once, at the last pin), but no access, so LRU's order is unchanged.
+    class Listening(LRU):
+        unpinned: list[int] = []
+
+        def on_unpinned(self, block: int) -> None:
+            self.unpinned.append(block)
+
+    policy = Listening()
+    policy.bind(2, WorkloadView(tier="hbm", block_bytes=1))
+    c = TieredCache(build_tiers([("hbm", 2)], lambda name, cap: policy), Drop())
+    c.insert(0, 1, 0, [], pin=False)
+    c.insert(0, 2, 1, [], pin=False)
+    c.pin(0, 1)
+    c.pin(0, 1)
+    c.unpin(0, 1)
+    assert policy.unpinned == []
+    c.unpin(0, 1)
+    assert policy.unpinned == [1]
+    moves: list[Move] = []
+    c.insert(0, 3, 2, moves, pin=False)
+    assert Move(1, 0, DROPPED) in moves
+
+
 def test_releasing_an_unpinned_block_is_caught() -> None:
     c = cache([("hbm", 2)])
     c.insert(0, 1, 0, [], pin=False)

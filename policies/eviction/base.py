@@ -19,6 +19,10 @@ What the engine guarantees
   was told of is not in ``pinned``. It must return such a block, forget it, and never return a
   block in ``pinned`` (blocks used by running requests, and sources of in-flight copies); the
   engine checks this and fails loudly otherwise.
+* A told block's pins drop in one of two ways, both told: its request releases it (an
+  ``on_access``), or, for the source of a finished copy, ``on_unpinned(block)`` when its last
+  pin drops. A policy may therefore set aside a pinned block that ``victim`` meets until one of
+  the two, rather than meet it again at every eviction.
 * Serve mode tells the policy about a request's blocks when the request *releases* them
   (finishes or is preempted), tail block first: the same order in which vLLM returns blocks to
   its free queue. Until then the blocks are pinned, so the policy need not know them yet.
@@ -118,6 +122,13 @@ class EvictionPolicy(ABC):
     @abstractmethod
     def on_remove(self, block: int) -> None:
         """``block`` left this tier for a reason other than :meth:`victim`."""
+
+    def on_unpinned(self, block: int) -> None:  # noqa: B027 - optional hook
+        """``block``'s last pin dropped without a use (the source of a finished copy).
+
+        A block's request releasing it is told as an access or insert instead. Only policies
+        that set pinned blocks aside in :meth:`victim` need this, to take them back.
+        """
 
     @abstractmethod
     def victim(self, pinned: Container[int]) -> int:

@@ -26,6 +26,8 @@ class Belady(EvictionPolicy):
         self._heap: list[tuple[int, int]] = []  # (-next_use, block); lazy deletion
         self._next: dict[int, int] = {}
         self._offset = 0
+        # Pinned blocks victim() met, set aside until their pin drops: block -> heap entry.
+        self._parked: dict[int, tuple[int, int]] = {}
 
     def bind(self, capacity_blocks: int, workload: WorkloadView) -> None:
         super().bind(capacity_blocks, workload)
@@ -49,6 +51,7 @@ class Belady(EvictionPolicy):
 
     def _touch(self, block: int, position: int) -> None:
         nxt = self._next_use(block, position)
+        self._parked.pop(block, None)
         self._next[block] = nxt
         heapq.heappush(self._heap, (-nxt, block))
 
@@ -57,21 +60,27 @@ class Belady(EvictionPolicy):
 
     def on_remove(self, block: int) -> None:
         del self._next[block]
+        self._parked.pop(block, None)
+
+    def on_unpinned(self, block: int) -> None:
+        entry = self._parked.pop(block, None)
+        if entry is not None:
+            heapq.heappush(self._heap, entry)
 
     def victim(self, pinned: Container[int]) -> int:
         heap, nxt = self._heap, self._next
-        skipped = []
-        try:
-            while heap:
-                neg, block = heapq.heappop(heap)
-                if nxt.get(block) != -neg:
-                    continue
-                if block in pinned:
-                    skipped.append((neg, block))
-                    continue
-                del nxt[block]
-                return block
-        finally:
-            for entry in skipped:
-                heapq.heappush(heap, entry)
+        while heap:
+            entry = heapq.heappop(heap)
+            neg, block = entry
+            if nxt.get(block) != -neg:
+                continue
+            if block in pinned:
+                # In use now: set aside until its request releases it (a fresh touch) or its
+                # last pin drops (on_unpinned). Pushed back, it would surface again at every
+                # eviction while its request runs: thousands of pins made each eviction pop
+                # them all.
+                self._parked[block] = entry
+                continue
+            del nxt[block]
+            return block
         raise RuntimeError("Belady.victim called with every block pinned")
