@@ -18,6 +18,7 @@ exactly when a real engine would see it.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -440,24 +441,30 @@ class Replica:
             if self._inflight.get((dest, block)) is self.env.active_process:
                 del self._inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Link], dst: int, blocks: list[int]):
-        """Process: a downward copy's hops (host -> SSD after PCIe) from when ``after`` fires;
-        its blocks have landed in ``dst`` when it ends."""
+    def _copy_down(self, after: simpy.Event, path: list[Link], n: int):
+        """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
+        queued on its link once ``after`` (the hop before) fires."""
         yield after
-        n = len(blocks)
         for link in path:
             end = self._transfer(link, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
+
+    def _landed_down(self, dst: int, blocks: list[int], copy: simpy.Event) -> None:
+        """Callback of a copy down: its blocks are in ``dst`` now, unless a later copy of a
+        block into ``dst`` has taken its place."""
+        inflight = self._inflight
         for block in blocks:
-            if self._inflight.get((dst, block)) is self.env.active_process:
-                del self._inflight[(dst, block)]
-                self._lands_at.pop((dst, block), None)
+            if inflight.get((dst, block)) is copy:
+                del inflight[(dst, block)]
+                del self._lands_at[(dst, block)]
 
     def _landing(self, tier: int, blocks: Sequence[int]) -> list[simpy.Event]:
-        """The copies into ``tier`` of any of ``blocks`` that have not landed yet."""
+        """The copies into ``tier`` of any of ``blocks`` that have not landed yet: a copy's
+        entry leaves ``_inflight`` as it lands (a timeout is "triggered" from the start, so
+        presence, not ``triggered``, tells)."""
         inflight = self._inflight
         events = [inflight.get((tier, block)) for block in blocks]
-        return [event for event in events if event is not None and not event.triggered]
+        return [event for event in events if event is not None]
 
     def _path(self, src: int, dst: int) -> list[Link]:
         """Links a copy from tier ``src`` to tier ``dst`` crosses, in order. SSD data always
@@ -499,11 +506,16 @@ class Replica:
         if landing:
             left_src = now
             lands_at, later_hops = max(self._lands_at.get((src, b), now) for b in blocks), path
-            done = self.env.process(self._copy_down(self.env.all_of(landing), path, dst, blocks))
+            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n))
         else:
             first, *later_hops = path
             left_src = lands_at = self._transfer(first, n * self.bytes_per_block, n)
-            done = self.env.process(self._copy_down(self.env.timeout(left_src - now), later_hops, dst, blocks))
+            done = self.env.timeout(left_src - now)
+            if later_hops:
+                done = self.env.process(self._copy_down(done, later_hops, n))
+        # A copy of one hop (HBM -> DRAM, the common case) needs no process: its landing is
+        # the hop's timeout, and the bookkeeping is a callback on it.
+        done.callbacks.append(functools.partial(self._landed_down, dst, blocks))
         for link in later_hops:
             lands_at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), lands_at)
         for block in blocks:
