@@ -140,6 +140,22 @@ def test_gzip_bom_and_leading_blank_lines_read_as_the_plain_file(tmp_path: Path)
     assert detect_format(parquet) == "parquet"  # by its magic bytes, whatever the name
 
 
+@pytest.mark.parametrize("fmt", ["auto", "mooncake", "bailian", "azure", "burstgpt", "csv"])
+@pytest.mark.parametrize("damage", ["header only", "cut in the header", "corrupt stream"])
+def test_a_damaged_gzip_file_is_a_format_error_naming_it(tmp_path: Path, fmt: str, damage: str) -> None:
+    whole = gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,44\n" * 50)
+    data = {
+        "header only": whole[:2],  # the magic bytes and nothing else
+        "cut in the header": whole[:7],
+        "corrupt stream": whole[:10] + bytes(b ^ 0x5A for b in whole[10:30]) + whole[30:],
+    }[damage]
+    path = tmp_path / "trace.gz"
+    path.write_bytes(data)
+    with pytest.raises(TraceFormatError, match="damaged gzip") as caught:
+        open_trace(path, fmt, block_size=16 if fmt == "csv" else None)
+    assert str(path) in str(caught.value)
+
+
 def test_azure_timestamps_with_utc_offsets_rebase_exactly(tmp_path: Path) -> None:
     azure = tmp_path / "azure.csv"
     azure.write_text(

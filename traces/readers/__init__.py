@@ -17,7 +17,7 @@ from pathlib import Path
 
 from traces.errors import TraceFormatError
 from traces.io import read_trace
-from traces.readers._rows import open_binary, open_text
+from traces.readers._rows import GZIP_ERRORS, open_binary, open_text
 from traces.readers.bailian import read_bailian
 from traces.readers.csv_formats import read_azure, read_burstgpt, read_canonical_csv
 from traces.readers.mooncake import read_mooncake
@@ -48,8 +48,11 @@ def detect_format(path: Path) -> str:
     if path.suffix.lower() in (".parquet", ".pq"):
         return "parquet"
     with open_binary(path) as handle:
-        if handle.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
-            return "parquet"
+        try:
+            if handle.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
+                return "parquet"
+        except GZIP_ERRORS as exc:
+            raise TraceFormatError(str(path), None, None, f"is a damaged gzip file ({exc})") from None
     try:
         first = next((text.strip() for _, text in open_text(path)), "")
     except TraceFormatError:

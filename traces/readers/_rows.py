@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +32,8 @@ class LineError:
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+# What reading a truncated or corrupt gzip file raises, at whichever read first meets it.
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -66,7 +69,7 @@ def open_text(path: Path) -> Iterator[tuple[int, str]]:
                     raise TraceFormatError(source, number, None, "is not UTF-8 text", unit="line") from None
                 if text.strip():
                     yield number, text
-        except (gzip.BadGzipFile, EOFError) as exc:
+        except GZIP_ERRORS as exc:
             raise TraceFormatError(source, None, None, f"is a damaged gzip file ({exc})") from None
 
 

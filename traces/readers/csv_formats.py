@@ -20,6 +20,7 @@ import pyarrow.csv as pa_csv
 from traces.errors import TraceFormatError
 from traces.readers._builder import ColumnBuilder
 from traces.readers._rows import (
+    GZIP_ERRORS,
     INT32_MAX,
     INT64_MAX,
     LineError,
@@ -147,8 +148,8 @@ def _azure_columns(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
         if stamps.isna().any():  # "" or "NaT"
             return None
         ns = stamps.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(np.int64)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        return None
+    except (pa.ArrowException, ValueError, TypeError, OverflowError, *GZIP_ERRORS):
+        return None  # the row reader names the problem (a damaged gzip file included)
     n_in = table.column("ContextTokens").to_numpy()
     n_out = table.column("GeneratedTokens").to_numpy()
     regular = (n_in >= 1).all() and (n_in <= INT32_MAX).all() and (n_out >= 0).all() and (n_out <= INT32_MAX).all()
