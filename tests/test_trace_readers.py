@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from traces import TraceFormatError, open_trace, read_trace, write_trace
 from traces.readers import detect_format
@@ -195,6 +197,112 @@ def test_a_regular_azure_file_is_read_whole_and_equals_the_row_by_row_reading(tm
     azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:05,9,1\n,9,1\n")
     with pytest.raises(TraceFormatError, match="line 3: field 'TIMESTAMP': is empty"):
         open_trace(azure)  # irregular: the row reader names the place
+
+
+TRACE_COLUMNS = (
+    "arrival_s", "input_tokens", "output_tokens", "block_offsets", "block_hashes", "session_id", "turn",
+    "category_code",
+)  # fmt: skip
+
+
+def assert_same_trace(a: Trace, b: Trace) -> None:
+    for column in TRACE_COLUMNS:
+        assert getattr(a, column).dtype == getattr(b, column).dtype, column
+        assert getattr(a, column).tobytes() == getattr(b, column).tobytes(), column
+    assert a.categories == b.categories and a.block_size == b.block_size
+
+
+def bailian_rows(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows, t = [], 0.0
+    for i in range(n):
+        t += float(rng.exponential(0.5))
+        parent = int(rng.integers(0, i)) if i and rng.random() < 0.6 else -1
+        n_in = int(rng.integers(1, 400))
+        rows.append(
+            {
+                "chat_id": i, "parent_chat_id": parent, "timestamp": round(t, 3), "input_length": n_in,
+                "output_length": int(rng.integers(0, 50)), "type": str(rng.choice(["text", "image", "search"])),
+                "turn": int(rng.integers(1, 6)), "hash_ids": rng.integers(0, 1 << 63, -(-n_in // 16)).tolist(),
+                "extra": {"ignored": True},
+            }
+        )  # fmt: skip
+    return rows
+
+
+def test_a_regular_json_lines_file_is_read_whole_and_equals_the_row_by_row_reading(tmp_path: Path) -> None:
+    from traces.readers import bailian, mooncake
+
+    cases = [(mooncake, jsonl(tmp_path / "m.jsonl", mooncake_rows()), 512)]
+    cases.append((bailian, jsonl(tmp_path / "b.jsonl", bailian_rows(300, 1)), 16))
+    gz = tmp_path / "b.jsonl.gz"
+    gz.write_bytes(gzip.compress(b"\xef\xbb\xbf\n" + cases[1][1].read_bytes()))  # gzip, a BOM, a blank line
+    cases.append((bailian, gz, 16))
+    if MOONCAKE.exists():
+        cases.append((mooncake, MOONCAKE, 512))
+    for reader, path, block in cases:
+        whole = reader._read_regular(path, block)
+        assert whole is not None, path  # regular: read whole
+        assert_same_trace(whole, reader._read_rows(path, block))
+
+
+@pytest.mark.parametrize(
+    "fmt, change, error",
+    [
+        ("mooncake", lambda r: r.update(input_length=1500.0), None),  # a whole float: the rows accept it
+        ("mooncake", lambda r: r.update(timestamp=float("nan")), "line 2: field 'timestamp': is not finite"),
+        ("mooncake", lambda r: r.update(hash_ids=[1, None]), "line 2: field 'hash_ids'"),
+        ("mooncake", lambda r: r.update(timestamp=-5), "line 2: field 'timestamp': goes backwards"),
+        ("mooncake", lambda r: r.pop("output_length"), "line 2: field 'output_length': is missing"),
+        ("bailian", lambda r: r.update(parent_chat_id=None), None),  # null: no parent, as -1
+        ("bailian", lambda r: r.pop("parent_chat_id"), "line 2: field 'parent_chat_id': is missing"),
+        ("bailian", lambda r: r.update(chat_id=0), "line 2: field 'chat_id': 0 appears twice"),
+        ("bailian", lambda r: r.update(type=""), "line 2: field 'type': must be a non-empty string"),
+        ("bailian", lambda r: r.update(turn=-1), "line 2: field 'turn': must be >= 0"),
+    ],
+)
+def test_a_json_lines_file_arrow_would_misread_goes_to_the_row_reader(tmp_path: Path, fmt, change, error) -> None:
+    from traces.readers import bailian, mooncake
+
+    reader = {"mooncake": mooncake, "bailian": bailian}[fmt]
+    rows = mooncake_rows() if fmt == "mooncake" else bailian_rows(4, 2)
+    change(rows[1])
+    path = jsonl(tmp_path / "t.jsonl", rows)
+    assert reader._read_regular(path, reader.BLOCK_SIZE) is None
+    if error is None:
+        assert_same_trace(open_trace(path, fmt), reader._read_rows(path, reader.BLOCK_SIZE))
+    else:
+        with pytest.raises(TraceFormatError, match=error):
+            open_trace(path, fmt)
+
+
+JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**65), 2**65), st.floats(allow_nan=True), st.text(max_size=3),
+    st.lists(st.one_of(st.none(), st.integers(-2, 2**64), st.floats(0, 5)), max_size=4),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["mooncake", "bailian"]), row=st.integers(0, 3), field=st.integers(0, 7), value=JSON_VALUES)
+def test_whatever_arrow_reads_whole_the_row_reader_reads_the_same(tmp_path: Path, fmt, row, field, value) -> None:
+    from traces.readers import bailian, mooncake
+
+    reader = {"mooncake": mooncake, "bailian": bailian}[fmt]
+    rows = mooncake_rows() if fmt == "mooncake" else bailian_rows(4, 3)
+    name = list(reader.FIELDS)[field % len(reader.FIELDS)]
+    rows[row % len(rows)][name] = value
+    path = jsonl(tmp_path / "t.jsonl", rows)
+    whole = reader._read_regular(path, reader.BLOCK_SIZE)
+    if whole is not None:
+        assert_same_trace(whole, reader._read_rows(path, reader.BLOCK_SIZE))
+
+
+def test_two_objects_on_one_line_are_refused_as_the_row_reader_refuses_them(tmp_path: Path) -> None:
+    rows = [json.dumps(r) for r in mooncake_rows()]
+    path = tmp_path / "m.jsonl"
+    path.write_text(rows[0] + "\n" + rows[1] + " " + rows[2] + "\n")
+    with pytest.raises(TraceFormatError, match="line 2: malformed JSON"):
+        open_trace(path, "mooncake")
 
 
 def test_burstgpt_session_ids_group_turns_in_arrival_order(tmp_path: Path) -> None:
