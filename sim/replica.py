@@ -306,14 +306,17 @@ class Replica:
             hit_tokens = req.tokens_in_first(m)
         hbm_hits = [j for j in range(m) if tiers[j] == HBM]
         lower = [j for j in range(m) if tiers[j] != HBM]
-        for j in hbm_hits:
-            cache.pin(HBM, req.blocks[j])
         chunk = min(req.prompt_target - hit_tokens, budget) if not lower else 0
         need_new = len(lower) + req.kv_blocks_for(hit_tokens + chunk) - m
-        if self.hbm.free + self.hbm.evictable < need_new:
-            for j in hbm_hits:
-                cache.unpin(HBM, req.blocks[j])
+        # Room is checked before the hits are pinned: pinning them takes those not pinned yet
+        # out of what eviction may free. A request that does not fit (tried again at every
+        # step) then leaves the pin table and the policy as they were.
+        pinned = self.hbm.pinned
+        newly_pinned = {req.blocks[j] for j in hbm_hits} - pinned.keys()
+        if self.hbm.free + self.hbm.evictable - len(newly_pinned) < need_new:
             return None
+        for j in hbm_hits:
+            cache.pin(HBM, req.blocks[j])
         sources = [(j, tiers[j]) for j in lower]
         self._pin_sources(req.blocks, sources)
         moves: list[Move] = []

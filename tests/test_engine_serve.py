@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from hwmodels import ExecutionModel, get_model, load_profile
+from policies.eviction.lru import LRU
 from sim.config import EngineConfig, HardwareConfig, SimConfig, TierConfig
 from sim.report import format_summary
 from sim.result import summary_json
@@ -293,3 +294,31 @@ def test_priority_serves_the_bundled_chat_traffic_ahead_of_its_agents() -> None:
         ttft[scheduler] = {c: float(np.median(requests["ttft_s"][category == c])) for c in ("chat", "agent")}
     assert ttft["priority"]["chat"] < 0.9 * ttft["fcfs"]["chat"]
     assert ttft["priority"]["agent"] > ttft["fcfs"]["agent"]
+
+
+def test_a_request_that_does_not_fit_leaves_its_prefix_hits_and_the_policy_as_they_were() -> None:
+    # A leaves its 7-block prefix cached and unpinned in 24 HBM blocks; B then holds 16 of them
+    # while it decodes. C reuses A's prefix but needs 8 more blocks: it is tried while B runs
+    # and does not fit until B ends. With HBM alone nothing is copied, so no pin can drop
+    # without a use: a policy told so would be hearing of pins taken and given back by an
+    # admission that did not go ahead.
+    class Counting(LRU):
+        unpinned = 0
+
+        def on_unpinned(self, block: int) -> None:
+            Counting.unpinned += 1
+
+    trace = Trace.from_columns(
+        arrival_s=[0.0, 1.0, 1.1],
+        input_tokens=[8 * BLOCK, 15 * BLOCK, 15 * BLOCK],
+        output_tokens=[1, 100, 1],
+        block_hashes=[chain(1), chain(2, 15), chain(1) + chain(3, 8)],
+        block_size=BLOCK,
+    )
+    result = run(SimConfig(tiers=TierConfig(hbm_blocks=24), eviction=Counting), trace)
+    assert result.summary["n_finished"] == 3
+    requests = result.requests
+    b_ends = requests["arrival_s"][1] + requests["e2e_s"][1]
+    assert requests["arrival_s"][2] + requests["queue_s"][2] >= b_ends - 1e-9  # C waited for B
+    assert requests["hbm_hit_tokens"][2] == 7 * BLOCK  # and then used A's prefix
+    assert Counting.unpinned == 0
