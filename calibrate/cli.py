@@ -123,10 +123,10 @@ def format_errors(errors: dict[str, dict[str, float]]) -> str:
 
 
 def format_e2e(rows: list[dict]) -> str:
-    lines = [f"{'end-to-end step':<48}{'measured':>12}{'predicted':>12}{'error':>9}"]
+    lines = [f"{'end-to-end step':<56}{'measured':>12}{'predicted':>12}{'error':>9}"]
     for r in rows:
         lines.append(
-            f"{r['step']:<48}{1e3 * r['measured_s']:>10.2f}ms{1e3 * r['predicted_s']:>10.2f}ms{100 * r['rel_error']:>+8.1f}%"
+            f"{r['step']:<56}{1e3 * r['measured_s']:>10.2f}ms{1e3 * r['predicted_s']:>10.2f}ms{100 * r['rel_error']:>+8.1f}%"
         )
     return "\n".join(lines)
 

@@ -1,5 +1,7 @@
 """End-to-end check on the GPU: a Llama-shaped model with random weights, timed on prefill and
-decode steps, so the calibrated execution model can be compared with a real forward pass.
+decode steps, prefill on a cached prefix (what a prefix hit leaves to compute) and chunked-prefill
+steps that mix the two, so the calibrated execution model can be compared with a real forward
+pass.
 
 The model is built from a :class:`~hwmodels.models.ModelSpec` (nothing is downloaded): per
 layer residual add + RMSNorm, fused QKV projection, rotary embedding, K and V written into a
@@ -29,6 +31,11 @@ from hwmodels.models import ModelSpec
 
 PREFILL_LENGTHS = [256, 1024, 4096, 8192]
 DECODE_POINTS = [(1, 1024), (16, 2048), (64, 1024), (32, 8192), (256, 512)]  # <= 262k cached tokens
+#: (new tokens, cached prefix tokens): a prompt whose prefix was found in the cache, the step a
+#: prefix hit leaves to compute. Its attention reads the whole prefix.
+PREFIX_POINTS = [(512, 3584), (1024, 7168), (2048, 14336), (256, 32512)]
+#: (prefill chunk, decoding sequences, their context): a chunked-prefill step, vLLM's default.
+MIXED_POINTS = [(512, 32, 2048), (1024, 64, 1024), (2048, 16, 4096)]
 ENGINES = ("compiled", "eager")
 #: (m, k, n) of a GEMM timed before and after the steps (Llama-3-8B's gate/up projection at 4096
 #: tokens, a shape every profile measures): a GPU that runs slower than when it was profiled
@@ -100,9 +107,9 @@ class RandomLlama:
         ]  # fmt: skip
         self.lm_head = w(h, spec.vocab_size)
 
-    def _layer(self, layer: dict, x, residual, k_cache, v_cache, cos, sin, decode: bool):
-        import torch.nn.functional as F
-
+    def _qkv(self, layer: dict, x, residual, cos, sin):
+        """Residual add + RMSNorm, QKV projection and rotary embedding of ``x`` (batch, tokens,
+        hidden): ``q``, ``k``, ``v`` as (batch, heads, tokens, head dim), and the residual."""
         spec, ops = self.spec, self.ops
         b, t, _ = x.shape
         q_dim, kv_dim = spec.n_q_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
@@ -111,29 +118,78 @@ class RandomLlama:
         q, k = ops.rope(
             q.view(b, t, spec.n_q_heads, spec.head_dim), k.view(b, t, spec.n_kv_heads, spec.head_dim), cos, sin
         )
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
-        # The step's K and V go into their cache slots (the last t of each sequence).
+        return (
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.view(b, t, spec.n_kv_heads, spec.head_dim).transpose(1, 2),
+            residual,
+        )
+
+    def _mlp(self, layer: dict, attn, residual):
+        """Output projection of ``attn`` (batch, tokens, q heads x head dim), residual add +
+        RMSNorm, gate/up projection, SiLU-gated product, down projection."""
+        ops = self.ops
+        x, residual = ops.add_rms_norm(attn @ layer["o"], residual, layer["norm2"])
+        return ops.silu_mul(x @ layer["gate_up"]) @ layer["down"], residual
+
+    @staticmethod
+    def _attend(q, k, v, k_cache, v_cache, decode: bool):
+        """The step's K and V written into their cache slots (the last ``t`` of each sequence),
+        then attention: a decode token over its whole cache; prefill tokens over the cached
+        prefix before them, if any, and causally over each other, in one kernel (the mask is
+        aligned to the cache's end, as flash attention aligns it for a prefix). For that mask
+        PyTorch calls its FlashAttention-2 kernel, about half as fast on an H100 as the kernel
+        it picks without one, which the profile's attention was measured with (README)."""
+        import torch.nn.functional as F
+        from torch.nn.attention.bias import causal_lower_right
+
+        t, context = q.shape[2], k_cache.shape[2]
         k_cache[:, :, -t:] = k
         v_cache[:, :, -t:] = v
         if decode:
-            k, v = k_cache, v_cache
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=not decode, enable_gqa=True)
-        x = attn.transpose(1, 2).reshape(b, t, q_dim) @ layer["o"]
-        x, residual = ops.add_rms_norm(x, residual, layer["norm2"])
-        return ops.silu_mul(x @ layer["gate_up"]) @ layer["down"], residual
+            return F.scaled_dot_product_attention(q, k_cache, v_cache, enable_gqa=True)
+        if context > t:
+            mask = causal_lower_right(t, context)
+            return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    def _rotary(self, x):
+        t = x.shape[1]
+        return x.new_ones(1, t, 1, self.spec.head_dim) * 0.5, x.new_ones(1, t, 1, self.spec.head_dim) * 0.5
 
     def step(self, x, caches, decode: bool):
         """One step over ``x`` (batch, tokens, hidden); ``caches`` holds each layer's K and V
-        (batch, kv heads, context, head dim), the step's tokens last."""
+        (batch, kv heads, context, head dim), the step's tokens last. A prefill whose cache is
+        longer than its tokens runs on top of a cached prefix."""
         import torch
 
-        t = x.shape[1]
-        cos = x.new_ones(1, t, 1, self.spec.head_dim) * 0.5
-        sin = x.new_ones(1, t, 1, self.spec.head_dim) * 0.5
+        b, t, _ = x.shape
+        cos, sin = self._rotary(x)
         residual = torch.zeros_like(x)
         for layer, (k_cache, v_cache) in zip(self.layers, caches, strict=True):
-            x, residual = self._layer(layer, x, residual, k_cache, v_cache, cos, sin, decode)
+            q, k, v, residual = self._qkv(layer, x, residual, cos, sin)
+            attn = self._attend(q, k, v, k_cache, v_cache, decode)
+            x, residual = self._mlp(layer, attn.transpose(1, 2).reshape(b, t, -1), residual)
         return (x + residual)[:, -1] @ self.lm_head
+
+    def mixed_step(self, x_prefill, x_decode, prefill_caches, decode_caches):
+        """A chunked-prefill step: one sequence's prefill chunk ``x_prefill`` (1, tokens,
+        hidden) and ``x_decode`` (batch, 1, hidden), one token per decoding sequence, run as
+        one batch of tokens through the GEMMs and elementwise kernels, as vLLM and SGLang
+        flatten a step; attention runs per part over its own caches."""
+        import torch
+
+        t, b = x_prefill.shape[1], x_decode.shape[0]
+        x = torch.cat((x_prefill, x_decode.view(1, b, -1)), dim=1)
+        cos, sin = self._rotary(x)
+        residual = torch.zeros_like(x)
+        for layer, (pk, pv), (dk, dv) in zip(self.layers, prefill_caches, decode_caches, strict=True):
+            q, k, v, residual = self._qkv(layer, x, residual, cos, sin)
+            prefill = self._attend(q[:, :, :t], k[:, :, :t], v[:, :, :t], pk, pv, decode=False)
+            decode = self._attend(*(part[:, :, t:].transpose(0, 2) for part in (q, k, v)), dk, dv, decode=True)
+            attn = torch.cat((prefill.transpose(1, 2).reshape(1, t, -1), decode.reshape(1, b, -1)), dim=1)
+            x, residual = self._mlp(layer, attn, residual)
+        return (x + residual)[0, t - 1 :] @ self.lm_head
 
 
 def _graphed(step, example):
@@ -176,8 +232,9 @@ def _kv_caches(spec: ModelSpec, layers: int, batch: int, context: int) -> list[t
 
 
 def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ...] = ENGINES) -> list[dict[str, Any]]:
-    """Median seconds of prefill steps (one sequence each) and decode steps (batch x context),
-    each replayed from a CUDA graph, for each engine."""
+    """Median seconds of prefill steps (one sequence each, from scratch and on a cached
+    prefix), chunked-prefill steps (a prefill chunk with decodes) and decode steps (batch x
+    context), each replayed from a CUDA graph, for each engine."""
     import torch
 
     layers = n_layers or spec.n_layers
@@ -201,6 +258,34 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
                         "seconds": seconds,
                     }
                 )
+            for seq, prefix in PREFIX_POINTS:
+                caches = _kv_caches(spec, layers, 1, prefix + seq)
+                sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+                run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=False), sets[0])
+                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                del run, caches
+                records.append(
+                    {"op": "e2e_prefix_prefill", "engine": engine, "model": spec.name, "layers": layers,
+                     "seq": seq, "prefix": prefix, "seconds": seconds}
+                )  # fmt: skip
+            for seq, batch, ctx in MIXED_POINTS:
+                prefill_caches = _kv_caches(spec, layers, 1, seq)
+                decode_caches = _kv_caches(spec, layers, batch, ctx + 1)
+                sets = [
+                    torch.randn(1, seq + batch, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)
+                ]
+
+                def mixed(x, m=model, pc=prefill_caches, dc=decode_caches, seq=seq, batch=batch):
+                    return m.mixed_step(x[:, :seq], x[0, seq:].view(batch, 1, -1), pc, dc)
+
+                run = _graphed(mixed, sets[0])
+                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                del run, prefill_caches, decode_caches
+                torch.cuda.empty_cache()
+                records.append(
+                    {"op": "e2e_mixed", "engine": engine, "model": spec.name, "layers": layers,
+                     "seq": seq, "batch": batch, "ctx": ctx, "seconds": seconds}
+                )  # fmt: skip
             for batch, ctx in DECODE_POINTS:
                 caches = _kv_caches(spec, layers, batch, ctx + 1)
                 sets = [torch.randn(batch, 1, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]

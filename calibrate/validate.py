@@ -43,11 +43,18 @@ def validate(profile_dir: Path) -> dict[str, Any]:
             if r["op"] == "e2e_prefill":
                 predicted = model.iteration_s([r["seq"]], [0], 0, 0)
                 step = f"{r['model']} {engine} prefill {r['seq']} tokens"
+            elif r["op"] == "e2e_prefix_prefill":
+                predicted = model.iteration_s([r["seq"]], [r["prefix"]], 0, 0)
+                step = f"{r['model']} {engine} prefill {r['seq']} on {r['prefix']} cached"
+            elif r["op"] == "e2e_mixed":
+                predicted = model.iteration_s([r["seq"]], [0], r["batch"], r["batch"] * r["ctx"])
+                step = f"{r['model']} {engine} chunk {r['seq']} + decode {r['batch']} x {r['ctx']}"
             else:
                 predicted = model.iteration_s([], [], r["batch"], r["batch"] * r["ctx"])
                 step = f"{r['model']} {engine} decode batch {r['batch']} ctx {r['ctx']}"
             report["end_to_end"].append(
                 {
+                    "op": r["op"],
                     "engine": engine,
                     "model": r["model"],
                     "step": step,

@@ -50,3 +50,39 @@ def test_compiled_and_eager_engines_compute_the_same_step(batch: int, tokens: in
 def test_an_unknown_engine_is_refused() -> None:
     with pytest.raises(ValueError, match="compiled, eager"):
         RandomLlama(TINY, 1, "tensorrt", device="cpu")
+
+
+def _inputs(batch: int, tokens: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, tokens, TINY.hidden_size, generator=g, dtype=torch.bfloat16)
+
+
+def _close(got, want) -> bool:
+    got, want = got.float(), want.float()
+    return bool((got - want).abs().max() <= 0.05 * want.abs().mean())
+
+
+def test_a_prefill_on_a_cached_prefix_computes_what_the_whole_prefill_does() -> None:
+    # The last 16 of 48 tokens, run on the K and V the first 32 left in the cache, give the same
+    # logits as the 48 run together: the new tokens see the whole prefix and each other causally.
+    model, x = _model("eager"), _inputs(1, 48, 3)
+    with torch.inference_mode():
+        caches = _caches(1, 48)
+        whole = model.step(x, caches, decode=False)
+        on_prefix = model.step(x[:, 32:], caches, decode=False)
+        # Without its prefix (a cache of its own length) the same tokens give other logits.
+        alone = model.step(x[:, 32:], _caches(1, 16), decode=False)
+    assert _close(on_prefix, whole)
+    assert not _close(alone, whole)
+
+
+def test_a_chunked_prefill_step_computes_what_its_prefill_and_decodes_do_apart() -> None:
+    model = _model("eager")
+    chunk, decodes = _inputs(1, 24, 4), _inputs(3, 1, 5)
+    with torch.inference_mode():
+        apart = torch.cat(
+            (model.step(chunk, _caches(1, 24), decode=False), model.step(decodes, _caches(3, 17), decode=True))
+        )
+        together = model.mixed_step(chunk, decodes, _caches(1, 24), _caches(3, 17))
+    assert together.shape == (4, TINY.vocab_size)
+    assert _close(together, apart)
