@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hwmodels.calibrated import CalibratedProfile, _key
+from hwmodels.calibrated import DEFAULT_SMS, CalibratedProfile, _key, wave_fill
 from hwmodels.gpus import get_gpu
 
 
@@ -59,7 +59,10 @@ def _fit_gemm(records: list[dict]) -> dict[str, Any]:
     }
 
 
-def _fit_prefill(records: list[dict]) -> dict[str, Any]:
+def _fit_prefill(records: list[dict], sms: int) -> dict[str, Any]:
+    """Per head configuration: causal attention of the new tokens interpolated in log space
+    by their count, and attention over a cached prefix as ``a + b * work / fill`` (work = new
+    x prefix tokens, fill = :func:`~hwmodels.calibrated.wave_fill`)."""
     out = {}
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -72,11 +75,11 @@ def _fit_prefill(records: list[dict]) -> dict[str, Any]:
         if crossed:
             own = np.exp(np.interp(np.log([r["seq"] for r in crossed]), log_seq, log_s))
             extra = np.maximum(np.array([r["seconds"] for r in crossed]) - own, 1e-7)
-            feats = np.array([[1.0, r["seq"] * r["prefix"]] for r in crossed])
+            feats = np.array([[1.0, r["seq"] * r["prefix"] / wave_fill(r["seq"], r["q_heads"], sms)] for r in crossed])
             a, b = _relative_lstsq(feats, extra)
         else:
             a, b = 0.0, 0.0
-        out[key] = {"log_seq": log_seq, "log_s": log_s, "cross": [float(a), float(b)]}
+        out[key] = {"log_seq": log_seq, "log_s": log_s, "cross_waves": [float(a), float(b)]}
     return out
 
 
@@ -159,7 +162,7 @@ def fit_profile(raw: dict[str, Any], *, name: str, gpu: str) -> dict[str, Any]:
         "gpu": gpu,
         "environment": raw["environment"],
         "gemm": _fit_gemm(of("gemm")),
-        "prefill": _fit_prefill(of("prefill_attention")),
+        "prefill": _fit_prefill(of("prefill_attention"), int(raw["environment"].get("multiprocessors", DEFAULT_SMS))),
         "decode": _fit_decode(of("decode_attention")),
         "copy": _fit_copies(of("copy")),
         "elementwise": _fit_elementwise(of("elementwise")),

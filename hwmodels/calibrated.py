@@ -57,6 +57,25 @@ def _loglog(x: ArrayLike, xs: list[float], ys: list[float]) -> ArrayLike:
     return out if out.ndim else float(out)
 
 
+QUERY_TILE = 128  # query rows per thread block of flash-style prefill kernels at head dim 128
+DEFAULT_SMS = 132  # H100 and H200
+
+
+def wave_fill(new_tokens: ArrayLike, q_heads: int, sms: int) -> ArrayLike:
+    """Share of the GPU's thread-block slots a prefill's attention keeps busy.
+
+    Flash-style kernels (FlashAttention, cuDNN) run one thread block per (query tile, query
+    head), one per SM at head dim 128, in waves of ``sms`` blocks. Attention over a long
+    cached prefix is nearly all full tiles, so its time is its work over the throughput of
+    the blocks that run: 256 new tokens of 32 heads make 64 blocks, half an H100's 132 SMs,
+    and take twice as long per unit of work as 512 tokens do (measured: 350 against 660
+    TFLOP/s); 768 tokens make 192 blocks, a wave and a half. A conversation's next turn on a
+    long cached history is that case.
+    """
+    blocks = np.ceil(np.maximum(np.asarray(new_tokens, dtype=np.float64), 1.0) / QUERY_TILE) * q_heads
+    return blocks / (np.ceil(blocks / sms) * sms)
+
+
 @dataclass(frozen=True)
 class CalibratedProfile:
     name: str
@@ -112,16 +131,30 @@ class CalibratedProfile:
         return table[_key(*best)], q_heads / best[0]
 
     def attention_prefill_s(
-        self, seq_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int, prefix_len: ArrayLike = 0
+        self,
+        seq_len: ArrayLike,
+        q_heads: int,
+        kv_heads: int,
+        head_dim: int,
+        prefix_len: ArrayLike = 0,
+        step_new_tokens: float | None = None,
     ) -> ArrayLike:
         p, scale = self._heads(self.params["prefill"], q_heads, kv_heads, head_dim)
         seq = np.maximum(np.asarray(seq_len, dtype=np.float64), 1.0)
         prefix = np.asarray(prefix_len, dtype=np.float64)
-        causal = _loglog(seq, p["log_seq"], p["log_s"])
-        a, b = p["cross"]
-        cross = np.where(prefix > 0, a + b * seq * prefix, 0.0)
-        out = scale * (causal + cross)
+        causal = scale * _loglog(seq, p["log_seq"], p["log_s"])
+        if "cross_waves" in p:
+            a, b = p["cross_waves"]
+            fill = wave_fill(seq if step_new_tokens is None else step_new_tokens, q_heads, self._sms())
+            cross = a + b * scale * seq * prefix / fill
+        else:  # a profile fitted before the wave model: linear in the work
+            a, b = p["cross"]
+            cross = scale * (a + b * seq * prefix)
+        out = causal + np.where(prefix > 0, cross, 0.0)
         return out if np.ndim(out) else float(out)
+
+    def _sms(self) -> int:
+        return int(self.params.get("environment", {}).get("multiprocessors", DEFAULT_SMS))
 
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int

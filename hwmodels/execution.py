@@ -93,7 +93,9 @@ class ExecutionModel:
         if len(prefill_new_tokens):
             new = np.asarray(prefill_new_tokens, dtype=np.float64)
             prefix = np.asarray(prefill_prefix_tokens, dtype=np.float64)
-            attention += float(np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, hd, prefix)))
+            attention += float(
+                np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, hd, prefix, float(new.sum())))
+            )
         if n_decode:
             attention += float(
                 self.profile.attention_decode_s(n_decode, decode_context_sum / n_decode, q_heads, kv_heads, hd)

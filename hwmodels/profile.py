@@ -43,8 +43,13 @@ class GpuProfile(Protocol):
         kv_heads: int,
         head_dim: int,
         prefix_len: ArrayLike = 0,
+        step_new_tokens: float | None = None,
     ) -> ArrayLike:
-        """Causal attention of ``seq_len`` new tokens over ``prefix_len`` cached + themselves."""
+        """Causal attention of ``seq_len`` new tokens over ``prefix_len`` cached + themselves.
+
+        ``step_new_tokens``, where given, is the new tokens of every prefill sequence in the
+        step: one kernel runs them together, so how full the GPU is depends on them all.
+        """
 
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
@@ -119,8 +124,10 @@ class DatasheetProfile:
         kv_heads: int,
         head_dim: int,
         prefix_len: ArrayLike = 0,
+        step_new_tokens: float | None = None,
     ) -> ArrayLike:
-        # Each new token attends to the prefix and, causally, to half of the new tokens.
+        # Each new token attends to the prefix and, causally, to half of the new tokens. A
+        # roofline has no notion of how full the GPU is: step_new_tokens does not enter.
         keys_per_query = prefix_len + (seq_len + 1) / 2.0
         flops = 4.0 * q_heads * head_dim * seq_len * keys_per_query
         nbytes = 2.0 * (2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim)
