@@ -309,8 +309,8 @@ class Replica:
         chunk = min(req.prompt_target - hit_tokens, budget) if not lower else 0
         need_new = len(lower) + req.kv_blocks_for(hit_tokens + chunk) - m
         # Room is checked before the hits are pinned: pinning them takes those not pinned yet
-        # out of what eviction may free. A request that does not fit (tried again at every
-        # step) then leaves the pin table and the policy as they were.
+        # out of what eviction may free. A request that does not fit (tried again at later
+        # steps) then leaves the pin table and the policy as they were.
         pinned = self.hbm.pinned
         newly_pinned = {req.blocks[j] for j in hbm_hits} - pinned.keys()
         if self.hbm.free + self.hbm.evictable - len(newly_pinned) < need_new:

@@ -1,8 +1,9 @@
 """Whole-file reading of regular JSON-lines traces by Arrow.
 
-Alibaba's Bailian traces run to millions of lines of a hundred 16-token block hashes each;
-checked value by value in Python that is minutes, where Arrow's JSON reader takes seconds. A
-file is read here only when Arrow can take it exactly as the row reader would: every field
+Alibaba's Bailian traces run to millions of lines of a hundred 16-token block hashes each.
+Checked value by value in Python, 100,000 such lines take 4.4 s here; Arrow's JSON reader and
+the checks below, done on whole columns, take 1.6 s. A file is read here only when Arrow can
+take it exactly as the row reader would: every field
 present and of its type, no nulls, one object per line. Anything else returns ``None``, and
 the caller reads the file again row by row, which names the line and field of the problem
 (or accepts what Arrow is stricter about, such as a count written ``700.0``).
