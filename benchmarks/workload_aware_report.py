@@ -224,6 +224,25 @@ def dead_block_oracle_bound(trace: Trace, capacities: list[int]) -> dict[int, fl
     return out
 
 
+def dead_in_final_turn(trace: Trace) -> float | None:
+    """Share of the last accesses of blocks (after which a block is dead) that fall in their
+    session's final turn, or ``None`` where the trace has no sessions. Near 1, a block dies
+    because its conversation ended, and an online policy can tell that only if something it
+    sees predicts the end of a conversation."""
+    if (trace.session_id < 0).all():
+        return None
+    per_access = np.diff(trace.block_offsets)
+    session = np.repeat(trace.session_id, per_access)
+    turn = np.repeat(trace.turn, per_access)
+    final_turn = pd.Series(trace.turn).groupby(trace.session_id).max()
+    keys = trace.block_hashes
+    _, last_from_end = np.unique(keys[::-1], return_index=True)
+    last = len(keys) - 1 - last_from_end
+    in_session = session[last] >= 0
+    is_final = turn[last] == final_turn.reindex(session[last]).to_numpy()
+    return float((is_final & in_session).sum() / len(last))
+
+
 def reused_share(trace: Trace) -> float:
     """Share of the distinct blocks accessed more than once."""
     _, counts = np.unique(trace.block_hashes, return_counts=True)
@@ -550,6 +569,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{lru_there:.4f}): {verdict}.",
                 "",
             ]
+            final_share = dead_in_final_turn(loads[name][0])
+            if final_share is not None:
+                oracle = dead_block_oracle_bound(loads[name][0], [int(capacity)])[int(capacity)]
+                md += [
+                    f"What LRU misses there is what a dead-block predictor would win: LRU told at each access "
+                    f"whether the block is ever used again reaches {oracle:.4f}. Of the blocks' last uses, "
+                    f"{final_share:.1%} fall in their session's final turn: a block dies when its "
+                    "conversation ends. The session generator (`traces/generators/sessions.py`) draws a "
+                    "session's number of turns geometrically, so no turn is likelier than another to be "
+                    "the last; what is left to tell blocks apart is their age, by which LRU already "
+                    "ranks them.",
+                    "",
+                ]
             apart = hits_apart_by_class(loads[name][0], int(capacity))
             md += [
                 f"Where it parts from LRU on {name} at {int(capacity):,} blocks: the hits only one of the two "
