@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from traces.readers._rows import GZIP_ERRORS, UTF8_BOM, open_binary
+from traces.readers._rows import GZIP_ERRORS, INT32_MAX, UTF8_BOM, open_binary
 
 # Arrow reads a file in blocks and a line may not straddle two: long enough for a prompt of
 # some 400,000 hashes on one line.
@@ -58,6 +58,19 @@ def _object_lines(data: bytes) -> int:
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
     return sum(1 for line in data.split(b"\n") if line.strip())
+
+
+def requests_are_regular(
+    times: np.ndarray, n_in: np.ndarray, n_out: np.ndarray, offsets: np.ndarray, block: int
+) -> bool:
+    """The checks every JSON-lines row reader makes of a request, on whole columns: times
+    finite and in order, token counts in range, at most one hash per (partial) block."""
+    return bool(
+        np.isfinite(times).all()
+        and (np.diff(times) >= 0).all()
+        and ((n_in >= 1) & (n_in <= INT32_MAX) & (n_out >= 0) & (n_out <= INT32_MAX)).all()
+        and (np.diff(offsets) <= -(-n_in // block)).all()
+    )
 
 
 def list_offsets(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

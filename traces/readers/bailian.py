@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from traces.readers._arrow_json import list_offsets, read_regular
+from traces.readers._arrow_json import list_offsets, read_regular, requests_are_regular
 from traces.readers._builder import ColumnBuilder
 from traces.readers._rows import (
     INT32_MAX,
@@ -71,15 +71,12 @@ def _read_regular(path: Path, block: int) -> Trace | None:
     kinds = table.column("type").to_pylist()
     offsets, hashes = list_offsets(table.column("hash_ids"))
     regular = (
-        (chat >= 0).all()
+        requests_are_regular(t, n_in, n_out, offsets, block)
+        and (chat >= 0).all()
         and ((parent >= 0) | (parent == -1)).all()
-        and np.isfinite(t).all()
-        and (np.diff(t) >= 0).all()
-        and ((n_in >= 1) & (n_in <= INT32_MAX) & (n_out >= 0) & (n_out <= INT32_MAX)).all()
         and ((turn >= 0) & (turn <= INT32_MAX)).all()
         and all(kinds)
         and len(np.unique(chat)) == len(chat)
-        and (np.diff(offsets) <= -(-n_in // block)).all()
     )
     if not regular:
         return None

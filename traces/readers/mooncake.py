@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from traces.readers._arrow_json import list_offsets, read_regular
+from traces.readers._arrow_json import list_offsets, read_regular, requests_are_regular
 from traces.readers._builder import ColumnBuilder
 from traces.readers._rows import (
-    INT32_MAX,
     LineError,
     as_count,
     as_hash_list,
@@ -58,13 +57,7 @@ def _read_regular(path: Path, block: int) -> Trace | None:
     n_in = table.column("input_length").to_numpy()
     n_out = table.column("output_length").to_numpy()
     offsets, hashes = list_offsets(table.column("hash_ids"))
-    regular = (
-        np.isfinite(stamp_ms).all()
-        and (np.diff(stamp_ms) >= 0).all()
-        and ((n_in >= 1) & (n_in <= INT32_MAX) & (n_out >= 0) & (n_out <= INT32_MAX)).all()
-        and (np.diff(offsets) <= -(-n_in // block)).all()
-    )
-    if not regular:
+    if not requests_are_regular(stamp_ms, n_in, n_out, offsets, block):
         return None
     n = len(n_in)
     return Trace.from_columns(
