@@ -5,7 +5,8 @@ pass.
 
 The model is built from a :class:`~hwmodels.models.ModelSpec` (nothing is downloaded): per
 layer residual add + RMSNorm, fused QKV projection, rotary embedding, K and V written into a
-KV cache, GQA attention through ``scaled_dot_product_attention``, output projection, residual
+KV cache, GQA attention (``scaled_dot_product_attention``; on a cached prefix, the prefix and the
+new tokens as two fused kernels merged, see ``RandomLlama._attend``), output projection, residual
 add + RMSNorm, fused gate/up projection, SiLU-gated product, down projection; then the LM head
 on the last token of each sequence. That is the work ``ExecutionModel`` prices, op for op.
 
@@ -18,7 +19,8 @@ assume something: the small memory-bound ops between the GEMMs.
 * ``eager``: the same code op by op, as a plain PyTorch / Hugging Face model runs it (some 20
   small kernels a layer). It shows what an unfused engine pays on top.
 
-GEMMs (cuBLAS) and attention (SDPA's flash kernels) are the same in both.
+GEMMs (cuBLAS) and attention (SDPA's and cuDNN's flash kernels) are the same in both; the merge
+of a prefix's two attention parts is an elementwise op like the others (one kernel compiled).
 """
 
 from __future__ import annotations
@@ -71,6 +73,79 @@ def _silu_mul(gate_up):
     return F.silu(gate) * up
 
 
+def partial_attention(q, k, v, causal: bool):
+    """Attention of ``q`` over one part of its keys, with the log-sum-exp of its scores, so that
+    parts can be merged (:func:`merge_attention`). ``q`` is (batch, q heads, tokens, head dim),
+    ``k`` and ``v`` (batch, kv heads, length, head dim); ``causal`` aligns the mask to the top
+    left (the part is the new tokens themselves). Returns the output as ``q``'s shape and the
+    log-sum-exp as (batch, q heads, tokens, 1) in fp32.
+
+    On a GPU this is cuDNN's fused attention (PyTorch's ``_scaled_dot_product_cudnn_attention``,
+    the kernel ``scaled_dot_product_attention`` itself picks on Hopper without a mask, which
+    takes grouped K and V as they are); elsewhere, the same function written out (the CPU tests).
+    """
+    import torch
+
+    if q.is_cuda:
+        out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False)
+        return out[0], out[1].view(*q.shape[:3], 1)
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1).float(), v.repeat_interleave(group, dim=1).float()
+    scores = q.float() @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if causal:
+        t, n = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(t, n, dtype=torch.bool).triu(1), float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return (torch.exp(scores - lse) @ v).to(q.dtype), lse
+
+
+def check_prefix_attention(spec: ModelSpec, new_tokens: int = 256, prefix: int = 768, device: str = "cuda") -> float:
+    """Largest difference, relative to the output's largest value, between prefix attention
+    run in two parts and merged and the same attention in one call with the mask aligned to the
+    cache's end; raises if it exceeds 2 %. The GPU path rests on a PyTorch-internal operator:
+    if a PyTorch release changes what it returns, this fails before anything is timed."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+
+    g = torch.Generator(device=device).manual_seed(0)
+    shape = (1, spec.n_q_heads, new_tokens, spec.head_dim)
+    q = torch.randn(*shape, generator=g, device=device, dtype=torch.bfloat16)
+    k, v = (
+        torch.randn(1, spec.n_kv_heads, prefix + new_tokens, spec.head_dim, generator=g, device=device,
+                    dtype=torch.bfloat16)
+        for _ in range(2)
+    )  # fmt: skip
+    with torch.inference_mode():
+        parts = [
+            partial_attention(q, k[:, :, :prefix], v[:, :, :prefix], causal=False),
+            partial_attention(q, k[:, :, prefix:], v[:, :, prefix:], causal=True),
+        ]
+        merged = merge_attention(*parts[0], *parts[1]).float()
+        whole = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=causal_lower_right(new_tokens, prefix + new_tokens), enable_gqa=True
+        ).float()
+    error = float((merged - whole).abs().max() / whole.abs().max())
+    if error > 0.02:
+        raise RuntimeError(
+            f"prefix attention in two parts differs from one call by {100 * error:.1f} % of its largest value "
+            f"({spec.name}, {new_tokens} new tokens on {prefix}): calibrate.e2e.partial_attention needs fixing "
+            "for this PyTorch"
+        )
+    return error
+
+
+def merge_attention(out_a, lse_a, out_b, lse_b):
+    """Attention over two parts of the keys, from each part's output and log-sum-exp: each is
+    weighted by its share of the softmax's denominator (the merge that split-KV and cascade
+    attention kernels end with)."""
+    import torch
+
+    top = torch.maximum(lse_a, lse_b)
+    weight_a, weight_b = torch.exp(lse_a - top), torch.exp(lse_b - top)
+    return ((out_a.float() * weight_a + out_b.float() * weight_b) / (weight_a + weight_b)).to(out_a.dtype)
+
+
 class _Ops:
     """The elementwise ops of a layer, eager or fused by ``torch.compile``."""
 
@@ -83,9 +158,13 @@ class _Ops:
             def compile_(fn: Callable) -> Callable:
                 return torch.compile(fn, dynamic=True, fullgraph=True)
 
-            self.add_rms_norm, self.rope, self.silu_mul = map(compile_, (_add_rms_norm, _rope, _silu_mul))
+            self.add_rms_norm, self.rope, self.silu_mul, self.merge_attention = map(
+                compile_, (_add_rms_norm, _rope, _silu_mul, merge_attention)
+            )
         else:
-            self.add_rms_norm, self.rope, self.silu_mul = _add_rms_norm, _rope, _silu_mul
+            self.add_rms_norm, self.rope, self.silu_mul, self.merge_attention = (
+                _add_rms_norm, _rope, _silu_mul, merge_attention
+            )  # fmt: skip
 
 
 class RandomLlama:
@@ -132,16 +211,19 @@ class RandomLlama:
         x, residual = ops.add_rms_norm(attn @ layer["o"], residual, layer["norm2"])
         return ops.silu_mul(x @ layer["gate_up"]) @ layer["down"], residual
 
-    @staticmethod
-    def _attend(q, k, v, k_cache, v_cache, decode: bool):
+    def _attend(self, q, k, v, k_cache, v_cache, decode: bool):
         """The step's K and V written into their cache slots (the last ``t`` of each sequence),
-        then attention: a decode token over its whole cache; prefill tokens over the cached
-        prefix before them, if any, and causally over each other, in one kernel (the mask is
-        aligned to the cache's end, as flash attention aligns it for a prefix). For that mask
-        PyTorch calls its FlashAttention-2 kernel, about half as fast on an H100 as the kernel
-        it picks without one, which the profile's attention was measured with (README)."""
+        then attention: a decode token over its whole cache; prefill tokens causally over each
+        other and, if the cache holds a prefix before them, over that prefix.
+
+        On a prefix the two parts run as two fused kernels (the prefix in full, the new tokens
+        causally) merged by their log-sum-exps. One kernel with the mask aligned to the cache's
+        end is what FlashAttention-3 and FlashInfer run in vLLM and SGLang, but PyTorch has no
+        kernel of that class for such a mask: for it SDPA calls FlashAttention-2, which ran at
+        215-340 TFLOP/s on an H100 where cuDNN's Hopper kernel, which the profile's attention
+        was measured with, ran the two parts at 375-630 (``benchmarks/gpu_prefix_kernels.py``,
+        2026-11-23)."""
         import torch.nn.functional as F
-        from torch.nn.attention.bias import causal_lower_right
 
         t, context = q.shape[2], k_cache.shape[2]
         k_cache[:, :, -t:] = k
@@ -149,8 +231,10 @@ class RandomLlama:
         if decode:
             return F.scaled_dot_product_attention(q, k_cache, v_cache, enable_gqa=True)
         if context > t:
-            mask = causal_lower_right(t, context)
-            return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)
+            prefix = context - t
+            out_prefix, lse_prefix = partial_attention(q, k_cache[:, :, :prefix], v_cache[:, :, :prefix], causal=False)
+            out_new, lse_new = partial_attention(q, k_cache[:, :, prefix:], v_cache[:, :, prefix:], causal=True)
+            return self.ops.merge_attention(out_prefix, lse_prefix, out_new, lse_new)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
     def _rotary(self, x):
@@ -238,6 +322,7 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
     import torch
 
     layers = n_layers or spec.n_layers
+    check_prefix_attention(spec)
     records: list[dict[str, Any]] = [_reference_gemm("before")]
     for engine in engines:
         model = RandomLlama(spec, layers, engine)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from hwmodels.models import MODELS, ModelSpec
 
 # Token counts per GEMM: powers of two to fit, in-between values held out. 544, 1,088 and 2,064
-# are not multiples of the 128-row tile (a chunk with some decodes, as engine steps are): they
-# check the tile rounding of ``hwmodels.calibrated.tile_rows``, which the shipped profiles'
-# measurements (from before these were added) could not.
+# are not multiples of 128 (a chunk with some decodes, as engine steps are): they check the row
+# rounding of ``hwmodels.calibrated.tile_rows``.
 GEMM_M_FIT = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 GEMM_M_HELDOUT = [3, 24, 96, 384, 544, 1088, 1536, 2064, 6144, 12288]
 

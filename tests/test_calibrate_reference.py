@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calibrate.e2e import RandomLlama  # noqa: E402
+from calibrate import e2e  # noqa: E402
+from calibrate.e2e import RandomLlama, check_prefix_attention, merge_attention, partial_attention  # noqa: E402
 from hwmodels.models import ModelSpec  # noqa: E402
 
 TINY = ModelSpec("tiny", n_layers=2, hidden_size=128, n_q_heads=4, n_kv_heads=2, head_dim=32,
@@ -31,7 +32,9 @@ def _model(engine: str) -> RandomLlama:
     return RandomLlama(TINY, TINY.n_layers, engine, device="cpu")
 
 
-@pytest.mark.parametrize(("batch", "tokens", "context", "decode"), [(1, 48, 48, False), (3, 1, 17, True)])
+@pytest.mark.parametrize(
+    ("batch", "tokens", "context", "decode"), [(1, 48, 48, False), (1, 16, 48, False), (3, 1, 17, True)]
+)
 def test_compiled_and_eager_engines_compute_the_same_step(batch: int, tokens: int, context: int, decode: bool) -> None:
     eager, compiled = _model("eager"), _model("compiled")
     x = torch.randn(batch, tokens, TINY.hidden_size, generator=torch.Generator().manual_seed(2), dtype=torch.bfloat16)
@@ -86,3 +89,33 @@ def test_a_chunked_prefill_step_computes_what_its_prefill_and_decodes_do_apart()
         together = model.mixed_step(chunk, decodes, _caches(1, 24), _caches(3, 17))
     assert together.shape == (4, TINY.vocab_size)
     assert _close(together, apart)
+
+
+def test_attention_in_two_merged_parts_is_attention_over_the_whole() -> None:
+    # 5 new tokens on a prefix of 7: the prefix part in full and the new tokens causally,
+    # merged, give what one masked softmax over all 12 keys gives.
+    g = torch.Generator().manual_seed(6)
+    q = torch.randn(1, 4, 5, 8, generator=g)
+    k, v = torch.randn(1, 2, 12, 8, generator=g), torch.randn(1, 2, 12, 8, generator=g)
+    merged = merge_attention(
+        *partial_attention(q, k[:, :, :7], v[:, :, :7], causal=False),
+        *partial_attention(q, k[:, :, 7:], v[:, :, 7:], causal=True),
+    )
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q @ kk.transpose(-1, -2)) / 8**0.5
+    visible = torch.ones(5, 12, dtype=torch.bool).tril(7)  # token i sees the prefix and new tokens <= i
+    want = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1) @ vv
+    assert torch.allclose(merged, want, atol=1e-5)
+    # Each part alone is not the answer: the merge's weights matter.
+    assert not torch.allclose(partial_attention(q, k[:, :, 7:], v[:, :, 7:], causal=True)[0], want, atol=1e-2)
+
+
+def test_the_prefix_attention_check_passes_the_merge_and_fails_a_wrong_one(monkeypatch) -> None:
+    assert check_prefix_attention(TINY, new_tokens=16, prefix=40, device="cpu") < 0.02
+
+    def unweighted(out_a, lse_a, out_b, lse_b):  # averages the parts, ignoring their weights
+        return ((out_a.float() + out_b.float()) / 2).to(out_a.dtype)
+
+    monkeypatch.setattr(e2e, "merge_attention", unweighted)
+    with pytest.raises(RuntimeError, match="differs from one call"):
+        check_prefix_attention(TINY, new_tokens=16, prefix=40, device="cpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from hwmodels import ExecutionModel, GpuProfile, get_model, load_profile
 from hwmodels.calibrated import PROFILES_DIR, load_calibrated_profile
 
 H100 = PROFILES_DIR / "h100-sxm-calibrated"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +72,9 @@ def test_held_out_predictions_are_within_ten_percent(profile: str, operation: st
 @pytest.mark.parametrize("profile", ["h100-sxm-calibrated", "h200-calibrated"])
 def test_whole_engine_steps_of_a_compiled_engine_are_predicted_within_ten_percent(profile: str) -> None:
     """The execution model composes the fitted kernels into steps; on the GPU a random-weight
-    Llama-3-8B, fused as serving engines run it, was timed step by step (``e2e.json``). The
-    model never saw those steps, so this checks the composition, not the fit.
-
-    Prefill from scratch and decode steps. The prefix and chunked-prefill steps measured on
-    the H100 are reported by ``validate`` but not held to this; the README says why: the
-    prefix steps' lower-right causal mask made PyTorch call its FlashAttention-2 kernel (some
-    210-310 TFLOP/s implied, half of what the profile gives for the same shapes), and the
-    chunked-prefill steps chose the GEMM tile size (``tile_rows``), so they are no independent
-    check of it."""
+    Llama-3-8B and Qwen-2.5-7B, fused as serving engines run them, were timed step by step
+    (``e2e.json``). The model never saw those steps, so this checks the composition, not the
+    fit: prefill from scratch and decode steps to a 5 % median and 10 % at most."""
     from calibrate.validate import validate
 
     report = validate(PROFILES_DIR / profile)["end_to_end"]
@@ -87,6 +83,25 @@ def test_whole_engine_steps_of_a_compiled_engine_are_predicted_within_ten_percen
     errors = np.abs([s["rel_error"] for s in steps])
     assert np.median(errors) <= 0.05
     assert errors.max() <= 0.10
+
+
+@pytest.mark.parametrize("profile", ["h100-sxm-calibrated", "h200-calibrated"])
+def test_steps_on_a_cached_prefix_and_chunked_prefill_steps_are_predicted_within_twelve_percent(profile: str) -> None:
+    """Steps that are neither: prefill on a cached prefix (its attention run as the prefix and
+    the new tokens apart, merged) and chunked prefill (a chunk and decodes as one batch), to an
+    8 % median and 12 % at most. Looser than above, for two reasons the README measures: the
+    merge costs the harness 1-2 % of such a step, which a one-kernel engine does not pay
+    and the model does not price, and cuBLAS's cost at unaligned row counts is only
+    approximated by 64-row rounding (about 5 % a GEMM)."""
+    from calibrate.validate import validate
+
+    report = validate(PROFILES_DIR / profile)["end_to_end"]
+    steps = [s for s in report if s["engine"] == "compiled" and s["op"] in ("e2e_prefix_prefill", "e2e_mixed")]
+    assert {s["op"] for s in steps} == {"e2e_prefix_prefill", "e2e_mixed"}
+    assert len(steps) >= 14
+    errors = np.abs([s["rel_error"] for s in steps])
+    assert np.median(errors) <= 0.08
+    assert errors.max() <= 0.12
 
 
 def test_the_fit_never_sees_held_out_points(raw: dict) -> None:
@@ -215,9 +230,39 @@ def test_a_profile_fitted_before_the_wave_model_keeps_its_linear_prefix_cost(tmp
 
 
 def test_a_gemm_of_any_row_count_costs_its_whole_tiles() -> None:
-    # 544 rows (a 512-token chunk with 32 decodes) run five 128-row tiles, as 640 rows do;
-    # below one tile the weights' reading dominates and the row count is kept.
+    # 544 rows (a 512-token chunk with 32 decodes) are priced as nine 64-row tiles, as 576
+    # rows are; below 128 rows the weights' reading dominates and the row count is kept.
     profile = load_profile("h100-sxm-calibrated")
-    assert profile.gemm_s(544, 4096, 28672) == profile.gemm_s(640, 4096, 28672)
-    assert profile.gemm_s(544, 4096, 28672) > profile.gemm_s(512, 4096, 28672) * 1.15
+    assert profile.gemm_s(544, 4096, 28672) == profile.gemm_s(576, 4096, 28672)
+    assert profile.gemm_s(544, 4096, 28672) > profile.gemm_s(512, 4096, 28672) * 1.05
+    assert profile.gemm_s(130, 4096, 28672) == profile.gemm_s(192, 4096, 28672)
     assert profile.gemm_s(100, 4096, 28672) < profile.gemm_s(128, 4096, 28672)
+
+
+#: GEMMs timed at row counts that are not multiples of 128, by neither profile's fit: the H100's
+#: by ``benchmarks/gpu_prefix_kernels.py``, the H200's by a full ``kvsim-calibrate run`` whose
+#: microbenchmarks were not fitted (README says why), both on 2026-11-23.
+UNALIGNED_GEMMS = {
+    "h100-sxm-calibrated": ROOT / "benchmarks" / "results" / "gpu_prefix_kernels_h100_2026-11-23.json",
+    "h200-calibrated": PROFILES_DIR / "h200-calibrated" / "raw-2026-11-23-unfitted.json",
+}
+
+
+@pytest.mark.parametrize("profile", sorted(UNALIGNED_GEMMS))
+def test_gemms_of_unaligned_row_counts_cost_what_the_tile_rounding_says(profile: str) -> None:
+    """From an aligned row count to the unaligned one just past it (512 -> 544, 1,024 -> 1,088,
+    2,048 -> 2,064), the profile's predicted ratio is the measured one to a median 6 %. Pricing
+    them at whole 128-row tiles misses by 7.0 % on the H100; by the row count alone, 5.3 % on
+    the H200 (measured the same way)."""
+    data = json.loads(UNALIGNED_GEMMS[profile].read_text())
+    records = data.get("gemm") or [r for r in data["records"] if r["op"] == "gemm"]
+    seconds = {(r["m"], r["k"], r["n"]): r["seconds"] for r in records}
+    aligned = {544: 512, 1088: 1024, 2064: 2048}
+    p = load_profile(profile)
+    errors = [
+        p.gemm_s(m, k, n) / p.gemm_s(aligned[m], k, n) / (s / seconds[aligned[m], k, n]) - 1
+        for (m, k, n), s in seconds.items()
+        if m in aligned and (aligned[m], k, n) in seconds
+    ]
+    assert len(errors) >= 3 * 15
+    assert np.median(np.abs(errors)) <= 0.06
