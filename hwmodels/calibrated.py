@@ -71,8 +71,8 @@ def tile_rows(m: ArrayLike) -> ArrayLike:
     128-row tile there, nor for 32 rows only: measured on the H100 (2026-11-23, every shipped
     shape), a 544-row GEMM cost a median 44 % of the way from 512 rows to 640 (20-69 % for half
     the shapes). Rounding to 64 rows predicts the step from an aligned count to an unaligned
-    one (544, 1,088, 2,064) with a median error of 4.7 % on the H100 and 5.0 % on the H200,
-    against 7.0 % and 5.2 % for 128-row tiles and 4.7 % and 5.3 % for none (README; a test
+    one (544, 1,088, 2,064) with a median error of 4.7 % on the H100 and 4.3 % on the H200,
+    against 7.0 % and 6.3 % for 128-row tiles and 4.7 % and 4.5 % for none (README; a test
     holds it). Below 128 rows a GEMM is bound by reading its weights and the count barely
     matters, so it is kept.
     """
