@@ -311,9 +311,11 @@ class Replica:
         # Room is checked before the hits are pinned: pinning them takes those not pinned yet
         # out of what eviction may free. A request that does not fit (tried again at later
         # steps) then leaves the pin table and the policy as they were.
-        pinned = self.hbm.pinned
-        newly_pinned = {req.blocks[j] for j in hbm_hits} - pinned.keys()
-        if self.hbm.free + self.hbm.evictable - len(newly_pinned) < need_new:
+        room = self.hbm.free + self.hbm.evictable
+        if room < need_new or (
+            room - len(hbm_hits) < need_new  # only then can the hits' new pins decide it
+            and room - len({req.blocks[j] for j in hbm_hits} - self.hbm.pinned.keys()) < need_new
+        ):
             return None
         for j in hbm_hits:
             cache.pin(HBM, req.blocks[j])
