@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "e2e": cmd_e2e, "fit": cmd_fit, "report": cmd_report}[args.command](args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"kvsim-calibrate: error: {exc}", file=sys.stderr)
         return 2
 

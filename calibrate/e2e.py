@@ -102,8 +102,9 @@ def partial_attention(q, k, v, causal: bool):
 def check_prefix_attention(spec: ModelSpec, new_tokens: int = 256, prefix: int = 768, device: str = "cuda") -> float:
     """Largest difference, relative to the output's largest value, between prefix attention
     run in two parts and merged and the same attention in one call with the mask aligned to the
-    cache's end; raises if it exceeds 2 %. The GPU path rests on a PyTorch-internal operator:
-    if a PyTorch release changes what it returns, this fails before anything is timed."""
+    cache's end; raises if it exceeds 2 %, or if the parts cannot run here. The GPU path rests
+    on a PyTorch-internal operator: if a PyTorch release changes it or a GPU lacks it, this
+    fails, with a message saying so, before anything is timed."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention.bias import causal_lower_right
@@ -117,10 +118,17 @@ def check_prefix_attention(spec: ModelSpec, new_tokens: int = 256, prefix: int =
         for _ in range(2)
     )  # fmt: skip
     with torch.inference_mode():
-        parts = [
-            partial_attention(q, k[:, :, :prefix], v[:, :, :prefix], causal=False),
-            partial_attention(q, k[:, :, prefix:], v[:, :, prefix:], causal=True),
-        ]
+        try:
+            parts = [
+                partial_attention(q, k[:, :, :prefix], v[:, :, :prefix], causal=False),
+                partial_attention(q, k[:, :, prefix:], v[:, :, prefix:], causal=True),
+            ]
+        except (RuntimeError, AttributeError) as exc:  # no cuDNN attention for this GPU or build
+            raise RuntimeError(
+                f"the prefix steps need cuDNN's fused attention with its log-sum-exp, which this GPU or PyTorch "
+                f"does not run ({type(exc).__name__}: {str(exc)[:200]}); use a CUDA build of PyTorch with "
+                "cuDNN 9 on an Ampere or newer GPU"
+            ) from exc
         merged = merge_attention(*parts[0], *parts[1]).float()
         whole = F.scaled_dot_product_attention(
             q, k, v, attn_mask=causal_lower_right(new_tokens, prefix + new_tokens), enable_gqa=True

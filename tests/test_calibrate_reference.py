@@ -119,3 +119,12 @@ def test_the_prefix_attention_check_passes_the_merge_and_fails_a_wrong_one(monke
     monkeypatch.setattr(e2e, "merge_attention", unweighted)
     with pytest.raises(RuntimeError, match="differs from one call"):
         check_prefix_attention(TINY, new_tokens=16, prefix=40, device="cpu")
+
+
+def test_the_prefix_attention_check_names_what_is_missing_when_the_parts_cannot_run(monkeypatch) -> None:
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    monkeypatch.setattr(e2e, "partial_attention", unavailable)
+    with pytest.raises(RuntimeError, match="cuDNN's fused attention.*No available kernel"):
+        check_prefix_attention(TINY, new_tokens=16, prefix=40, device="cpu")
