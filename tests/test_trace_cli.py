@@ -65,3 +65,15 @@ def test_convert_and_stats_on_the_mooncake_slice(tmp_path: Path, capsys: pytest.
     assert main(["stats", str(out)]) == 0
     text = capsys.readouterr().out
     assert "requests        12,031" in text and "mean 12,035.1" in text and "mean 342.6" in text
+
+
+def test_convert_says_when_it_chains_content_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "content.jsonl"
+    rows = [{"timestamp": t, "input_length": 1024, "output_length": 1, "hash_ids": ids}
+            for t, ids in ((0, [1, 2]), (1, [3, 2]))]  # fmt: skip
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "c.parquet"
+    assert main(["convert", str(src), "-o", str(out)]) == 0
+    assert f"kvsim-trace: {src}: block ids repeat after different prefixes" in capsys.readouterr().err
+    hashes = read_trace(out).block_hashes
+    assert len(set(hashes.tolist())) == 4  # block 2 after 1 and after 3 are two blocks

@@ -11,8 +11,11 @@ file is left behind (outputs are written under a temporary name and renamed at t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from traces.errors import TraceFormatError
@@ -63,7 +66,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _reader_notes_to_stderr() -> Iterator[None]:
+    """What the readers log about a file (such as block ids chained as read) as a line on
+    stderr, for the command's run only."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("kvsim-trace: %(message)s"))
+    logger = logging.getLogger("traces")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _reader_notes_to_stderr():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     output = getattr(args, "output", None)
     if output is not None and not output.endswith(".parquet"):

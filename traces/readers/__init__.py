@@ -5,17 +5,27 @@ bytes; JSON lines by the fields of the first record (``chat_id`` = Bailian, ``ha
 Mooncake); CSV by its header. Text files may be gzip-compressed. Every reader raises
 :class:`~traces.errors.TraceFormatError` naming the file, line and field of the first bad
 value; none returns a partial trace.
+
+Block ids are made prefix chains as they are read. The simulator treats equal ids as
+reusable KV, which holds only if an id fixes the whole prefix before it, as in vLLM's and
+SGLang's block hashes. Mooncake documents its ids so; a file whose ids repeat after different
+prefixes (per-block content hashes: Bailian's documentation says only that each 16-token
+block is hashed) has them chained from its ids, as a prefix cache would hash those blocks.
+Ids that already are chains are kept, so nothing changes for them.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from traces.errors import TraceFormatError
+from traces.hashing import prefix_chained
 from traces.io import read_trace
 from traces.readers._rows import GZIP_ERRORS, open_binary, open_text
 from traces.readers.bailian import read_bailian
@@ -24,6 +34,7 @@ from traces.readers.mooncake import read_mooncake
 from traces.schema import Trace
 
 Reader = Callable[..., Trace]
+log = logging.getLogger(__name__)
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -86,7 +97,16 @@ def open_trace(path: str | os.PathLike[str], format: str = "auto", *, block_size
         raise TraceFormatError(
             str(file), None, None, f"unknown trace format {fmt!r}; choose one of auto, {', '.join(FORMATS)}"
         )
-    return READERS[fmt](file, block_size=block_size)
+    trace = READERS[fmt](file, block_size=block_size)
+    chained, changed = prefix_chained(trace.block_offsets, trace.block_hashes)
+    if not changed:
+        return trace
+    log.info(
+        "%s: block ids repeat after different prefixes, so they name block contents, not prefixes; "
+        "chained them as a prefix cache hashes blocks (each id with the one before it)",
+        file,
+    )
+    return dataclasses.replace(trace, block_hashes=chained)
 
 
 __all__ = ["FORMATS", "READERS", "detect_format", "open_trace"]
