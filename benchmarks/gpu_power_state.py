@@ -15,10 +15,10 @@ graph), a bare GEMM and a device copy it times, after a few seconds idle:
 * ``burst``: the median of the next calls as the harness times them (2 warm-up, 7 timed);
 * ``sustained``: the median over the last 2 s of 8 s of back-to-back calls;
 
-with nvidia-smi's SM clock, power draw and clock-event reasons averaged over each window (its
-power reading is itself a mean over about a second, so a burst's window shows the idle power
-before it; the clock and the power-cap flag are current), and the step time the shipped
-profile for this GPU predicts.
+with nvidia-smi's SM clock, power draw and power-cap share over each window
+(:mod:`calibrate.power`; its power reading is itself a mean over about a second, so a burst's
+window shows the idle power before it), and the step time the shipped profile for this GPU
+predicts.
 
     python benchmarks/gpu_power_state.py --out benchmarks/results/gpu_power_state_h100_<date>.json
 
@@ -31,61 +31,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibrate.power import ClockSampler  # noqa: E402
+
 MODEL = "llama-3-8b"
 IDLE_S = 4.0  # long enough for the clocks to drop back to idle
 SUSTAINED_S = 8.0
 SUSTAINED_TAIL_S = 2.0
-SMI_FIELDS = ("clocks.sm", "power.draw", "clocks_event_reasons.active")
-POWER_CAP_REASON = 0x4  # nvidia-smi: SW power cap
-
-
-class SmiSampler:
-    """nvidia-smi's clock and power readings every 50 ms, stamped on arrival, in a thread."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, float, float, int]] = []
-        try:
-            self._proc: subprocess.Popen[str] | None = subprocess.Popen(
-                ["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits", "-lms", "50"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        except FileNotFoundError:
-            self._proc = None
-            return
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            try:
-                clock, power, reasons = (part.strip() for part in line.split(","))
-                self.samples.append((time.time(), float(clock), float(power), int(reasons, 16)))
-            except ValueError:
-                continue
-
-    def window(self, start: float, end: float) -> dict[str, float] | None:
-        inside = [s for s in self.samples if start <= s[0] <= end]
-        if not inside:
-            return None
-        return {
-            "sm_clock_mhz": statistics.mean(s[1] for s in inside),
-            "power_w": statistics.mean(s[2] for s in inside),
-            "power_capped_share": sum(bool(s[3] & POWER_CAP_REASON) for s in inside) / len(inside),
-        }
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
 
 
 def call_s(run: Any, x: Any) -> float:
@@ -100,7 +58,7 @@ def call_s(run: Any, x: Any) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def study(smi: SmiSampler, name: str, run: Any, sets: list[Any], predicted_s: float | None) -> dict[str, Any]:
+def study(smi: ClockSampler, name: str, run: Any, sets: list[Any], predicted_s: float | None) -> dict[str, Any]:
     """``run`` after idle, then for seconds back to back (see the module docstring)."""
     import torch
 
@@ -139,7 +97,7 @@ def study(smi: SmiSampler, name: str, run: Any, sets: list[Any], predicted_s: fl
     return record
 
 
-def step_studies(smi: SmiSampler, profile_name: str) -> list[dict[str, Any]]:
+def step_studies(smi: ClockSampler, profile_name: str) -> list[dict[str, Any]]:
     """Whole engine steps of the end-to-end harness, from CUDA graphs."""
     import torch
 
@@ -176,7 +134,7 @@ def step_studies(smi: SmiSampler, profile_name: str) -> list[dict[str, Any]]:
     return records
 
 
-def kernel_studies(smi: SmiSampler, profile_name: str) -> list[dict[str, Any]]:
+def kernel_studies(smi: ClockSampler, profile_name: str) -> list[dict[str, Any]]:
     """A bare GEMM (Llama-3-8B's gate/up projection at 4096 tokens) and a device copy."""
     import torch
 
@@ -208,12 +166,10 @@ def main() -> int:
         sys.exit("gpu_power_state: no CUDA GPU is visible")
     gpu = torch.cuda.get_device_name()
     profile_name = "h200-calibrated" if "H200" in gpu else "h100-sxm-calibrated"
-    smi = SmiSampler()
-    with torch.inference_mode():
+    with ClockSampler() as smi, torch.inference_mode():
         records = step_studies(smi, profile_name)
         torch.cuda.empty_cache()
         records += kernel_studies(smi, profile_name)
-    smi.stop()
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "gpu": gpu,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from calibrate import shapes
+from calibrate.power import ClockSampler
 from calibrate.timing import median_gpu_seconds, median_graph_seconds
 from hwmodels.models import MODELS
 
@@ -331,17 +332,26 @@ def _driver_version() -> str | None:
         return None
 
 
-def run_all(io_dir: str, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_all(
+    io_dir: str, quick: bool = False, log: Callable[[str], None] = print, clocks: ClockSampler | None = None
+) -> dict[str, Any]:
+    """Every microbenchmark; with ``clocks``, ``power_state`` gives the GPU's mean clock and
+    power-cap share over each family's run (:mod:`calibrate.power`)."""
     torch = _torch()
     torch.manual_seed(0)
-    result: dict[str, Any] = {"environment": environment(), "records": []}
+    result: dict[str, Any] = {"environment": environment(), "records": [], "power_state": {}}
     benches = {"gemm": gemm, "prefill_attention": prefill_attention, "decode_attention": decode_attention,
                "copies": copies, "elementwise": elementwise, "layer_kernels": layer_kernels}  # fmt: skip
     for name, bench in benches.items():
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         records = bench(quick)
         result["records"] += records
         torch.cuda.empty_cache()
-        log(f"{name}: {len(records)} measurements in {time.perf_counter() - start:.0f} s")
+        line = f"{name}: {len(records)} measurements in {time.perf_counter() - start:.0f} s"
+        state = clocks.window(started_at, time.time()) if clocks is not None else None
+        if state is not None:
+            result["power_state"][name] = state
+            line += f" (SM {state['sm_clock_mhz']:.0f} MHz, power cap {state['power_capped_share']:.0%} of the time)"
+        log(line)
     result["records"] += file_io(io_dir, quick)
     return result

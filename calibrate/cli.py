@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from calibrate.power import ClockSampler
 from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR
 from hwmodels.models import ModelSpec
 from traces.atomic import write_text_atomic
@@ -42,15 +43,20 @@ def _cuda_or_exit(command: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     _cuda_or_exit("run")
     from calibrate.bench import run_all
+    from calibrate.power import ClockSampler
     from hwmodels.models import get_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = run_all(args.io_dir or tempfile.gettempdir(), quick=args.quick, log=lambda s: print(s, flush=True))
-    write_text_atomic(out / RAW_FILE, json.dumps(raw, indent=1) + "\n")
-    print(f"wrote {out / RAW_FILE}: {len(raw['records'])} measurements on {raw['environment']['device_name']}")
-    if not args.no_e2e:
-        _write_e2e(out, raw["environment"], [get_model(m) for m in args.e2e_model], 2 if args.quick else None)
+    with ClockSampler() as clocks:
+        raw = run_all(
+            args.io_dir or tempfile.gettempdir(), quick=args.quick, log=lambda s: print(s, flush=True), clocks=clocks
+        )
+        write_text_atomic(out / RAW_FILE, json.dumps(raw, indent=1) + "\n")
+        print(f"wrote {out / RAW_FILE}: {len(raw['records'])} measurements on {raw['environment']['device_name']}")
+        if not args.no_e2e:
+            specs = [get_model(m) for m in args.e2e_model]
+            _write_e2e(out, raw["environment"], specs, 2 if args.quick else None, clocks)
     return 0
 
 
@@ -58,18 +64,20 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     """The end-to-end steps alone: re-checking a profile needs no new microbenchmarks."""
     _cuda_or_exit("e2e")
     from calibrate.bench import environment
+    from calibrate.power import ClockSampler
     from hwmodels.models import get_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_e2e(out, environment(), [get_model(m) for m in args.e2e_model], 2 if args.quick else None)
+    with ClockSampler() as clocks:
+        _write_e2e(out, environment(), [get_model(m) for m in args.e2e_model], 2 if args.quick else None, clocks)
     return 0
 
 
-def _write_e2e(out: Path, env: dict, specs: list[ModelSpec], n_layers: int | None) -> None:
+def _write_e2e(out: Path, env: dict, specs: list[ModelSpec], n_layers: int | None, clocks: ClockSampler | None) -> None:
     from calibrate.e2e import measure
 
-    records = [r for spec in specs for r in measure(spec, n_layers=n_layers)]
+    records = [r for spec in specs for r in measure(spec, n_layers=n_layers, clocks=clocks)]
     write_text_atomic(out / E2E_FILE, json.dumps({"environment": env, "records": records}, indent=1) + "\n")
     steps = sum(r["op"] != "reference_gemm" for r in records)
     print(f"wrote {out / E2E_FILE}: {steps} end-to-end steps of {', '.join(s.name for s in specs)}")
@@ -103,11 +111,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(format_e2e(report["end_to_end"]))
     for check in report["reference_gemm"]:
         if abs(check["rel_error"]) > SLOW_GPU_TOLERANCE:
+            state = ""
+            if "sm_clock_mhz" in check:
+                state = (
+                    f" at {check['sm_clock_mhz']:.0f} MHz, the power cap active "
+                    f"{check['power_capped_share']:.0%} of the time"
+                )
             print(
                 f"warning: the reference GEMM timed {check['when']} the end-to-end steps ran "
-                f"{1e3 * check['measured_s']:.2f} ms against the profile's {1e3 * check['predicted_s']:.2f} ms: the "
-                "GPU was not running as when profiled (shared, throttled or cold), so the end-to-end errors above "
-                "say little about the model; re-run `kvsim-calibrate e2e`",
+                f"{1e3 * check['measured_s']:.2f} ms{state} against the profile's {1e3 * check['predicted_s']:.2f} "
+                "ms: the GPU was not running as when profiled (shared, throttled, power-capped or cold), so the "
+                "end-to-end errors above say little about the model; re-run `kvsim-calibrate e2e`",
                 file=sys.stderr,
             )
     return 0
@@ -123,11 +137,17 @@ def format_errors(errors: dict[str, dict[str, float]]) -> str:
 
 
 def format_e2e(rows: list[dict]) -> str:
-    lines = [f"{'end-to-end step':<56}{'measured':>12}{'predicted':>12}{'error':>9}"]
+    """The end-to-end table; with the GPU's SM clock and power-cap share per step where they
+    were read (a step timed under the power cap runs slower than one at full clock)."""
+    clocked = any("sm_clock_mhz" in r for r in rows)
+    header = f"{'end-to-end step':<56}{'measured':>12}{'predicted':>12}{'error':>9}"
+    lines = [header + (f"{'SM clock':>11}{'capped':>8}" if clocked else "")]
     for r in rows:
-        lines.append(
-            f"{r['step']:<56}{1e3 * r['measured_s']:>10.2f}ms{1e3 * r['predicted_s']:>10.2f}ms{100 * r['rel_error']:>+8.1f}%"
-        )
+        line = f"{r['step']:<56}{1e3 * r['measured_s']:>10.2f}ms{1e3 * r['predicted_s']:>10.2f}ms"
+        line += f"{100 * r['rel_error']:>+8.1f}%"
+        if "sm_clock_mhz" in r:
+            line += f"{r['sm_clock_mhz']:>7.0f} MHz{100 * r['power_capped_share']:>7.0f}%"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -25,9 +25,11 @@ of a prefix's two attention parts is an elementwise op like the others (one kern
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from calibrate.power import ClockSampler
 from calibrate.timing import median_gpu_seconds, median_graph_seconds
 from hwmodels.models import ModelSpec
 
@@ -323,15 +325,30 @@ def _kv_caches(spec: ModelSpec, layers: int, batch: int, context: int) -> list[t
     ]
 
 
-def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ...] = ENGINES) -> list[dict[str, Any]]:
+def _timed(run: Callable[[Any], object], sets: list[Any], clocks: ClockSampler | None) -> dict[str, Any]:
+    """``seconds`` of one step (the median of 7 after 2 warm-ups) and, when ``clocks`` reads
+    them, the GPU's clock and power state meanwhile (:mod:`calibrate.power`)."""
+    start = time.time()
+    timing: dict[str, Any] = {"seconds": median_gpu_seconds(run, sets, warmup=2, repeat=7)}
+    state = clocks.window(start, time.time()) if clocks is not None else None
+    return timing | (state or {})
+
+
+def measure(
+    spec: ModelSpec,
+    n_layers: int | None = None,
+    engines: tuple[str, ...] = ENGINES,
+    clocks: ClockSampler | None = None,
+) -> list[dict[str, Any]]:
     """Median seconds of prefill steps (one sequence each, from scratch and on a cached
     prefix), chunked-prefill steps (a prefill chunk with decodes) and decode steps (batch x
-    context), each replayed from a CUDA graph, for each engine."""
+    context), each replayed from a CUDA graph, for each engine; with ``clocks``, each with the
+    GPU's clock and power state while it was timed."""
     import torch
 
     layers = n_layers or spec.n_layers
     check_prefix_attention(spec)
-    records: list[dict[str, Any]] = [_reference_gemm("before")]
+    records: list[dict[str, Any]] = [_reference_gemm("before", clocks)]
     for engine in engines:
         model = RandomLlama(spec, layers, engine)
         with torch.inference_mode():
@@ -339,27 +356,20 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
                 caches = _kv_caches(spec, layers, 1, seq)
                 sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
                 run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=False), sets[0])
-                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                timing = _timed(run, sets, clocks)
                 del run, caches
                 records.append(
-                    {
-                        "op": "e2e_prefill",
-                        "engine": engine,
-                        "model": spec.name,
-                        "layers": layers,
-                        "seq": seq,
-                        "seconds": seconds,
-                    }
+                    {"op": "e2e_prefill", "engine": engine, "model": spec.name, "layers": layers, "seq": seq} | timing
                 )
             for seq, prefix in PREFIX_POINTS:
                 caches = _kv_caches(spec, layers, 1, prefix + seq)
                 sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
                 run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=False), sets[0])
-                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                timing = _timed(run, sets, clocks)
                 del run, caches
                 records.append(
                     {"op": "e2e_prefix_prefill", "engine": engine, "model": spec.name, "layers": layers,
-                     "seq": seq, "prefix": prefix, "seconds": seconds}
+                     "seq": seq, "prefix": prefix} | timing
                 )  # fmt: skip
             for seq, batch, ctx in MIXED_POINTS:
                 prefill_caches = _kv_caches(spec, layers, 1, seq)
@@ -372,31 +382,31 @@ def measure(spec: ModelSpec, n_layers: int | None = None, engines: tuple[str, ..
                     return m.mixed_step(x[:, :seq], x[0, seq:].view(batch, 1, -1), pc, dc)
 
                 run = _graphed(mixed, sets[0])
-                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                timing = _timed(run, sets, clocks)
                 del run, prefill_caches, decode_caches
                 torch.cuda.empty_cache()
                 records.append(
                     {"op": "e2e_mixed", "engine": engine, "model": spec.name, "layers": layers,
-                     "seq": seq, "batch": batch, "ctx": ctx, "seconds": seconds}
+                     "seq": seq, "batch": batch, "ctx": ctx} | timing
                 )  # fmt: skip
             for batch, ctx in DECODE_POINTS:
                 caches = _kv_caches(spec, layers, batch, ctx + 1)
                 sets = [torch.randn(batch, 1, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
                 run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=True), sets[0])
-                seconds = median_gpu_seconds(run, sets, warmup=2, repeat=7)
+                timing = _timed(run, sets, clocks)
                 del run, caches
                 torch.cuda.empty_cache()
                 records.append(
                     {"op": "e2e_decode", "engine": engine, "model": spec.name, "layers": layers,
-                     "batch": batch, "ctx": ctx, "seconds": seconds}
+                     "batch": batch, "ctx": ctx} | timing
                 )  # fmt: skip
         del model  # free its weights before the next engine's
         torch.cuda.empty_cache()
-    records.append(_reference_gemm("after"))
+    records.append(_reference_gemm("after", clocks))
     return records
 
 
-def _reference_gemm(when: str) -> dict[str, Any]:
+def _reference_gemm(when: str, clocks: ClockSampler | None) -> dict[str, Any]:
     import torch
 
     m, k, n = REFERENCE_GEMM
@@ -404,5 +414,7 @@ def _reference_gemm(when: str) -> dict[str, Any]:
         (torch.randn(m, k, device="cuda", dtype=torch.bfloat16), torch.randn(k, n, device="cuda", dtype=torch.bfloat16))
         for _ in range(2)
     ]
+    start = time.time()
     seconds = median_graph_seconds(lambda ab: torch.matmul(*ab), sets, calls=5)
-    return {"op": "reference_gemm", "when": when, "m": m, "k": k, "n": n, "seconds": seconds}
+    state = clocks.window(start, time.time()) if clocks is not None else None
+    return {"op": "reference_gemm", "when": when, "m": m, "k": k, "n": n, "seconds": seconds} | (state or {})

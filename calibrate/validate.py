@@ -34,7 +34,7 @@ def validate(profile_dir: Path) -> dict[str, Any]:
                 predicted = float(profile.gemm_s(r["m"], r["k"], r["n"]))
                 report["reference_gemm"].append(
                     {"when": r["when"], "measured_s": r["seconds"], "predicted_s": predicted,
-                     "rel_error": (predicted - r["seconds"]) / r["seconds"]}
+                     "rel_error": (predicted - r["seconds"]) / r["seconds"]} | _power_state(r)
                 )  # fmt: skip
                 continue
             spec = get_model(r["model"])
@@ -62,5 +62,12 @@ def validate(profile_dir: Path) -> dict[str, Any]:
                     "predicted_s": predicted,
                     "rel_error": (predicted - r["seconds"]) / r["seconds"],
                 }
+                | _power_state(r)
             )
     return report
+
+
+def _power_state(record: dict[str, Any]) -> dict[str, Any]:
+    """The GPU's clock and power-cap share while the record was timed, where it was read
+    (:mod:`calibrate.power`; records from before 2026-11-23 have none)."""
+    return {key: record[key] for key in ("sm_clock_mhz", "power_capped_share") if key in record}

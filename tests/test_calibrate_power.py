@@ -1,0 +1,81 @@
+"""The GPU power state recorded with calibration measurements (calibrate.power): reading
+nvidia-smi's lines, summarising a window, and carrying the state into the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calibrate.cli import format_e2e
+from calibrate.power import ClockSampler, parse_sample, summarise
+from calibrate.validate import validate
+
+H100 = Path(__file__).resolve().parents[1] / "hwmodels" / "profiles" / "h100-sxm-calibrated"
+
+
+def test_nvidia_smi_lines_are_read_and_unreadable_ones_skipped() -> None:
+    assert parse_sample("1575, 690.38, 0x0000000000000004\n") == (1575.0, 690.38, 4)
+    assert parse_sample("1980, 115.4, 0x0000000000000000") == (1980.0, 115.4, 0)
+    assert parse_sample("[N/A], 115.4, 0x0") is None
+    assert parse_sample("No devices were found") is None
+    assert parse_sample("1980, 115.4") is None
+
+
+def test_a_window_averages_its_own_samples_and_counts_those_under_the_power_cap() -> None:
+    assert summarise([]) is None
+    with ClockSampler() as clocks:  # on a machine without nvidia-smi it reads nothing itself
+        clocks.stop()
+        clocks.add(10.0, (1980.0, 120.0, 0x1))  # idle: not the power cap
+        clocks.add(11.0, (1500.0, 690.0, 0x4))
+        clocks.add(11.05, (1600.0, 694.0, 0x4 | 0x1))
+        clocks.add(11.1, (1980.0, 600.0, 0x0))
+        clocks.add(12.0, (345.0, 70.0, 0x1))
+        state = clocks.window(10.5, 11.5)
+        assert state == {"sm_clock_mhz": 1693.3, "power_w": 661.3, "power_capped_share": 0.667}
+        assert clocks.window(20.0, 21.0) is None
+        # a window between two readings (shorter than the sampling period) takes the nearer
+        assert clocks.window(11.96, 11.97)["sm_clock_mhz"] == 345.0
+        assert clocks.window(11.11, 11.12)["sm_clock_mhz"] == 1980.0
+        assert clocks.window(11.5, 11.6) is None  # nothing within 0.1 s
+
+
+def test_the_report_shows_the_clock_each_step_was_timed_at_where_it_was_read(tmp_path: Path) -> None:
+    profile_dir = tmp_path / "p"
+    profile_dir.mkdir()
+    for name in ("raw.json", "profile.json"):
+        (profile_dir / name).write_text((H100 / name).read_text())
+    e2e = json.loads((H100 / "e2e.json").read_text())
+    steps = [r for r in e2e["records"] if r["op"].startswith("e2e_")]
+    steps[0] |= {"sm_clock_mhz": 1576.0, "power_capped_share": 1.0}
+    (profile_dir / "e2e.json").write_text(json.dumps(e2e))
+    rows = validate(profile_dir)["end_to_end"]
+    assert rows[0]["sm_clock_mhz"] == 1576.0 and rows[0]["power_capped_share"] == 1.0
+    assert all("sm_clock_mhz" not in row for row in rows[1:])
+    table = format_e2e(rows).splitlines()
+    assert "SM clock" in table[0] and table[1].rstrip().endswith("1576 MHz    100%")
+    assert "MHz" not in table[2]
+    assert "SM clock" not in format_e2e(rows[1:])  # records from before the clock was read
+
+
+@pytest.mark.parametrize("capped", [True, False])
+def test_a_slow_reference_gemm_warning_says_the_clock_it_ran_at(tmp_path: Path, capped: bool) -> None:
+    profile_dir = tmp_path / "p"
+    profile_dir.mkdir()
+    for name in ("raw.json", "profile.json"):
+        (profile_dir / name).write_text((H100 / name).read_text())
+    e2e = json.loads((H100 / "e2e.json").read_text())
+    for record in e2e["records"]:
+        if record["op"] == "reference_gemm":
+            record["seconds"] *= 1.3
+            if capped:
+                record |= {"sm_clock_mhz": 1459.0, "power_capped_share": 1.0}
+    (profile_dir / "e2e.json").write_text(json.dumps(e2e))
+    report = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "report", str(profile_dir)], capture_output=True, text=True
+    )
+    assert report.returncode == 0 and "not running as when profiled" in report.stderr
+    assert ("at 1459 MHz, the power cap active 100% of the time" in report.stderr) == capped
