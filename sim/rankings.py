@@ -26,6 +26,7 @@ from sim.config import HardwareConfig, SimConfig, TierConfig
 from sim.run import run
 from traces import Trace, generate, open_trace
 from traces.atomic import write_text_atomic
+from traces.stats import distinct_count
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = ROOT / "tests" / "rankings" / "expected.json"
@@ -54,7 +55,7 @@ def _ranked(scores: dict[str, float], higher_is_better: bool) -> list[list[Any]]
 
 
 def eviction_rankings(name: str, trace: Trace) -> dict[str, list[list[Any]]]:
-    unique = len(np.unique(trace.block_hashes))
+    unique = distinct_count(trace.block_hashes)
     out = {}
     for label, capacity in (("small", max(8, unique // 16)), ("medium", max(16, unique // 4))):
         scores = {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from traces import KINDS, TraceSpec, TraceSpecError, generate, load_trace
 from traces.generators.arrivals import ArrivalProcess
-from traces.stats import reuse_ratio
+from traces.stats import distinct_count, reuse_ratio
 
 SMALL = dict(n_requests=300)
 
@@ -134,3 +136,9 @@ def test_a_spec_naming_no_trace_says_which_key_to_set(tmp_path) -> None:
         load_trace(TraceSpec(generator="chats"))
     with pytest.raises(TraceSpecError, match="trace.generator=rag: .*no parameter 'n_request'"):
         load_trace(TraceSpec(generator="rag", params={"n_request": 5}))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 5), max_size=40))
+def test_distinct_count_counts_what_a_set_holds(values: list[int]) -> None:
+    assert distinct_count(np.asarray(values, dtype=np.uint64)) == len(set(values))

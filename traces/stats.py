@@ -9,11 +9,20 @@ import numpy as np
 from traces.schema import NO_CATEGORY, NO_SESSION, Trace
 
 
+def distinct_count(values: np.ndarray) -> int:
+    """How many distinct values: by sorting, since ``np.unique`` without ``return_index``
+    (hash-based in NumPy 2.3+) took 9 s for the 6.6 M block hashes that a sort counts in 0.5."""
+    if len(values) == 0:
+        return 0
+    ordered = np.sort(values)
+    return 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+
+
 def reuse_ratio(hashes: np.ndarray) -> float:
     """Share of block accesses that repeat an earlier block: the hit ratio of an infinite cache."""
     if len(hashes) == 0:
         return 0.0
-    return 1.0 - len(np.unique(hashes)) / len(hashes)
+    return 1.0 - distinct_count(hashes) / len(hashes)
 
 
 def _lengths(values: np.ndarray) -> dict[str, float]:
@@ -34,9 +43,9 @@ def trace_stats(trace: Trace) -> dict[str, Any]:
         "input_tokens": _lengths(trace.input_tokens),
         "output_tokens": _lengths(trace.output_tokens),
         "block_accesses": trace.n_block_accesses,
-        "unique_blocks": int(len(np.unique(trace.block_hashes))),
+        "unique_blocks": distinct_count(trace.block_hashes),
         "reuse_ratio": reuse_ratio(trace.block_hashes),
-        "sessions": int(len(np.unique(trace.session_id[trace.session_id != NO_SESSION]))),
+        "sessions": distinct_count(trace.session_id[trace.session_id != NO_SESSION]),
         "categories": {},
     }
     if not trace.categories:
