@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibrate.power import ClockSampler  # noqa: E402
+from hwmodels.calibrated import profile_measured_on  # noqa: E402
 
 MODEL = "llama-3-8b"
 IDLE_S = 4.0  # long enough for the clocks to drop back to idle
@@ -165,7 +166,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         sys.exit("gpu_power_state: no CUDA GPU is visible")
     gpu = torch.cuda.get_device_name()
-    profile_name = "h200-calibrated" if "H200" in gpu else "h100-sxm-calibrated"
+    profile_name = profile_measured_on(gpu)
+    if profile_name is None:
+        sys.exit(f"gpu_power_state: no shipped profile was measured on a {gpu}; calibrate one first")
     with ClockSampler() as smi, torch.inference_mode():
         records = step_studies(smi, profile_name)
         torch.cuda.empty_cache()

@@ -43,6 +43,16 @@ def available_profiles() -> list[str]:
     return sorted(p.name for p in PROFILES_DIR.iterdir() if (p / PROFILE_FILE).exists())
 
 
+def profile_measured_on(device_name: str) -> str | None:
+    """The shipped calibrated profile measured on a GPU that reports ``device_name`` (as
+    ``torch.cuda.get_device_name`` does), if any: what a benchmark on that GPU compares with."""
+    for name in available_profiles():
+        environment = json.loads((PROFILES_DIR / name / PROFILE_FILE).read_text()).get("environment", {})
+        if environment.get("device_name") == device_name:
+            return name
+    return None
+
+
 def _key(*parts: int) -> str:
     return ",".join(str(p) for p in parts)
 

@@ -17,7 +17,7 @@ import pytest
 
 from calibrate.fit import fit_profile, heldout_errors
 from hwmodels import ExecutionModel, GpuProfile, get_model, load_profile
-from hwmodels.calibrated import PROFILES_DIR, load_calibrated_profile
+from hwmodels.calibrated import PROFILES_DIR, load_calibrated_profile, profile_measured_on
 
 H100 = PROFILES_DIR / "h100-sxm-calibrated"
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +137,12 @@ def test_execution_model_prices_decode_steps_with_the_calibrated_profile() -> No
 def test_unknown_profile_lists_the_shipped_ones() -> None:
     with pytest.raises(ValueError, match="h100-sxm-calibrated"):
         load_calibrated_profile("b200-calibrated")
+
+
+def test_a_gpu_finds_the_shipped_profile_measured_on_it_by_its_reported_name() -> None:
+    assert profile_measured_on("NVIDIA H100 80GB HBM3") == "h100-sxm-calibrated"
+    assert profile_measured_on("NVIDIA H200") == "h200-calibrated"
+    assert profile_measured_on("NVIDIA H100 PCIe") is None  # another GPU, though an H100
 
 
 @pytest.mark.parametrize("command", ["run", "e2e"])
