@@ -85,8 +85,9 @@ class SLOConf:
 
 @dataclass
 class PowerConf:
-    gpu_idle_w: float = 100.0
-    gpu_active_w: float = 700.0
+    gpu_idle_w: float = 70.0
+    gpu_active_w: float | None = None  # None: the GPU's power limit
+    gpu_decode_w: float | None = None  # None: the GPU's measured decode draw
     joules_per_byte_moved: float = 5e-11
 
 

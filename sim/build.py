@@ -201,8 +201,9 @@ def _check_scalars(config: SimConfig) -> None:
     non_negative("engine.iteration_overhead_s", eng.iteration_overhead_s)
     positive("slo.ttft_s", slo.ttft_s)
     positive("slo.tpot_s", slo.tpot_s)
-    for key in ("gpu_idle_w", "gpu_active_w", "joules_per_byte_moved"):
-        non_negative(f"power.{key}", getattr(pw, key))
+    for key in ("gpu_idle_w", "gpu_active_w", "gpu_decode_w", "joules_per_byte_moved"):
+        if getattr(pw, key) is not None:
+            non_negative(f"power.{key}", getattr(pw, key))
     positive("timeseries_interval_s", config.timeseries_interval_s)
     if config.timeseries_interval_s < MIN_SAMPLE_INTERVAL_S:
         # The state changes at engine steps (milliseconds at the least); finer samples repeat

@@ -99,10 +99,16 @@ class SLOConfig:
 
 @dataclass
 class PowerConfig:
-    """A simple power model: GPUs draw ``idle_w`` always, ``active_w`` while computing."""
+    """GPU power by what the GPU is doing: ``gpu_idle_w`` between steps, ``gpu_active_w``
+    through steps with prefill work, ``gpu_decode_w`` through decode-only steps.
 
-    gpu_idle_w: float = 100.0
-    gpu_active_w: float = 700.0
+    Measured on H100 and H200 (``benchmarks/gpu_power_state.py``): compute-heavy steps hold the
+    board at its power limit, back-to-back decode stays below it (590 and 645 W of 700), and an
+    idle H100 draws 70 W. ``None`` takes the GPU's figures (``hwmodels.gpus``)."""
+
+    gpu_idle_w: float = 70.0
+    gpu_active_w: float | None = None  # None: the GPU's power limit
+    gpu_decode_w: float | None = None  # None: the GPU's measured decode draw, else its limit
     joules_per_byte_moved: float = 5e-11  # PCIe/SSD transfers
 
 

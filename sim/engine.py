@@ -20,7 +20,7 @@ from sim.build import Setup, build_setup
 from sim.config import SimConfig
 from sim.kvcache import InvariantError, TieredCache, build_tiers
 from sim.links import Link
-from sim.metrics import RequestLog, RunTotals, requests_frame, summarise
+from sim.metrics import GpuPower, RequestLog, RunTotals, requests_frame, summarise
 from sim.progress import SimProgress
 from sim.replica import Replica
 from sim.request import Request
@@ -248,7 +248,7 @@ class _ServeRun:
             totals,
             ttft_slo_s=self.config.slo.ttft_s,
             tpot_slo_s=self.config.slo.tpot_s,
-            power=self.config.power,
+            power=GpuPower.resolve(self.config.power, self.setup.gpu),
         )
         summary = {**self._describe(), **summary}
         return Result(summary, frame, pd.DataFrame(self.timeseries_rows))
@@ -271,6 +271,7 @@ class _ServeRun:
             makespan_s=makespan,
             link_span_s=max(makespan, last_copy - start),
             gpu_busy_s=sum(r.busy_s for r in self.replicas) * tp,
+            gpu_prefill_busy_s=sum(r.prefill_busy_s for r in self.replicas) * tp,
             n_gpus=len(self.replicas) * tp,
             link_bytes=link_bytes,
             link_busy_s=link_busy,

@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hwmodels.gpus import GpuSpec
+from sim.config import PowerConfig
+
 PERCENTILES = (50, 90, 95, 99)
 
 REJECT_REASONS = (
@@ -53,6 +56,26 @@ class RequestLog:
 
 
 @dataclass(frozen=True)
+class GpuPower:
+    """Watts per GPU by what it is doing (see :class:`sim.config.PowerConfig`), resolved."""
+
+    idle_w: float
+    active_w: float  # steps with prefill work
+    decode_w: float  # decode-only steps
+    joules_per_byte_moved: float
+
+    @classmethod
+    def resolve(cls, config: PowerConfig, gpu: GpuSpec) -> GpuPower:
+        """The config's figures, the GPU's where the config leaves them ``None``."""
+        active = gpu.power_limit_w if config.gpu_active_w is None else config.gpu_active_w
+        if config.gpu_decode_w is not None:
+            decode = config.gpu_decode_w
+        else:
+            decode = gpu.decode_power_w if gpu.decode_power_w is not None else gpu.power_limit_w
+        return cls(config.gpu_idle_w, active, decode, config.joules_per_byte_moved)
+
+
+@dataclass(frozen=True)
 class RunTotals:
     """Engine-wide quantities the summary needs besides the per-request log."""
 
@@ -61,6 +84,7 @@ class RunTotals:
     # later: copies queued on a slow link drain after the requests that caused them.
     link_span_s: float
     gpu_busy_s: float  # summed over replicas
+    gpu_prefill_busy_s: float  # of gpu_busy_s, in steps with prefill work
     n_gpus: int
     link_bytes: dict[str, int]
     link_busy_s: dict[str, float]
@@ -126,7 +150,7 @@ def summarise(
     *,
     ttft_slo_s: float,
     tpot_slo_s: float,
-    power: Any,
+    power: GpuPower,
 ) -> dict[str, Any]:
     n = len(frame)
     finished = frame["finished"].to_numpy()
@@ -193,9 +217,11 @@ def summarise(
     summary["preemptions_swap"] = totals.preemptions_swap
     summary["swap_fallbacks_to_recompute"] = totals.swap_fallbacks
     summary["loads_declined_blocks"] = totals.loads_declined_blocks
+    decode_busy_s = totals.gpu_busy_s - totals.gpu_prefill_busy_s
     gpu_energy = (
-        totals.n_gpus * (power.gpu_idle_w * totals.makespan_s)
-        + (power.gpu_active_w - power.gpu_idle_w) * totals.gpu_busy_s
+        totals.n_gpus * power.idle_w * totals.makespan_s
+        + (power.active_w - power.idle_w) * totals.gpu_prefill_busy_s
+        + (power.decode_w - power.idle_w) * decode_busy_s
     )
     transfer_energy = power.joules_per_byte_moved * sum(totals.link_bytes.values())
     summary["energy_j"] = float(gpu_energy + transfer_energy)
@@ -203,4 +229,7 @@ def summarise(
         float((gpu_energy + transfer_energy) / output_tokens) if output_tokens else float("nan")
     )
     summary["gpu_busy_fraction"] = float(totals.gpu_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
+    summary["gpu_prefill_busy_fraction"] = (
+        float(totals.gpu_prefill_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
+    )
     return summary

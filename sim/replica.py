@@ -118,6 +118,7 @@ class Replica:
         self.outstanding_tokens_total = 0
         # Totals for the summary.
         self.busy_s = 0.0
+        self.prefill_busy_s = 0.0  # of busy_s, in steps with prefill work (the rest decode only)
         self.steps = 0
         self.preemptions_recompute = 0
         self.preemptions_swap = 0
@@ -200,6 +201,8 @@ class Replica:
                         yield env.timeout(float(cumulative[j] - elapsed))
                     done = j + 1
             self.busy_s += float(cumulative[done - 1])
+            if prefill:
+                self.prefill_busy_s += float(cumulative[done - 1])
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sim.build import ConfigError, build_setup
-from sim.config import EngineConfig, HardwareConfig, ModelConfig, SimConfig, SLOConfig, TierConfig
+from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
 from traces import Trace
 
 TRACE = Trace.from_columns(
@@ -52,6 +52,8 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),
         (SimConfig(mode="fast"), "mode", "serve, replay"),
+        (SimConfig(power=PowerConfig(gpu_decode_w=-5.0)), "power.gpu_decode_w", ">= 0"),
+        (SimConfig(power=PowerConfig(gpu_active_w=float("nan"))), "power.gpu_active_w", "got nan"),
         (SimConfig(timeseries_interval_s=1e-5), "timeseries_interval_s", ">= 0.001 s"),
         (SimConfig(model=ModelConfig(kv_bytes_per_element=float("nan"))), "model.kv_bytes_per_element", "finite"),
         (SimConfig(model=ModelConfig(kv_bytes_per_element=1e-7)), "model.kv_bytes_per_element", "under one byte"),

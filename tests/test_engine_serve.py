@@ -122,6 +122,33 @@ def test_isolated_request_decodes_at_the_models_step_times() -> None:
     assert row["tpot_s"] == pytest.approx(steps.sum() / (output - 1))
 
 
+@pytest.mark.parametrize(
+    ("gpu", "active_w", "decode_w"),
+    [("h100-sxm", 700.0, 590.0), ("h200", 700.0, 645.0), ("a100-80gb", 400.0, 400.0)],
+)
+def test_energy_is_idle_power_plus_prefill_and_decode_steps_at_their_own_draw(
+    gpu: str, active_w: float, decode_w: float
+) -> None:
+    """One request on an idle GPU: a prefill step at the board's power limit, then decode steps
+    at their lower measured draw (the limit where none was measured), idle power throughout."""
+    output = 50
+    cfg = config(hbm_blocks=100)
+    cfg.hardware.gpu = gpu
+    cfg.hardware.pcie_gbps = None  # the GPU's own copy model (none are made here)
+    result = run(cfg, make_trace([(0.0, chain(1))], output=output))
+    summary, row = result.summary, result.requests.iloc[0]
+    idle_w = cfg.power.gpu_idle_w
+    prefill_s = row["ttft_s"]
+    decode_s = row["e2e_s"] - row["ttft_s"]
+    expected = idle_w * row["e2e_s"] + (active_w - idle_w) * prefill_s + (decode_w - idle_w) * decode_s
+    assert summary["energy_j"] == pytest.approx(expected)
+    assert summary["gpu_prefill_busy_fraction"] == pytest.approx(prefill_s / row["e2e_s"])
+    cfg.power.gpu_decode_w = 300.0  # an explicit figure overrides the GPU's
+    assert run(cfg, make_trace([(0.0, chain(1))], output=output)).summary["energy_j"] == pytest.approx(
+        expected + (300.0 - decode_w) * decode_s
+    )
+
+
 def sessions_trace(n_sessions: int = 12, turns: int = 4, gap_s: float = 2.0) -> Trace:
     """Multi-turn sessions: turn k's prompt extends turn k-1's by two blocks."""
     rows = []
