@@ -26,7 +26,17 @@ def _torch():
     return torch
 
 
-def gemm(quick: bool) -> list[Record]:
+def _clocked(clocks: ClockSampler | None, measure: Callable[..., float], *args: Any, **kwargs: Any) -> Record:
+    """``seconds`` of ``measure(*args, **kwargs)`` and, when ``clocks`` reads them, the GPU's
+    clock and power state meanwhile (:mod:`calibrate.power`): compute-bound kernels run slower
+    under the power cap, so their records say which state they were timed in."""
+    start = time.time()
+    seconds = measure(*args, **kwargs)
+    state = clocks.window(start, time.time()) if clocks is not None else None
+    return {"seconds": seconds} | (state or {})
+
+
+def gemm(quick: bool, clocks: ClockSampler | None = None) -> list[Record]:
     torch = _torch()
     records = []
     kn_fit = shapes.all_gemm_shapes()
@@ -42,10 +52,14 @@ def gemm(quick: bool) -> list[Record]:
         weights = [torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
         acts = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
         sets = [(acts[i % 2], weights[i % 2]) for i in range(4)]
-        seconds = median_graph_seconds(lambda ab: torch.matmul(*ab), sets, calls=_calls(2.0 * m * k * n))
-        records.append({"op": "gemm", "split": split, "m": m, "k": k, "n": n, "seconds": seconds})
+        timing = _clocked(clocks, median_graph_seconds, _matmul, sets, calls=_calls(2.0 * m * k * n))
+        records.append({"op": "gemm", "split": split, "m": m, "k": k, "n": n} | timing)
         del weights, acts, sets
     return records
+
+
+def _matmul(ab: tuple[Any, Any]) -> Any:
+    return _torch().matmul(*ab)
 
 
 def _calls(flops: float) -> int:
@@ -75,7 +89,7 @@ def _sdpa(q, k, v, causal: bool):
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=q.shape[1] != k.shape[1])
 
 
-def prefill_attention(quick: bool) -> list[Record]:
+def prefill_attention(quick: bool, clocks: ClockSampler | None = None) -> list[Record]:
     """Causal self-attention of ``seq`` new tokens; with a prefix, the new tokens also attend to
     ``prefix`` cached tokens (timed as the causal part plus the full cross part, which is how
     paged prefix attention splits the work)."""
@@ -97,9 +111,12 @@ def prefill_attention(quick: bool) -> list[Record]:
                     _sdpa(q, k[:, :, :prefix], v[:, :, :prefix], causal=False)
                 _sdpa(q, k[:, :, prefix:], v[:, :, prefix:], causal=True)
 
-            seconds = median_graph_seconds(run, sets, calls=_calls(4.0 * hq * d * seq * (prefix + seq)))
+            calls = _calls(4.0 * hq * d * seq * (prefix + seq))
+            timing = _clocked(
+                clocks, lambda run=run, sets=sets, calls=calls: median_graph_seconds(run, sets, calls=calls)
+            )
             records.append({"op": "prefill_attention", "split": split, "seq": seq, "prefix": prefix,
-                            "q_heads": hq, "kv_heads": hkv, "head_dim": d, "seconds": seconds})  # fmt: skip
+                            "q_heads": hq, "kv_heads": hkv, "head_dim": d} | timing)  # fmt: skip
             del sets
     return records
 
@@ -342,9 +359,10 @@ def run_all(
     result: dict[str, Any] = {"environment": environment(), "records": [], "power_state": {}}
     benches = {"gemm": gemm, "prefill_attention": prefill_attention, "decode_attention": decode_attention,
                "copies": copies, "elementwise": elementwise, "layer_kernels": layer_kernels}  # fmt: skip
+    clocked = {"gemm", "prefill_attention"}  # compute-bound: each record says its clock
     for name, bench in benches.items():
         start, started_at = time.perf_counter(), time.time()
-        records = bench(quick)
+        records = bench(quick, clocks) if name in clocked else bench(quick)
         result["records"] += records
         torch.cuda.empty_cache()
         line = f"{name}: {len(records)} measurements in {time.perf_counter() - start:.0f} s"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,30 @@ def test_a_slow_reference_gemm_warning_says_the_clock_it_ran_at(tmp_path: Path, 
     )
     assert report.returncode == 0 and "not running as when profiled" in report.stderr
     assert ("at 1459 MHz, the power cap active 100% of the time" in report.stderr) == capped
+
+
+def test_a_compute_bound_record_carries_the_clock_it_was_timed_at() -> None:
+    from calibrate.bench import _clocked
+
+    with ClockSampler() as clocks:
+        clocks.stop()
+
+        def measure(seconds: float) -> float:
+            clocks.add(time.time(), (1500.0, 690.0, 0x4))  # read while the kernel runs
+            return seconds
+
+        assert _clocked(clocks, measure, 0.25) == {
+            "seconds": 0.25, "sm_clock_mhz": 1500.0, "power_w": 690.0, "power_capped_share": 1.0
+        }  # fmt: skip
+    assert _clocked(None, measure, 0.5) == {"seconds": 0.5}  # no nvidia-smi: the time alone
+
+
+def test_the_fit_is_the_same_whatever_clocks_the_records_carry() -> None:
+    from calibrate.fit import fit_profile
+
+    raw = json.loads((H100 / "raw.json").read_text())
+    plain = fit_profile(raw, name="p", gpu="h100-sxm")
+    for record in raw["records"]:
+        if record["op"] in ("gemm", "prefill_attention"):
+            record |= {"sm_clock_mhz": 1650.0, "power_w": 690.0, "power_capped_share": 1.0}
+    assert fit_profile(raw, name="p", gpu="h100-sxm") == plain
