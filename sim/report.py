@@ -76,6 +76,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(
             ("preemptions", f"{_fmt(get('preemptions_recompute'))} recompute, {_fmt(get('preemptions_swap'))} swap")
         )
+        if get("gpu_busy_fraction") is not None:
+            busy = f"{_fmt(get('gpu_busy_fraction'), '%')} of the time"
+            if get("gpu_prefill_busy_fraction") is not None:
+                busy += f", {_fmt(get('gpu_prefill_busy_fraction'), '%')} in steps with prefill"
+            rows.append(("GPU busy", busy))
         if get("energy_per_output_token_j") is not None:
             rows.append(("energy / output token", f"{get('energy_per_output_token_j'):.3f} J"))
     width = max(len(k) for k, _ in rows)

@@ -143,6 +143,10 @@ def test_energy_is_idle_power_plus_prefill_and_decode_steps_at_their_own_draw(
     expected = idle_w * row["e2e_s"] + (active_w - idle_w) * prefill_s + (decode_w - idle_w) * decode_s
     assert summary["energy_j"] == pytest.approx(expected)
     assert summary["gpu_prefill_busy_fraction"] == pytest.approx(prefill_s / row["e2e_s"])
+    share = f"{100 * prefill_s / row['e2e_s']:.1f} %"
+    assert re.search(
+        rf"GPU busy +100\.0 % of the time, {re.escape(share)} in steps with prefill", format_summary(summary)
+    )
     cfg.power.gpu_decode_w = 300.0  # an explicit figure overrides the GPU's
     assert run(cfg, make_trace([(0.0, chain(1))], output=output)).summary["energy_j"] == pytest.approx(
         expected + (300.0 - decode_w) * decode_s
