@@ -161,6 +161,7 @@ def main() -> int:
 
     import torch
 
+    from calibrate.bench import environment
     from traces.atomic import write_text_atomic
 
     if not torch.cuda.is_available():
@@ -174,9 +175,7 @@ def main() -> int:
         torch.cuda.empty_cache()
         records += kernel_studies(smi, profile_name)
     result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "gpu": gpu,
-        "torch": torch.__version__,
+        "environment": environment(),
         "model": MODEL,
         "profile": profile_name,
         "idle_s": IDLE_S,

@@ -172,6 +172,7 @@ def main() -> int:
 
     import torch
 
+    from calibrate.bench import environment
     from calibrate.e2e import RandomLlama
     from hwmodels.models import get_model
     from traces.atomic import write_text_atomic
@@ -196,9 +197,7 @@ def main() -> int:
             records.append(study(model, step, clocks, profile_name))
             torch.cuda.empty_cache()
     result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "gpu": gpu,
-        "torch": torch.__version__,
+        "environment": environment(),
         "model": MODEL,
         "profile": profile_name,
         "records": records,
