@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import sys
 import traceback
 import typing
@@ -179,8 +180,45 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _group_choice_error(argv: list[str]) -> str | None:
+    """One line for a command-line choice of a config group that has no such option (hydra's
+    own message runs to a screen of search paths), or ``None``. Only plain choices and
+    comma-separated sweeps are checked; anything in hydra's richer override syntax (``glob()``,
+    ``range()``, interpolations, deletions) is left to hydra."""
+    choices = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+")
+        if not sep or arg.startswith(("-", "~")) or "." in key or "/" in key or key == "hydra":
+            continue
+        if not re.fullmatch(r"[\w-]+(,[\w-]+)*", value):
+            continue
+        choices.append((key, value.split(",")))
+    if not choices:
+        return None
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(config_module="conf", version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+        groups = set(loader.list_groups(""))
+        options = {key: loader.get_group_options(key) for key, _ in choices if key in groups}
+    for key, values in choices:
+        for value in values:
+            if key in options and value not in options[key]:
+                close = difflib.get_close_matches(value, options[key], n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                return f"{key}={value}: no such {key} option; {hint}choose one of {', '.join(options[key])}"
+    return None
+
+
 def main() -> None:
-    """Console entry point; hydra's own stack traces are shortened to the message."""
+    """Console entry point; hydra's own stack traces are shortened to the message, and a
+    misspelt group option is one line before hydra starts."""
+    problem = _group_choice_error(sys.argv[1:])
+    if problem is not None:
+        print(f"kvsim: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 
