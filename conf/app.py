@@ -191,7 +191,7 @@ def _group_choice_error(argv: list[str]) -> str | None:
         key = key.lstrip("+")
         if not sep or arg.startswith(("-", "~")) or "." in key or "/" in key or key == "hydra":
             continue
-        if not re.fullmatch(r"[\w-]+(,[\w-]+)*", value):
+        if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
             continue
         choices.append((key, value.split(",")))
     if not choices:

@@ -50,13 +50,17 @@ def test_a_tier_gets_its_own_eviction_policy_from_the_command_line(tmp_path: Pat
 def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_path: Path) -> None:
     typo = kvsim("hardware.hbm_gbb=3", cwd=tmp_path)
     assert typo.returncode != 0 and "Key 'hbm_gbb' not in 'HardwareConf'" in typo.stderr
-    for choice, hint in (("eviction=lruu", "did you mean lru? "), ("-m eviction=lru,s3fifoo", "did you mean s3fifo? ")):
-        unknown = kvsim(*choice.split(), cwd=tmp_path)
-        option = choice.split("=")[1].split(",")[-1]
-        assert unknown.returncode == 2 and unknown.stderr.strip() == (
-            f"kvsim: error: eviction={option}: no such eviction option; {hint}choose one of arc, belady, fifo, "
-            "gdsf, lfu, lru, s3fifo, sieve, workload_aware"
-        )
+    evictions = "arc, belady, fifo, gdsf, lfu, lru, s3fifo, sieve, workload_aware"
+    models = "llama-3-70b, llama-3-8b, qwen-2.5-32b, qwen-2.5-7b"
+    for args, message in (
+        (["eviction=lruu"], f"eviction=lruu: no such eviction option; did you mean lru? choose one of {evictions}"),
+        (["-m", "eviction=lru,s3fifoo"], f"eviction=s3fifoo: no such eviction option; did you mean s3fifo? "
+                                         f"choose one of {evictions}"),
+        (["model=qwen-2.5-7bb"], f"model=qwen-2.5-7bb: no such model option; did you mean qwen-2.5-7b? "
+                                 f"choose one of {models}"),
+    ):  # fmt: skip
+        unknown = kvsim(*args, cwd=tmp_path)
+        assert unknown.returncode == 2 and unknown.stderr.strip() == f"kvsim: error: {message}"
     for added, message in (
         ("+tier_evictoin.dram=lru", "tier_evictoin: not a kvsim config key; did you mean tier_eviction?"),
         ("+hardware.hbm_gbb=3", "hardware.hbm_gbb: not a kvsim config key; did you mean hardware.hbm_gb?"),
