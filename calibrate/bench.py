@@ -26,10 +26,22 @@ def _torch():
     return torch
 
 
+REST_S = 0.1  # idle before timing a compute-bound kernel: the clock is back at full (calibrate.sustained)
+
+
 def _clocked(clocks: ClockSampler | None, measure: Callable[..., float], *args: Any, **kwargs: Any) -> Record:
-    """``seconds`` of ``measure(*args, **kwargs)`` and, when ``clocks`` reads them, the GPU's
-    clock and power state meanwhile (:mod:`calibrate.power`): compute-bound kernels run slower
-    under the power cap, so their records say which state they were timed in."""
+    """``seconds`` of ``measure(*args, **kwargs)`` at full clock and, when ``clocks`` reads
+    them, the GPU's clock and power state meanwhile (:mod:`calibrate.power`).
+
+    Compute-bound kernels timed one after another heat the GPU to its power cap, and the
+    clock falls by up to a quarter; the profile is the GPU at full clock (the simulator prices
+    the cap from :mod:`calibrate.sustained`), so each timing starts after :data:`REST_S` idle,
+    over which the clock recovers, and is short enough (tens of milliseconds) not to heat it
+    again. Records say the state they were timed in."""
+    torch = _torch()
+    if torch.cuda.is_available():  # (the record's bookkeeping is tested without a GPU)
+        torch.cuda.synchronize()
+    time.sleep(REST_S)
     start = time.time()
     seconds = measure(*args, **kwargs)
     state = clocks.window(start, time.time()) if clocks is not None else None
@@ -350,17 +362,29 @@ def _driver_version() -> str | None:
 
 
 def run_all(
-    io_dir: str, quick: bool = False, log: Callable[[str], None] = print, clocks: ClockSampler | None = None
+    io_dir: str,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+    clocks: ClockSampler | None = None,
+    families: tuple[str, ...] = shapes.FAMILIES,
 ) -> dict[str, Any]:
-    """Every microbenchmark; with ``clocks``, ``power_state`` gives the GPU's mean clock and
-    power-cap share over each family's run (:mod:`calibrate.power`)."""
+    """The microbenchmarks of ``families`` (default all); with ``clocks``, ``power_state``
+    gives the GPU's mean clock and power-cap share over each family's run
+    (:mod:`calibrate.power`)."""
     torch = _torch()
     torch.manual_seed(0)
-    result: dict[str, Any] = {"environment": environment(), "records": [], "power_state": {}}
+    result: dict[str, Any] = {
+        "environment": environment(),
+        "records": [],
+        "power_state": {},
+        "families": list(families),
+    }
     benches = {"gemm": gemm, "prefill_attention": prefill_attention, "decode_attention": decode_attention,
                "copies": copies, "elementwise": elementwise, "layer_kernels": layer_kernels}  # fmt: skip
     clocked = {"gemm", "prefill_attention"}  # compute-bound: each record says its clock
     for name, bench in benches.items():
+        if name not in families:
+            continue
         start, started_at = time.perf_counter(), time.time()
         records = bench(quick, clocks) if name in clocked else bench(quick)
         result["records"] += records
@@ -371,5 +395,6 @@ def run_all(
             result["power_state"][name] = state
             line += f" (SM {state['sm_clock_mhz']:.0f} MHz, power cap {state['power_capped_share']:.0%} of the time)"
         log(line)
-    result["records"] += file_io(io_dir, quick)
+    if "file_io" in families:
+        result["records"] += file_io(io_dir, quick)
     return result

@@ -2,6 +2,7 @@
 
     kvsim-calibrate run --out DIR          # on a GPU machine: raw.json (+ e2e.json)
     kvsim-calibrate e2e --out DIR          # on a GPU machine: e2e.json only
+    kvsim-calibrate power --out DIR        # on a GPU machine: power.json only
     kvsim-calibrate fit DIR --gpu h100-sxm --name h100-sxm-calibrated
     kvsim-calibrate report hwmodels/profiles/h100-sxm-calibrated
 
@@ -18,12 +19,14 @@ import tempfile
 from pathlib import Path
 
 from calibrate.power import ClockSampler
+from calibrate.shapes import FAMILIES
 from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR
 from hwmodels.models import ModelSpec
 from traces.atomic import write_text_atomic
 
 RAW_FILE = "raw.json"
 E2E_FILE = "e2e.json"
+POWER_FILE = "power.json"
 VALIDATION_FILE = "validation.json"
 SLOW_GPU_TOLERANCE = 0.15  # relative error of the reference GEMM beyond which the e2e check is suspect
 
@@ -50,10 +53,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with ClockSampler() as clocks:
         raw = run_all(
-            args.io_dir or tempfile.gettempdir(), quick=args.quick, log=lambda s: print(s, flush=True), clocks=clocks
+            args.io_dir or tempfile.gettempdir(),
+            quick=args.quick,
+            log=lambda s: print(s, flush=True),
+            clocks=clocks,
+            families=tuple(args.only),
         )
         write_text_atomic(out / RAW_FILE, json.dumps(raw, indent=1) + "\n")
         print(f"wrote {out / RAW_FILE}: {len(raw['records'])} measurements on {raw['environment']['device_name']}")
+        _write_power(out, raw["environment"], args.quick, clocks)
         if not args.no_e2e:
             specs = [get_model(m) for m in args.e2e_model]
             _write_e2e(out, raw["environment"], specs, 2 if args.quick else None, clocks)
@@ -74,6 +82,26 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    """The sustained-load clock alone: a profile measured before it existed gains it."""
+    _cuda_or_exit("power")
+    from calibrate.bench import environment
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ClockSampler() as clocks:
+        _write_power(out, environment(), args.quick, clocks)
+    return 0
+
+
+def _write_power(out: Path, env: dict, quick: bool, clocks: ClockSampler | None) -> None:
+    from calibrate.sustained import measure
+
+    result = measure(clocks, log=lambda s: print(s, flush=True), quick=quick)
+    write_text_atomic(out / POWER_FILE, json.dumps({"environment": env} | result, indent=1) + "\n")
+    print(f"wrote {out / POWER_FILE}: {len(result['mixes'])} mixes, {len(result['recovery'])} recovery probes")
+
+
 def _write_e2e(out: Path, env: dict, specs: list[ModelSpec], n_layers: int | None, clocks: ClockSampler | None) -> None:
     from calibrate.e2e import measure
 
@@ -88,10 +116,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     source = Path(args.dir)
     raw = json.loads((source / RAW_FILE).read_text())
-    params = fit_profile(raw, name=args.name, gpu=args.gpu)
+    power = json.loads((source / POWER_FILE).read_text()) if (source / POWER_FILE).exists() else None
+    params = fit_profile(raw, name=args.name, gpu=args.gpu, power=power)
     dest = Path(args.output) if args.output else PROFILES_DIR / args.name
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (RAW_FILE, E2E_FILE):
+    for name in (RAW_FILE, E2E_FILE, POWER_FILE):
         if (source / name).exists() and (source / name).resolve() != (dest / name).resolve():
             shutil.copyfile(source / name, dest / name)
     write_text_atomic(dest / PROFILE_FILE, json.dumps(params, indent=1, sort_keys=True) + "\n")
@@ -148,22 +177,39 @@ def format_e2e(rows: list[dict]) -> str:
         if "sm_clock_mhz" in r:
             line += f"{r['sm_clock_mhz']:>7.0f} MHz{100 * r['power_capped_share']:>7.0f}%"
         lines.append(line)
+    loaded = [r for r in rows if "sustained_measured_s" in r]
+    if loaded:
+        lines += ["", f"{'the same, after 1 s back to back':<56}{'measured':>12}{'predicted':>12}{'error':>9}"]
+        for r in loaded:
+            lines.append(
+                f"{r['step']:<56}{1e3 * r['sustained_measured_s']:>10.2f}ms{1e3 * r['sustained_predicted_s']:>10.2f}ms"
+                f"{100 * r['sustained_rel_error']:>+8.1f}%"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvsim-calibrate", description="Measure a GPU and fit kvsim's cost models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the microbenchmarks and the end-to-end check (needs a CUDA GPU)")
+    run = sub.add_parser(
+        "run", help="run the microbenchmarks, the sustained-load clock and the end-to-end check (needs a CUDA GPU)"
+    )
     run.add_argument("--out", required=True)
     run.add_argument("--quick", action="store_true", help="a few points of each benchmark (smoke test)")
     run.add_argument("--io-dir", default=None, help="directory on the disk to measure (default: the temp dir)")
     run.add_argument("--e2e-model", nargs="+", default=["llama-3-8b"], help="one or more shipped models")
     run.add_argument("--no-e2e", action="store_true")
+    run.add_argument(
+        "--only", nargs="+", choices=FAMILIES, default=list(FAMILIES), metavar="FAMILY",
+        help=f"only these microbenchmark families (of {', '.join(FAMILIES)}); default all",
+    )  # fmt: skip
     e2e = sub.add_parser("e2e", help="only the end-to-end steps, compiled and eager (needs a CUDA GPU)")
     e2e.add_argument("--out", required=True)
     e2e.add_argument("--quick", action="store_true", help="two layers instead of the model's all")
     e2e.add_argument("--e2e-model", nargs="+", default=["llama-3-8b"], help="one or more shipped models")
+    power = sub.add_parser("power", help="only the sustained-load clock of GEMM/copy mixes (needs a CUDA GPU)")
+    power.add_argument("--out", required=True)
+    power.add_argument("--quick", action="store_true", help="three mixes and three recovery probes")
     fit = sub.add_parser("fit", help="fit a profile from DIR/raw.json (no GPU needed)")
     fit.add_argument("dir")
     fit.add_argument("--gpu", required=True, help="the GPU spec it was measured on, e.g. h100-sxm")
@@ -173,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("profile_dir")
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run, "e2e": cmd_e2e, "fit": cmd_fit, "report": cmd_report}[args.command](args)
+        commands = {"run": cmd_run, "e2e": cmd_e2e, "power": cmd_power, "fit": cmd_fit, "report": cmd_report}
+        return commands[args.command](args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"kvsim-calibrate: error: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from calibrate.power import ClockSampler
-from calibrate.timing import median_gpu_seconds, median_graph_seconds
+from calibrate.timing import median_gpu_seconds, median_graph_seconds, sustained_gpu_seconds
 from hwmodels.models import ModelSpec
 
 PREFILL_LENGTHS = [256, 1024, 4096, 8192]
@@ -325,13 +325,31 @@ def _kv_caches(spec: ModelSpec, layers: int, batch: int, context: int) -> list[t
     ]
 
 
-def _timed(run: Callable[[Any], object], sets: list[Any], clocks: ClockSampler | None) -> dict[str, Any]:
-    """``seconds`` of one step (the median of 7 after 2 warm-ups) and, when ``clocks`` reads
-    them, the GPU's clock and power state meanwhile (:mod:`calibrate.power`)."""
+REST_S = 0.3  # idle before the timed calls: they start at full clock
+
+
+def _timed(
+    run: Callable[[Any], object], sets: list[Any], clocks: ClockSampler | None, sustained: bool
+) -> dict[str, Any]:
+    """A step in two stated power states, each with the GPU's clock and power meanwhile when
+    ``clocks`` reads them (:mod:`calibrate.power`):
+
+    * ``seconds``: the median of 7 calls run back to back after 2 warm-ups and
+      :data:`REST_S` idle, so they start at full clock (a long step heats the GPU to its power
+      cap within itself, as on a server after a pause);
+    * ``sustained_seconds`` (with ``sustained``): the median of 7 calls after 1 s back to
+      back, the steady state of a server kept busy with this step.
+    """
     start = time.time()
-    timing: dict[str, Any] = {"seconds": median_gpu_seconds(run, sets, warmup=2, repeat=7)}
-    state = clocks.window(start, time.time()) if clocks is not None else None
-    return timing | (state or {})
+    timing: dict[str, Any] = {"seconds": median_gpu_seconds(run, sets, warmup=2, repeat=7, rest_s=REST_S)}
+    state = clocks.window(start + REST_S, time.time()) if clocks is not None else None
+    timing |= state or {}
+    if sustained:
+        load = time.time()
+        timing["sustained_seconds"] = sustained_gpu_seconds(run, sets)
+        state = clocks.window(load + 1.0, time.time()) if clocks is not None else None
+        timing |= {"sustained_" + key: value for key, value in (state or {}).items()}
+    return timing
 
 
 def measure(
@@ -356,7 +374,7 @@ def measure(
                 caches = _kv_caches(spec, layers, 1, seq)
                 sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
                 run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=False), sets[0])
-                timing = _timed(run, sets, clocks)
+                timing = _timed(run, sets, clocks, sustained=engine == "compiled")
                 del run, caches
                 records.append(
                     {"op": "e2e_prefill", "engine": engine, "model": spec.name, "layers": layers, "seq": seq} | timing
@@ -365,7 +383,7 @@ def measure(
                 caches = _kv_caches(spec, layers, 1, prefix + seq)
                 sets = [torch.randn(1, seq, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
                 run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=False), sets[0])
-                timing = _timed(run, sets, clocks)
+                timing = _timed(run, sets, clocks, sustained=engine == "compiled")
                 del run, caches
                 records.append(
                     {"op": "e2e_prefix_prefill", "engine": engine, "model": spec.name, "layers": layers,
@@ -382,7 +400,7 @@ def measure(
                     return m.mixed_step(x[:, :seq], x[0, seq:].view(batch, 1, -1), pc, dc)
 
                 run = _graphed(mixed, sets[0])
-                timing = _timed(run, sets, clocks)
+                timing = _timed(run, sets, clocks, sustained=engine == "compiled")
                 del run, prefill_caches, decode_caches
                 torch.cuda.empty_cache()
                 records.append(
@@ -393,7 +411,7 @@ def measure(
                 caches = _kv_caches(spec, layers, batch, ctx + 1)
                 sets = [torch.randn(batch, 1, spec.hidden_size, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
                 run = _graphed(lambda x, c=caches, m=model: m.step(x, c, decode=True), sets[0])
-                timing = _timed(run, sets, clocks)
+                timing = _timed(run, sets, clocks, sustained=engine == "compiled")
                 del run, caches
                 torch.cuda.empty_cache()
                 records.append(
@@ -414,6 +432,8 @@ def _reference_gemm(when: str, clocks: ClockSampler | None) -> dict[str, Any]:
         (torch.randn(m, k, device="cuda", dtype=torch.bfloat16), torch.randn(k, n, device="cuda", dtype=torch.bfloat16))
         for _ in range(2)
     ]
+    torch.cuda.synchronize()
+    time.sleep(REST_S)  # at full clock, as the profile's GEMMs were timed
     start = time.time()
     seconds = median_graph_seconds(lambda ab: torch.matmul(*ab), sets, calls=5)
     state = clocks.window(start, time.time()) if clocks is not None else None

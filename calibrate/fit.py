@@ -149,8 +149,67 @@ def _fit_ssd(records: list[dict]) -> dict[str, Any]:
     return out
 
 
-def fit_profile(raw: dict[str, Any], *, name: str, gpu: str) -> dict[str, Any]:
-    """Profile parameters from a raw measurement file (``kvsim-calibrate run`` output)."""
+def _best_tau(times: np.ndarray, excess: np.ndarray, start: float, end: float) -> float:
+    """Time constant of ``excess(t) = end + (start - end) * exp(-t / tau)`` fitting the
+    points best (least squares over a log grid from 5 ms to 2 s: no optimiser needed)."""
+    grid = np.exp(np.linspace(np.log(0.005), np.log(2.0), 200))
+    errors = [float(np.sum((end + (start - end) * np.exp(-times / tau) - excess) ** 2)) for tau in grid]
+    return float(grid[int(np.argmin(errors))])
+
+
+def fit_clock(power: dict[str, Any]) -> dict[str, Any]:
+    """The sustained-load clock model (:class:`hwmodels.clock.ClockModel`) from
+    ``kvsim-calibrate power`` output (:mod:`calibrate.sustained`).
+
+    Each mix's clock-bound seconds are split as the simulator splits a step's: a kernel's time
+    beyond moving its bytes at the measured copy bandwidth (the copies, by construction, none;
+    the GEMM nearly all). Its slowdown once steady, put on those seconds, is the multiplier at
+    its share; the multipliers are made non-decreasing in the share (the draw grows with it).
+    The onset constant comes from the all-GEMM mix's first half second, replay by replay; the
+    recovery constant from GEMMs timed after idling a loaded GPU for 10 ms to 1 s, each against
+    the one after the longest idle (which also carries the clock's ramp from idle)."""
+    m, k, n = power["gemm_mkn"]
+    bandwidth = 2.0 * power["copy_bytes"] / power["full_clock_s"]["copy"]
+    gemm_s = power["full_clock_s"]["gemm"]
+    gemm_clock_bound = max(0.0, gemm_s - 2.0 * (m * k + k * n + m * n) / bandwidth)
+    points = {0.0: 1.0}
+    for mix in power["mixes"]:
+        clock_bound = mix["n_gemm"] * gemm_clock_bound
+        if clock_bound <= 0:
+            continue
+        full = mix["full_clock_s"]
+        points[clock_bound / full] = max(1.0, 1.0 + (mix["steady_s"] / full - 1.0) * full / clock_bound)
+    shares = sorted(points)
+    multipliers = list(np.maximum.accumulate([points[c] for c in shares]))
+
+    heaviest = max((mix for mix in power["mixes"] if mix["n_gemm"]), key=lambda mix: mix["gemm_share"])
+    replays = np.asarray(heaviest["replay_s"])
+    clock_bound = heaviest["n_gemm"] * gemm_clock_bound
+    excess = (replays - heaviest["full_clock_s"]) / clock_bound  # multiplier - 1, replay by replay
+    midpoints = np.cumsum(replays) - 0.5 * replays
+    early = midpoints < 0.5
+    steady_excess = (heaviest["steady_s"] - heaviest["full_clock_s"]) / clock_bound
+    onset = _best_tau(midpoints[early], excess[early], 0.0, steady_excess)
+
+    probes = sorted(power["recovery"], key=lambda p: p["idle_s"])
+    rested = probes[-1]["gemm_s"]
+    idles = np.asarray([p["idle_s"] for p in probes[:-1]])
+    probe_excess = np.asarray([(p["gemm_s"] - rested) / gemm_clock_bound for p in probes[:-1]])
+    loaded_excess = float(np.median([(p["loaded_gemm_s"] - gemm_s) / gemm_clock_bound for p in probes]))
+    recovery = _best_tau(idles, probe_excess, loaded_excess, 0.0)
+    return {
+        "shares": [round(c, 4) for c in shares],
+        "multipliers": [round(float(x), 4) for x in multipliers],
+        "onset_s": round(onset, 4),
+        "recovery_s": round(recovery, 4),
+        "stream_bytes_per_s": bandwidth,
+        "measured_at": power["environment"]["measured_at"],
+    }
+
+
+def fit_profile(raw: dict[str, Any], *, name: str, gpu: str, power: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Profile parameters from a raw measurement file (``kvsim-calibrate run`` output) and,
+    where measured, the sustained-load clock (``power.json``)."""
     get_gpu(gpu)  # an unknown GPU name fails here, before any fitting
     fit = [r for r in raw["records"] if r.get("split") == "fit"]
 
@@ -169,6 +228,8 @@ def fit_profile(raw: dict[str, Any], *, name: str, gpu: str) -> dict[str, Any]:
         "layer_kernels": _fit_layer_kernels(of("layer_kernel")),
         "ssd": _fit_ssd(of("file_io")),
     }
+    if power is not None:
+        params["clock"] = fit_clock(power)
     params["heldout_error"] = heldout_errors(CalibratedProfile(name, get_gpu(gpu), params), raw["records"])
     return params
 

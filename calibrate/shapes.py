@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from hwmodels.models import MODELS, ModelSpec
 
+# The microbenchmark families, in the order ``kvsim-calibrate run`` measures them.
+FAMILIES = ("gemm", "prefill_attention", "decode_attention", "copies", "elementwise", "layer_kernels", "file_io")
+
 # Token counts per GEMM: powers of two to fit, in-between values held out. 544, 1,088 and 2,064
 # are not multiples of 128 (a chunk with some decodes, as engine steps are): they check the row
 # rounding of ``hwmodels.calibrated.tile_rows``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,18 +14,21 @@ def median_gpu_seconds(
     *,
     warmup: int = 3,
     repeat: int = 15,
+    rest_s: float = 0.0,
 ) -> float:
     """Median seconds of ``run(inputs)`` over ``repeat`` timed calls, cycling ``input_sets``.
 
     Several input sets rotate so that repeated calls do not measure a warm L2 over one
     buffer; each call is bracketed by CUDA events, so host launch gaps between calls are not
-    counted but everything the call enqueues is.
+    counted but everything the call enqueues is. ``rest_s`` idles the GPU between the warm-up
+    and the timed calls, so that these start at full clock (:mod:`calibrate.sustained`).
     """
     import torch
 
     for i in range(warmup):
         run(input_sets[i % len(input_sets)])
     torch.cuda.synchronize()
+    time.sleep(rest_s)
     times = []
     for i in range(repeat):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -74,3 +78,30 @@ def median_graph_seconds(
         times.append(start.elapsed_time(end) / 1e3 / calls)
     del graph
     return statistics.median(times)
+
+
+def sustained_gpu_seconds(
+    run: Callable[[Any], object],
+    input_sets: Sequence[Any],
+    *,
+    load_s: float = 1.0,
+    repeat: int = 7,
+) -> float:
+    """Median seconds of ``run(inputs)`` once it has run back to back for ``load_s``: the
+    steady state of a busy server, after the power cap has lowered the clock as far as this
+    work takes it (a tenth of a second or so on an H100; :mod:`calibrate.sustained`)."""
+    import torch
+
+    started, i = time.perf_counter(), 0
+    while time.perf_counter() - started < load_s:
+        for _ in range(4):
+            run(input_sets[i % len(input_sets)])
+            i += 1
+        torch.cuda.synchronize()
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(repeat + 1)]
+    events[0].record()
+    for j in range(repeat):
+        run(input_sets[(i + j) % len(input_sets)])
+        events[j + 1].record()
+    events[-1].synchronize()
+    return statistics.median(events[j].elapsed_time(events[j + 1]) / 1e3 for j in range(repeat))

@@ -58,6 +58,7 @@ class HardwareConf:
     ssd_write_gbps: float = 5.0
     ssd_latency_s: float = 100e-6
     copies_per_block: int | None = None
+    power_cap: bool = True
 
 
 @dataclass

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hwmodels.clock import ClockModel
 from hwmodels.gpus import GpuSpec, get_gpu
 from hwmodels.profile import ArrayLike, check_copy_kind, check_layer_kernel
 
@@ -229,6 +231,12 @@ class CalibratedProfile:
         extra = _loglog(nbytes_each, many["log_bytes"], many["log_s"]) if many else one
         out = np.where(n <= 1, n * one, one + (n - 1) * extra)
         return out if np.ndim(out) else float(out)
+
+    @cached_property
+    def clock(self) -> ClockModel | None:
+        """The sustained-load clock, for a profile whose calibration measured it."""
+        params = self.params.get("clock")
+        return ClockModel.from_params(params) if params is not None else None
 
     @property
     def ssd(self) -> dict[str, Any]:

@@ -10,8 +10,8 @@ datasheet and calibrated profiles.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,15 +25,48 @@ class ExecutionModel:
     profile: GpuProfile
     tensor_parallel: int = 1
     iteration_overhead_s: float = 0.0  # host-side scheduling and launch per engine step
+    # Per-layer costs by token count: a simulation prices the same few counts over and over.
+    _memo: dict[tuple[str, int], float] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _memoised(self, kind: str, count: int, price: Callable[[int], float | np.ndarray]) -> float:
+        key = (kind, count)
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = float(price(count))
+        return value
+
+    def _gemm_shapes(self) -> tuple[tuple[int, int], ...]:
+        """``(k, n)`` of a layer's four linear projections: QKV, attention output, gate/up, down."""
+        m, tp = self.model, self.tensor_parallel
+        h, hd = m.hidden_size, m.head_dim
+        return (
+            (h, (m.n_q_heads + 2 * m.n_kv_heads) * hd // tp),
+            (m.n_q_heads * hd // tp, h),
+            (h, 2 * m.intermediate_size // tp),
+            (m.intermediate_size // tp, h),
+        )
 
     def _linear_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
-        m, p, tp = self.model, self.profile, self.tensor_parallel
-        h, hd = m.hidden_size, m.head_dim
-        qkv = p.gemm_s(tokens, h, (m.n_q_heads + 2 * m.n_kv_heads) * hd // tp)
-        out = p.gemm_s(tokens, m.n_q_heads * hd // tp, h)
-        gate_up = p.gemm_s(tokens, h, 2 * m.intermediate_size // tp)
-        down = p.gemm_s(tokens, m.intermediate_size // tp, h)
-        return qkv + out + gate_up + down + self._elementwise_s(tokens) + self._allreduce_s(tokens)
+        gemms = sum(self.profile.gemm_s(tokens, k, n) for k, n in self._gemm_shapes())
+        return gemms + self._elementwise_s(tokens) + self._allreduce_s(tokens)
+
+    def _beyond_streaming(self, seconds: float | np.ndarray, nbytes: float | np.ndarray) -> float | np.ndarray:
+        """Seconds a kernel takes beyond moving its bytes at the streaming bandwidth: the part
+        that follows the SM clock (:mod:`hwmodels.clock`)."""
+        assert self.profile.clock is not None
+        return np.maximum(0.0, seconds - nbytes / self.profile.clock.stream_bytes_per_s)
+
+    def _linear_clock_bound_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
+        """The clock-bound seconds of :meth:`_linear_s` (the all-reduce has none)."""
+        p, b = self.profile, self.model.bytes_per_param
+        out = sum(
+            self._beyond_streaming(p.gemm_s(tokens, k, n), b * (tokens * k + k * n + tokens * n))
+            for k, n in self._gemm_shapes()
+        )
+        for kernel, elements in self._layer_kernels():
+            nbytes = elements * b * tokens
+            out = out + self._beyond_streaming(p.layer_kernel_s(kernel, nbytes), nbytes)
+        return out
 
     def _elementwise_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         """The memory-bound kernels of one layer, as a serving engine fuses them (vLLM's and
@@ -47,17 +80,23 @@ class ExecutionModel:
         write their product: 3 x the MLP width, which is 3.5 x hidden in Llama-3, the largest
         of them).
         """
-        m, p, tp = self.model, self.profile, self.tensor_parallel
+        bytes_per_token = self.model.bytes_per_param * tokens
+        return sum(
+            self.profile.layer_kernel_s(kernel, elements * bytes_per_token)
+            for kernel, elements in self._layer_kernels()
+        )
+
+    def _layer_kernels(self) -> tuple[tuple[str, int], ...]:
+        """``(kernel, elements moved per token)`` of :meth:`_elementwise_s`."""
+        m, tp = self.model, self.tensor_parallel
         q, kv = m.n_q_heads * m.head_dim // tp, m.n_kv_heads * m.head_dim // tp
-        bytes_per_token = m.bytes_per_param * tokens
-        kernels = (
+        return (
             ("add_rms_norm", 4 * m.hidden_size),  # before attention
             ("add_rms_norm", 4 * m.hidden_size),  # before the MLP
             ("rope", 2 * (q + kv)),
             ("kv_write", 4 * kv),
             ("silu_mul", 3 * m.intermediate_size // tp),
         )
-        return sum(p.layer_kernel_s(kernel, elements * bytes_per_token) for kernel, elements in kernels)
 
     def _allreduce_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         tp = self.tensor_parallel
@@ -76,6 +115,11 @@ class ExecutionModel:
         m = self.model
         return self.profile.gemm_s(n_sequences, m.hidden_size, m.vocab_size // self.tensor_parallel)
 
+    def _lm_head_clock_bound_s(self, n_sequences: float | np.ndarray) -> float | np.ndarray:
+        k, n = self.model.hidden_size, self.model.vocab_size // self.tensor_parallel
+        nbytes = self.model.bytes_per_param * (n_sequences * k + k * n + n_sequences * n)
+        return self._beyond_streaming(self._lm_head_s(n_sequences), nbytes)
+
     def iteration_s(
         self,
         prefill_new_tokens: Sequence[int],
@@ -83,26 +127,51 @@ class ExecutionModel:
         n_decode: int,
         decode_context_sum: int,
     ) -> float:
-        """Seconds for one step with the given prefill chunks and decode sequences."""
-        q_heads, kv_heads = self._heads()
-        hd = self.model.head_dim
+        """Seconds for one step with the given prefill chunks and decode sequences, at full
+        clock (see :meth:`clock_bound_s` for what a power-capped clock stretches)."""
         tokens = int(sum(prefill_new_tokens)) + n_decode
         if tokens == 0:
             return 0.0
-        attention = 0.0
-        if len(prefill_new_tokens):
-            new = np.asarray(prefill_new_tokens, dtype=np.float64)
-            prefix = np.asarray(prefill_prefix_tokens, dtype=np.float64)
-            attention += float(
-                np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, hd, prefix, float(new.sum())))
-            )
+        attention = self._prefill_attention_s(prefill_new_tokens, prefill_prefix_tokens)
         if n_decode:
+            q_heads, kv_heads = self._heads()
             attention += float(
-                self.profile.attention_decode_s(n_decode, decode_context_sum / n_decode, q_heads, kv_heads, hd)
+                self.profile.attention_decode_s(
+                    n_decode, decode_context_sum / n_decode, q_heads, kv_heads, self.model.head_dim
+                )
             )
-        per_layer = float(self._linear_s(tokens)) + attention
+        per_layer = self._memoised("linear", tokens, self._linear_s) + attention
         n_sequences = len(prefill_new_tokens) + n_decode
-        return self.model.n_layers * per_layer + float(self._lm_head_s(n_sequences)) + self.iteration_overhead_s
+        lm_head = self._memoised("lm_head", n_sequences, self._lm_head_s)
+        return self.model.n_layers * per_layer + lm_head + self.iteration_overhead_s
+
+    def _prefill_attention_s(self, new_tokens: Sequence[int], prefix_tokens: Sequence[int]) -> float:
+        if not len(new_tokens):
+            return 0.0
+        q_heads, kv_heads = self._heads()
+        new = np.asarray(new_tokens, dtype=np.float64)
+        prefix = np.asarray(prefix_tokens, dtype=np.float64)
+        return float(
+            np.sum(
+                self.profile.attention_prefill_s(new, q_heads, kv_heads, self.model.head_dim, prefix, float(new.sum()))
+            )
+        )
+
+    def clock_bound_s(
+        self, prefill_new_tokens: Sequence[int], prefill_prefix_tokens: Sequence[int], n_decode: int
+    ) -> float:
+        """Of :meth:`iteration_s`, the GPU seconds that follow the SM clock: prefill attention
+        (compute-bound) and each GEMM's and fused kernel's time beyond moving its bytes at the
+        streaming bandwidth; decode attention (reading the KV cache), the all-reduce and the
+        host overhead do not. Needs a profile with a clock model."""
+        tokens = int(sum(prefill_new_tokens)) + n_decode
+        if tokens == 0:
+            return 0.0
+        per_layer = self._memoised("linear_clock_bound", tokens, self._linear_clock_bound_s)
+        per_layer += self._prefill_attention_s(prefill_new_tokens, prefill_prefix_tokens)
+        n_sequences = len(prefill_new_tokens) + n_decode
+        lm_head = self._memoised("lm_head_clock_bound", n_sequences, self._lm_head_clock_bound_s)
+        return self.model.n_layers * per_layer + lm_head
 
     def decode_steps_s(self, n_decode: int, decode_context_sum: int, n_steps: int) -> np.ndarray:
         """Seconds of each of ``n_steps`` consecutive decode-only steps.
@@ -114,5 +183,12 @@ class ExecutionModel:
         hd = self.model.head_dim
         mean_ctx = (decode_context_sum + np.arange(n_steps, dtype=np.float64) * n_decode) / n_decode
         attention = self.profile.attention_decode_s(n_decode, mean_ctx, q_heads, kv_heads, hd)
-        fixed = self.model.n_layers * float(self._linear_s(n_decode)) + float(self._lm_head_s(n_decode))
+        fixed = self.model.n_layers * self._memoised("linear", n_decode, self._linear_s) + self._memoised(
+            "lm_head", n_decode, self._lm_head_s
+        )
         return self.model.n_layers * attention + fixed + self.iteration_overhead_s
+
+    def decode_clock_bound_s(self, n_decode: int) -> float:
+        """:meth:`clock_bound_s` of one decode-only step (the same for every step of a batch:
+        decode attention, the part that grows with the context, is not clock-bound)."""
+        return self.clock_bound_s([], [], n_decode)

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from hwmodels.clock import ClockModel
 from hwmodels.gpus import GpuSpec, get_gpu
 
 COPY_KINDS = ("h2d", "d2h", "h2d_pageable", "d2h_pageable", "d2d")
@@ -32,6 +33,9 @@ class GpuProfile(Protocol):
 
     name: str
     gpu: GpuSpec
+    #: How the SM clock falls under the power cap (:mod:`hwmodels.clock`); ``None`` where not
+    #: measured, and every step runs at full clock.
+    clock: ClockModel | None
 
     def gemm_s(self, m: ArrayLike, k: int, n: int) -> ArrayLike:
         """bf16 ``(m x k) @ (k x n)``."""
@@ -96,6 +100,7 @@ class DatasheetProfile:
     pageable_slowdown: float = 2.0  # pageable copies are staged through a bounce buffer
     kernel_launch_s: float = 4e-6
     copy_latency_s: float = 10e-6
+    clock: ClockModel | None = None  # a datasheet says nothing of the power cap's effect
 
     @property
     def name(self) -> str:

@@ -59,6 +59,9 @@ class HardwareConfig:
     ssd_write_gbps: float = 5.0
     ssd_latency_s: float = 100e-6  # per request to the SSD
     copies_per_block: int | None = None  # copy calls per block moved; None = 2 x layers (K, V paged per layer)
+    # Price the SM clock's fall under the board's power cap when busy (hwmodels.clock), for a
+    # profile that measured it (the calibrated ones); False: every step at full clock.
+    power_cap: bool = True
 
 
 @dataclass

@@ -119,6 +119,7 @@ class _ServeRun:
             preemption=config.engine.preemption,
             kv_load=config.engine.kv_load,
             on_done=self._on_done,
+            clock=setup.execution.profile.clock if config.hardware.power_cap else None,
         )
 
     def _context_of(self, req: Request) -> RequestContext:
@@ -272,6 +273,7 @@ class _ServeRun:
             link_span_s=max(makespan, last_copy - start),
             gpu_busy_s=sum(r.busy_s for r in self.replicas) * tp,
             gpu_prefill_busy_s=sum(r.prefill_busy_s for r in self.replicas) * tp,
+            gpu_full_clock_busy_s=sum(r.full_clock_busy_s for r in self.replicas) * tp,
             n_gpus=len(self.replicas) * tp,
             link_bytes=link_bytes,
             link_busy_s=link_busy,

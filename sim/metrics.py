@@ -85,6 +85,7 @@ class RunTotals:
     link_span_s: float
     gpu_busy_s: float  # summed over replicas
     gpu_prefill_busy_s: float  # of gpu_busy_s, in steps with prefill work
+    gpu_full_clock_busy_s: float  # what gpu_busy_s would be had every step run at full clock
     n_gpus: int
     link_bytes: dict[str, int]
     link_busy_s: dict[str, float]
@@ -231,5 +232,9 @@ def summarise(
     summary["gpu_busy_fraction"] = float(totals.gpu_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
     summary["gpu_prefill_busy_fraction"] = (
         float(totals.gpu_prefill_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
+    )
+    # How much longer the GPUs computed than at full clock: the power cap's toll (hwmodels.clock).
+    summary["power_cap_slowdown"] = (
+        float(totals.gpu_busy_s / totals.gpu_full_clock_busy_s - 1.0) if totals.gpu_full_clock_busy_s else 0.0
     )
     return summary

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from hwmodels.clock import ClockModel
 from hwmodels.execution import ExecutionModel
 from policies.eviction.base import RequestContext
 from policies.prefetch.base import Hold, Order, PrefetchPolicy, Stage
@@ -68,6 +69,7 @@ class Replica:
         preemption: str,
         on_done: Callable[[Request], None],
         kv_load: str = "always",
+        clock: ClockModel | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -117,7 +119,16 @@ class Replica:
         self._wake = env.event()
         self.outstanding_tokens_total = 0
         # Totals for the summary.
+        # The SM clock under the power cap (hwmodels.clock): a multiplier on the clock-bound
+        # seconds of each step, GPU state that rises under compute-heavy steps and falls back
+        # when idle. None: every step at full clock.
+        self.clock = clock
+        self._multiplier = 1.0
+        self._multiplier_at = 0.0  # sim time the multiplier was last brought up to date
+        self._step_target = 1.0  # the planned steps' steady multiplier
+        self._full_clock_s = np.zeros(0)  # the planned steps' durations at full clock
         self.busy_s = 0.0
+        self.full_clock_busy_s = 0.0  # what busy_s would be at full clock
         self.prefill_busy_s = 0.0  # of busy_s, in steps with prefill work (the rest decode only)
         self.steps = 0
         self.preemptions_recompute = 0
@@ -201,6 +212,10 @@ class Replica:
                         yield env.timeout(float(cumulative[j] - elapsed))
                     done = j + 1
             self.busy_s += float(cumulative[done - 1])
+            self.full_clock_busy_s += float(self._full_clock_s[:done].sum())
+            if self.clock is not None:
+                self._multiplier = self.clock.relax(self._multiplier, self._step_target, float(cumulative[done - 1]))
+                self._multiplier_at = env.now
             if prefill:
                 self.prefill_busy_s += float(cumulative[done - 1])
             self.steps += done
@@ -238,18 +253,35 @@ class Replica:
             new = [chunk for _, chunk in prefill]
             prefix = [req.computed for req, _ in prefill]
             ctx = self.decode_ctx_base + self.n_decode * self.counter
-            return (
-                prefill,
-                1,
-                np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)]),
-            )
+            full = np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)])
+            return prefill, 1, self._at_clock(full, lambda: self.execution.clock_bound_s(new, prefix, self.n_decode))
         if not self.n_decode:
             return None
         k = self._finish_heap[0][0] - self.counter + 1 if self._finish_heap else 1
         k = max(1, min(k, _MAX_DECODE_STEPS_PER_EVENT))
         k = max(1, self._grow_decoders(k))
         ctx = self.decode_ctx_base + self.n_decode * self.counter
-        return prefill, k, self.execution.decode_steps_s(self.n_decode, ctx, k)
+        full = self.execution.decode_steps_s(self.n_decode, ctx, k)
+        return prefill, k, self._at_clock(full, lambda: self.execution.decode_clock_bound_s(self.n_decode))
+
+    def _at_clock(self, full_s: np.ndarray, clock_bound_s: Callable[[], float]) -> np.ndarray:
+        """The planned steps' durations at the GPU's clock: ``full_s`` stretched by the power
+        cap (:mod:`hwmodels.clock`), from the multiplier the GPU has now, after any idle
+        since the last step. The host overhead of each step is not GPU time and is kept."""
+        self._full_clock_s = full_s
+        if self.clock is None:
+            return full_s
+        now = self.env.now
+        self._multiplier = self.clock.relax(self._multiplier, 1.0, now - self._multiplier_at)
+        self._multiplier_at = now
+        overhead = self.execution.iteration_overhead_s
+        gpu_s = full_s - overhead
+        bound = np.full_like(gpu_s, clock_bound_s())
+        if len(gpu_s) == 1:
+            seconds, self._step_target = self.clock.step_s(self._multiplier, float(gpu_s[0]), float(bound[0]))
+            return np.array([seconds + overhead])
+        stretched, self._step_target = self.clock.steps_s(self._multiplier, gpu_s, bound)
+        return stretched + overhead
 
     # ================================================================== admission
     def _admit(self, budget: int, prefill: list[tuple[Request, int]]) -> int:

@@ -80,6 +80,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             busy = f"{_fmt(get('gpu_busy_fraction'), '%')} of the time"
             if get("gpu_prefill_busy_fraction") is not None:
                 busy += f", {_fmt(get('gpu_prefill_busy_fraction'), '%')} in steps with prefill"
+            if get("power_cap_slowdown"):
+                busy += f"; {_fmt(get('power_cap_slowdown'), '%')} longer than at full clock (power cap)"
             rows.append(("GPU busy", busy))
         if get("energy_per_output_token_j") is not None:
             rows.append(("energy / output token", f"{get('energy_per_output_token_j'):.3f} J"))

@@ -73,8 +73,9 @@ def test_held_out_predictions_are_within_ten_percent(profile: str, operation: st
 def test_whole_engine_steps_of_a_compiled_engine_are_predicted_within_ten_percent(profile: str) -> None:
     """The execution model composes the fitted kernels into steps; on the GPU a random-weight
     Llama-3-8B and Qwen-2.5-7B, fused as serving engines run them, were timed step by step
-    (``e2e.json``). The model never saw those steps, so this checks the composition, not the
-    fit: prefill from scratch and decode steps to a 5 % median and 10 % at most."""
+    (``e2e.json``), each run seven times back to back from a rested GPU. The model never saw
+    those steps, so this checks the composition and the power-cap model, not the fit: prefill
+    from scratch and decode steps to a 5 % median and 8 % at most."""
     from calibrate.validate import validate
 
     report = validate(PROFILES_DIR / profile)["end_to_end"]
@@ -82,14 +83,14 @@ def test_whole_engine_steps_of_a_compiled_engine_are_predicted_within_ten_percen
     assert len(steps) >= 8
     errors = np.abs([s["rel_error"] for s in steps])
     assert np.median(errors) <= 0.05
-    assert errors.max() <= 0.10
+    assert errors.max() <= 0.08
 
 
 @pytest.mark.parametrize("profile", ["h100-sxm-calibrated", "h200-calibrated"])
 def test_steps_on_a_cached_prefix_and_chunked_prefill_steps_are_predicted_within_twelve_percent(profile: str) -> None:
     """Steps that are neither: prefill on a cached prefix (its attention run as the prefix and
-    the new tokens apart, merged) and chunked prefill (a chunk and decodes as one batch), to an
-    8 % median and 12 % at most. Looser than above, for two reasons the README measures: the
+    the new tokens apart, merged) and chunked prefill (a chunk and decodes as one batch), to a
+    6 % median and 10 % at most. Looser than above, for two reasons the README measures: the
     merge costs the harness 1-2 % of such a step, which a one-kernel engine does not pay
     and the model does not price, and cuBLAS's cost at unaligned row counts is only
     approximated by 64-row rounding (about 5 % a GEMM)."""
@@ -100,8 +101,27 @@ def test_steps_on_a_cached_prefix_and_chunked_prefill_steps_are_predicted_within
     assert {s["op"] for s in steps} == {"e2e_prefix_prefill", "e2e_mixed"}
     assert len(steps) >= 14
     errors = np.abs([s["rel_error"] for s in steps])
-    assert np.median(errors) <= 0.08
-    assert errors.max() <= 0.12
+    assert np.median(errors) <= 0.06
+    assert errors.max() <= 0.10
+
+
+@pytest.mark.parametrize("profile", ["h100-sxm-calibrated", "h200-calibrated"])
+def test_steps_of_a_busy_gpu_are_predicted_by_the_power_cap_model(profile: str) -> None:
+    """The same steps timed after a second back to back (a busy server's steady state, the SM
+    clock down to 1,500-1,700 MHz for prefill): the profile's full-clock costs stretched by the
+    sustained clock measured on GEMM/copy mixes predict them to a 5 % median, where the
+    full-clock costs alone miss by twice as much. The worst, up to 15 %, are short prefills on
+    a long cached prefix, whose attention leaves half the SMs idle and draws less power than
+    the model's share of clock-bound work assumes."""
+    from calibrate.validate import validate
+
+    steps = [s for s in validate(PROFILES_DIR / profile)["end_to_end"] if "sustained_measured_s" in s]
+    assert len(steps) >= 30
+    errors = np.abs([s["sustained_rel_error"] for s in steps])
+    full_clock = np.abs([s["predicted_full_clock_s"] / s["sustained_measured_s"] - 1 for s in steps])
+    assert np.median(errors) <= 0.05
+    assert errors.max() <= 0.15
+    assert np.median(full_clock) >= 2 * np.median(errors)
 
 
 def test_the_fit_never_sees_held_out_points(raw: dict) -> None:
@@ -246,12 +266,13 @@ def test_a_gemm_of_any_row_count_costs_its_whole_tiles() -> None:
 
 
 #: GEMMs timed at row counts that are not multiples of 128, seen by neither profile's fit, all on
-#: 2026-11-23: by ``benchmarks/gpu_prefix_kernels.py`` on each GPU, and on the H200 also by a
-#: full ``kvsim-calibrate run`` whose microbenchmarks were not fitted (README says why).
+#: 2026-11-23: by ``benchmarks/gpu_prefix_kernels.py`` on each GPU, and as held-out points of
+#: each profile's own GEMM microbenchmarks.
 UNALIGNED_GEMMS = [
     ("h100-sxm-calibrated", ROOT / "benchmarks" / "results" / "gpu_prefix_kernels_h100_2026-11-23.json"),
     ("h200-calibrated", ROOT / "benchmarks" / "results" / "gpu_prefix_kernels_h200_2026-11-23.json"),
-    ("h200-calibrated", PROFILES_DIR / "h200-calibrated" / "raw-2026-11-23-unfitted.json"),
+    ("h100-sxm-calibrated", PROFILES_DIR / "h100-sxm-calibrated" / "raw.json"),
+    ("h200-calibrated", PROFILES_DIR / "h200-calibrated" / "raw.json"),
 ]
 
 

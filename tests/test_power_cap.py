@@ -1,0 +1,170 @@
+"""The SM clock under the power cap: the model, its fit, the execution split and serve mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calibrate.fit import fit_clock
+from hwmodels import ExecutionModel, get_model, load_profile
+from hwmodels.calibrated import PROFILES_DIR
+from hwmodels.clock import ClockModel
+from sim.config import HardwareConfig, SimConfig, TierConfig
+from sim.run import run
+from traces import Trace
+
+MODEL = ClockModel(
+    shares=(0.0, 0.4, 0.9),
+    multipliers=(1.0, 1.0, 1.2),
+    onset_s=0.08,
+    recovery_s=0.03,
+    stream_bytes_per_s=3e12,
+)
+
+
+def test_a_clock_model_rejects_what_no_gpu_measures() -> None:
+    with pytest.raises(ValueError, match="ascend from 0"):
+        ClockModel((0.2, 0.9), (1.0, 1.2), 0.1, 0.03, 3e12)
+    with pytest.raises(ValueError, match=">= 1"):
+        ClockModel((0.0, 0.9), (1.0, 0.8), 0.1, 0.03, 3e12)
+    with pytest.raises(ValueError, match="positive"):
+        ClockModel((0.0, 0.9), (1.0, 1.2), 0.0, 0.03, 3e12)
+
+
+def test_a_step_from_rest_runs_between_full_clock_and_the_steady_state() -> None:
+    """A step much shorter than the onset barely slows; one much longer nearly reaches the
+    steady multiplier; the GPU's multiplier afterwards has moved toward it, and idling brings it
+    back to 1."""
+    full, bound = 0.001, 0.0009  # share 0.9: steady multiplier 1.2
+    short, target = MODEL.step_s(1.0, full, bound)
+    assert target == pytest.approx(1.2)
+    assert full < short < full * 1.002
+    long_full = 100 * MODEL.onset_s
+    long, _ = MODEL.step_s(1.0, long_full, 0.9 * long_full)
+    steady = long_full * (0.1 + 0.9 * 1.2)
+    assert steady * 0.98 < long < steady
+    hot = MODEL.relax(1.0, 1.2, long)
+    assert hot == pytest.approx(1.2, rel=1e-6)
+    assert MODEL.relax(hot, 1.0, 10 * MODEL.recovery_s) < 1.0 + 1e-4
+    light, _ = MODEL.step_s(1.0, 0.01, 0.003)  # share 0.3: under the cap, never slower
+    assert light == pytest.approx(0.01)
+
+
+def test_consecutive_steps_priced_together_match_one_by_one() -> None:
+    """The vectorised pricing of a decode batch agrees with pricing its steps in turn."""
+    full = np.full(50, 0.01)
+    bound = np.full(50, 0.009)
+    together, target = MODEL.steps_s(1.0, full, bound)
+    multiplier, alone = 1.0, []
+    for f, b in zip(full, bound, strict=True):
+        seconds, target_one = MODEL.step_s(multiplier, float(f), float(b))
+        multiplier = MODEL.relax(multiplier, target_one, seconds)
+        alone.append(seconds)
+    assert target == target_one
+    assert np.allclose(together, alone, rtol=0.01)
+    assert together[-1] > together[0]
+
+
+def synthetic_power(onset_s: float, recovery_s: float, steady: dict[float, float]) -> dict:
+    """``kvsim-calibrate power`` output for a GPU that follows a known clock model: GEMMs whose
+    time beyond streaming is 90 % of it, copies with none."""
+    m, k, n = 4096, 4096, 4096
+    bandwidth = 3e12
+    gemm_s = 2.0 * (m * k + k * n + m * n) / bandwidth / 0.1  # 10 % streaming, 90 % clock-bound
+    copy_bytes = 2**28
+    copy_s = 2.0 * copy_bytes / bandwidth
+    mixes = []
+    for share, multiplier in steady.items():
+        n_gemm = round(share * 0.02 / gemm_s)
+        n_copy = round((1 - share) * 0.02 / copy_s)
+        unit = n_gemm * gemm_s + n_copy * copy_s
+        bound = n_gemm * gemm_s * 0.9
+        replays, now = [], 0.0
+        while now < 3.0:
+            at = multiplier + (1 - multiplier) * np.exp(-(now + unit / 2) / onset_s)  # at mid-replay
+            replays.append(unit + bound * (at - 1))
+            now += replays[-1]
+        mixes.append({"gemm_share": share, "n_gemm": n_gemm, "n_copy": n_copy, "full_clock_s": unit,
+                      "replay_s": replays, "steady_s": unit + bound * (multiplier - 1)})  # fmt: skip
+    loaded = steady[max(steady)]
+    recovery = [
+        {"idle_s": idle, "gemm_s": gemm_s * (1 + 0.9 * (loaded - 1) * np.exp(-idle / recovery_s)),
+         "loaded_gemm_s": gemm_s * (1 + 0.9 * (loaded - 1))}
+        for idle in (0.01, 0.03, 0.1, 0.3, 1.0)
+    ]  # fmt: skip
+    return {"environment": {"measured_at": "synthetic"}, "gemm_mkn": [m, k, n], "copy_bytes": copy_bytes,
+            "full_clock_s": {"gemm": gemm_s, "copy": copy_s}, "mixes": mixes, "recovery": recovery}  # fmt: skip
+
+
+def test_the_fit_recovers_a_known_clock_model() -> None:
+    steady = {1.0: 1.25, 0.7: 1.1, 0.4: 1.0, 0.0: 1.0}
+    fitted = ClockModel.from_params(fit_clock(synthetic_power(0.07, 0.025, steady)))
+    assert fitted.onset_s == pytest.approx(0.07, rel=0.05)
+    assert fitted.recovery_s == pytest.approx(0.025, rel=0.05)
+    assert fitted.stream_bytes_per_s == pytest.approx(3e12)
+    for share, multiplier in steady.items():
+        assert fitted.steady_multiplier(share * 0.9) == pytest.approx(multiplier, abs=0.01)
+
+
+@pytest.mark.parametrize("profile", ["h100-sxm-calibrated", "h200-calibrated"])
+def test_shipped_profiles_carry_the_clock_they_measured(profile: str) -> None:
+    """Both calibrations measured the sustained clock: compute-heavy work slows by a sixth
+    to a quarter, light work not at all, and the clock moves within a fraction of a second."""
+    clock = load_profile(profile).clock
+    power = json.loads((PROFILES_DIR / profile / "power.json").read_text())
+    assert clock is not None and power["mixes"]
+    assert clock.steady_multiplier(0.0) == 1.0 and clock.steady_multiplier(0.2) < 1.01
+    assert 1.1 < clock.steady_multiplier(1.0) < 1.35
+    assert 0.01 < clock.onset_s < 0.5 and 0.005 < clock.recovery_s < 0.5
+
+
+def test_a_step_s_clock_bound_seconds_follow_its_roofline() -> None:
+    """A long prefill is nearly all clock-bound; a small decode batch mostly reads weights and
+    KV, so little of it is; neither exceeds the step."""
+    model = ExecutionModel(get_model("llama-3-8b"), load_profile("h100-sxm-calibrated"))
+    prefill = model.clock_bound_s([4096], [0], 0) / model.iteration_s([4096], [0], 0, 0)
+    decode = model.clock_bound_s([], [], 16) / model.iteration_s([], [], 16, 16 * 2048)
+    assert 0.75 < prefill <= 1.0
+    assert 0.0 <= decode < 0.3
+
+
+def prefill_trace(n: int, gap_s: float) -> Trace:
+    """``n`` distinct 8k-token prompts with one output token each: nearly all prefill."""
+    return Trace.from_columns(
+        arrival_s=[i * gap_s for i in range(n)],
+        input_tokens=[8192] * n,
+        output_tokens=[1] * n,
+        block_hashes=[[i * 1000 + j for j in range(64)] for i in range(n)],
+        block_size=128,
+    )
+
+
+def serve(trace: Trace, profile: str | None, power_cap: bool = True) -> dict:
+    hw = HardwareConfig(profile=profile, power_cap=power_cap)
+    return run(SimConfig(hardware=hw, tiers=TierConfig(hbm_blocks=3000)), trace).summary
+
+
+def test_back_to_back_prefills_run_slower_under_the_power_cap() -> None:
+    """Prefill-only load keeps the GPU at its cap: steps stretch by the profile's multiplier on
+    their clock-bound share, queueing grows, and the summary says by how much; without the cap
+    (or with a datasheet profile, which measured none) nothing changes."""
+    burst = prefill_trace(40, 0.0)
+    capped = serve(burst, "h100-sxm-calibrated")
+    free = serve(burst, "h100-sxm-calibrated", power_cap=False)
+    assert 0.08 < capped["power_cap_slowdown"] < 0.25
+    assert capped["e2e_s_p50"] > free["e2e_s_p50"] * 1.05
+    assert free["power_cap_slowdown"] == 0.0
+    assert serve(burst, None)["power_cap_slowdown"] == 0.0
+    again = serve(burst, "h100-sxm-calibrated")
+    assert json.dumps(again, sort_keys=True) == json.dumps(capped, sort_keys=True)  # deterministic
+
+
+def test_a_rested_gpu_forgets_its_earlier_load() -> None:
+    """Requests far apart (idle ≫ the recovery constant) each start at full clock, so each takes
+    what the first one does; close together, later ones start hot and take longer."""
+    apart = run(SimConfig(hardware=HardwareConfig(profile="h100-sxm-calibrated")), prefill_trace(5, 5.0)).requests
+    assert np.allclose(apart["ttft_s"], apart["ttft_s"].iloc[0])
+    close = run(SimConfig(hardware=HardwareConfig(profile="h100-sxm-calibrated")), prefill_trace(5, 0.23)).requests
+    assert close["ttft_s"].iloc[-1] > apart["ttft_s"].iloc[0] * 1.02
