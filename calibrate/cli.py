@@ -20,13 +20,14 @@ from pathlib import Path
 
 from calibrate.power import ClockSampler
 from calibrate.shapes import FAMILIES
-from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR
+from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR, load_calibrated_profile
 from hwmodels.models import ModelSpec
 from traces.atomic import write_text_atomic
 
 RAW_FILE = "raw.json"
 E2E_FILE = "e2e.json"
 POWER_FILE = "power.json"
+CLOCK_PLOT = "clock.png"
 VALIDATION_FILE = "validation.json"
 SLOW_GPU_TOLERANCE = 0.15  # relative error of the reference GEMM beyond which the e2e check is suspect
 
@@ -138,6 +139,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(format_errors(report["heldout"]))
     print()
     print(format_e2e(report["end_to_end"]))
+    profile = load_calibrated_profile(str(directory))
+    if (directory / POWER_FILE).exists() and profile.clock is not None:
+        from calibrate.plots import plot_clock
+
+        power = json.loads((directory / POWER_FILE).read_text())
+        title = f"{profile.name}: SM clock under the power cap ({power['environment']['device_name']})"
+        print(f"\nwrote {plot_clock(power, profile.clock, directory / CLOCK_PLOT, title)}")
     for check in report["reference_gemm"]:
         if abs(check["rel_error"]) > SLOW_GPU_TOLERANCE:
             state = ""
@@ -169,7 +177,7 @@ def format_e2e(rows: list[dict]) -> str:
     """The end-to-end table; with the GPU's SM clock and power-cap share per step where they
     were read (a step timed under the power cap runs slower than one at full clock)."""
     clocked = any("sm_clock_mhz" in r for r in rows)
-    header = f"{'end-to-end step':<56}{'measured':>12}{'predicted':>12}{'error':>9}"
+    header = f"{'end-to-end step, from rest':<56}{'measured':>12}{'predicted':>12}{'error':>9}"
     lines = [header + (f"{'SM clock':>11}{'capped':>8}" if clocked else "")]
     for r in rows:
         line = f"{r['step']:<56}{1e3 * r['measured_s']:>10.2f}ms{1e3 * r['predicted_s']:>10.2f}ms"

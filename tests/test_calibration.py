@@ -176,10 +176,15 @@ def test_measuring_without_a_gpu_says_so_and_fails(tmp_path, command: str) -> No
     assert not (tmp_path / "raw.json").exists() and not (tmp_path / "e2e.json").exists()
 
 
-def test_fit_and_report_commands_write_a_loadable_profile(tmp_path) -> None:
+@pytest.mark.parametrize("with_power", [True, False])
+def test_fit_and_report_commands_write_a_loadable_profile(tmp_path, with_power: bool) -> None:
+    """With the sustained-load clock measured (power.json), the profile carries its model, the
+    report checks the steps under load and draws the clock; without it, neither."""
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "raw.json").write_text((H100 / "raw.json").read_text())
     (tmp_path / "m" / "e2e.json").write_text((H100 / "e2e.json").read_text())
+    if with_power:
+        (tmp_path / "m" / "power.json").write_text((H100 / "power.json").read_text())
     out = tmp_path / "profile"
     cli = [sys.executable, "-m", "calibrate.cli"]
     fit = subprocess.run(
@@ -193,7 +198,14 @@ def test_fit_and_report_commands_write_a_loadable_profile(tmp_path) -> None:
     validation = json.loads((out / "validation.json").read_text())
     steps = [r for r in json.loads((H100 / "e2e.json").read_text())["records"] if r["op"].startswith("e2e_")]
     assert len(validation["end_to_end"]) == len(steps)
-    assert load_calibrated_profile(str(out)).gemm_s(512, 4096, 4096) > 0
+    profile = load_calibrated_profile(str(out))
+    assert profile.gemm_s(512, 4096, 4096) > 0
+    assert (profile.clock is not None) == with_power
+    assert any("sustained_rel_error" in r for r in validation["end_to_end"]) == with_power
+    plot = out / "clock.png"
+    assert plot.exists() == with_power
+    if with_power:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_warns_when_the_gpu_ran_slower_than_when_profiled(tmp_path) -> None:
