@@ -211,13 +211,16 @@ class Replica:
                     if cumulative[j] > elapsed:
                         yield env.timeout(float(cumulative[j] - elapsed))
                     done = j + 1
-            self.busy_s += float(cumulative[done - 1])
-            self.full_clock_busy_s += float(self._full_clock_s[:done].sum())
-            if self.clock is not None:
-                self._multiplier = self.clock.relax(self._multiplier, self._step_target, float(cumulative[done - 1]))
+            elapsed = float(cumulative[done - 1])
+            self.busy_s += elapsed
+            if self.clock is None:
+                self.full_clock_busy_s += elapsed
+            else:
+                self.full_clock_busy_s += float(self._full_clock_s[:done].sum())
+                self._multiplier = self.clock.relax(self._multiplier, self._step_target, elapsed)
                 self._multiplier_at = env.now
             if prefill:
-                self.prefill_busy_s += float(cumulative[done - 1])
+                self.prefill_busy_s += elapsed
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
 
