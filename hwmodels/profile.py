@@ -13,6 +13,7 @@ steps in one call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -171,11 +172,12 @@ _CALIBRATED_SUFFIX = "-calibrated"
 
 
 def load_profile(name: str) -> GpuProfile:
-    """A profile by name: ``<gpu>-datasheet`` or a shipped calibrated profile.
+    """A profile by name: ``<gpu>-datasheet``, a shipped calibrated profile, or the directory
+    of one (``kvsim-calibrate fit -o DIR``).
 
     ``"h100-sxm"`` alone means its datasheet profile.
     """
-    if name.endswith(_CALIBRATED_SUFFIX) or name.startswith("calibrated:"):
+    if name.endswith(_CALIBRATED_SUFFIX) or name.startswith("calibrated:") or (Path(name) / "profile.json").is_file():
         from hwmodels.calibrated import load_calibrated_profile
 
         return load_calibrated_profile(name)

@@ -200,6 +200,7 @@ def test_fit_and_report_commands_write_a_loadable_profile(tmp_path, with_power: 
     assert len(validation["end_to_end"]) == len(steps)
     profile = load_calibrated_profile(str(out))
     assert profile.gemm_s(512, 4096, 4096) > 0
+    assert load_profile(str(out)).name == "test"  # hardware.profile=DIR, whatever DIR is called
     assert (profile.clock is not None) == with_power
     assert any("sustained_rel_error" in r for r in validation["end_to_end"]) == with_power
     plot = out / "clock.png"
