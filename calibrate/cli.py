@@ -44,14 +44,19 @@ def _cuda_or_exit(command: str) -> None:
         )
 
 
+def _gpu_out_dir(command: str, out: str) -> Path:
+    """Exit without a CUDA GPU, else the output directory, made."""
+    _cuda_or_exit(command)
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    _cuda_or_exit("run")
+    out = _gpu_out_dir("run", args.out)
     from calibrate.bench import run_all
-    from calibrate.power import ClockSampler
     from hwmodels.models import get_model
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with ClockSampler() as clocks:
         raw = run_all(
             args.io_dir or tempfile.gettempdir(),
@@ -71,13 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_e2e(args: argparse.Namespace) -> int:
     """The end-to-end steps alone: re-checking a profile needs no new microbenchmarks."""
-    _cuda_or_exit("e2e")
+    out = _gpu_out_dir("e2e", args.out)
     from calibrate.bench import environment
-    from calibrate.power import ClockSampler
     from hwmodels.models import get_model
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with ClockSampler() as clocks:
         _write_e2e(out, environment(), [get_model(m) for m in args.e2e_model], 2 if args.quick else None, clocks)
     return 0
@@ -85,11 +87,9 @@ def cmd_e2e(args: argparse.Namespace) -> int:
 
 def cmd_power(args: argparse.Namespace) -> int:
     """The sustained-load clock alone: a profile measured before it existed gains it."""
-    _cuda_or_exit("power")
+    out = _gpu_out_dir("power", args.out)
     from calibrate.bench import environment
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with ClockSampler() as clocks:
         _write_power(out, environment(), args.quick, clocks)
     return 0

@@ -157,6 +157,33 @@ def _best_tau(times: np.ndarray, excess: np.ndarray, start: float, end: float) -
     return float(grid[int(np.argmin(errors))])
 
 
+def stream_bytes_per_s(power: dict[str, Any]) -> float:
+    """The copy bandwidth measured with the mixes (a copy reads and writes its bytes)."""
+    return 2.0 * power["copy_bytes"] / power["full_clock_s"]["copy"]
+
+
+def gemm_clock_bound_s(power: dict[str, Any]) -> float:
+    """The mixes' GEMM's seconds beyond streaming its operands, at full clock."""
+    m, k, n = power["gemm_mkn"]
+    return max(0.0, power["full_clock_s"]["gemm"] - 2.0 * (m * k + k * n + m * n) / stream_bytes_per_s(power))
+
+
+def mix_multipliers(power: dict[str, Any]) -> list[tuple[float, float]]:
+    """``(clock-bound share, steady multiplier on the clock-bound seconds)`` of each mix with
+    GEMMs in it, as measured (noise can put one a little under 1)."""
+    points = []
+    for mix in power["mixes"]:
+        bound, full = mix["n_gemm"] * gemm_clock_bound_s(power), mix["full_clock_s"]
+        if bound > 0:
+            points.append((bound / full, 1.0 + (mix["steady_s"] / full - 1.0) * full / bound))
+    return points
+
+
+def heaviest_mix(power: dict[str, Any]) -> dict[str, Any]:
+    """The mix with the most GEMMs: its replays show the onset most clearly."""
+    return max(power["mixes"], key=lambda mix: mix["n_gemm"])
+
+
 def fit_clock(power: dict[str, Any]) -> dict[str, Any]:
     """The sustained-load clock model (:class:`hwmodels.clock.ClockModel`) from
     ``kvsim-calibrate power`` output (:mod:`calibrate.sustained`).
@@ -168,21 +195,12 @@ def fit_clock(power: dict[str, Any]) -> dict[str, Any]:
     The onset constant comes from the all-GEMM mix's first half second, replay by replay; the
     recovery constant from GEMMs timed after idling a loaded GPU for 10 ms to 1 s, each against
     the one after the longest idle (which also carries the clock's ramp from idle)."""
-    m, k, n = power["gemm_mkn"]
-    bandwidth = 2.0 * power["copy_bytes"] / power["full_clock_s"]["copy"]
-    gemm_s = power["full_clock_s"]["gemm"]
-    gemm_clock_bound = max(0.0, gemm_s - 2.0 * (m * k + k * n + m * n) / bandwidth)
-    points = {0.0: 1.0}
-    for mix in power["mixes"]:
-        clock_bound = mix["n_gemm"] * gemm_clock_bound
-        if clock_bound <= 0:
-            continue
-        full = mix["full_clock_s"]
-        points[clock_bound / full] = max(1.0, 1.0 + (mix["steady_s"] / full - 1.0) * full / clock_bound)
+    gemm_s, gemm_clock_bound = power["full_clock_s"]["gemm"], gemm_clock_bound_s(power)
+    points = {0.0: 1.0} | {share: max(1.0, multiplier) for share, multiplier in mix_multipliers(power)}
     shares = sorted(points)
     multipliers = list(np.maximum.accumulate([points[c] for c in shares]))
 
-    heaviest = max((mix for mix in power["mixes"] if mix["n_gemm"]), key=lambda mix: mix["gemm_share"])
+    heaviest = heaviest_mix(power)
     replays = np.asarray(heaviest["replay_s"])
     clock_bound = heaviest["n_gemm"] * gemm_clock_bound
     excess = (replays - heaviest["full_clock_s"]) / clock_bound  # multiplier - 1, replay by replay
@@ -202,7 +220,7 @@ def fit_clock(power: dict[str, Any]) -> dict[str, Any]:
         "multipliers": [round(float(x), 4) for x in multipliers],
         "onset_s": round(onset, 4),
         "recovery_s": round(recovery, 4),
-        "stream_bytes_per_s": bandwidth,
+        "stream_bytes_per_s": stream_bytes_per_s(power),
         "measured_at": power["environment"]["measured_at"],
     }
 

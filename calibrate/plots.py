@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from calibrate.fit import gemm_clock_bound_s, heaviest_mix, mix_multipliers  # noqa: E402
 from hwmodels.clock import ClockModel  # noqa: E402
 from traces.atomic import atomic_path  # noqa: E402
 
@@ -21,24 +22,16 @@ def plot_clock(power: dict[str, Any], clock: ClockModel, path: Path, title: str)
     """Left: the steady multiplier on clock-bound seconds against the clock-bound share, each
     measured mix and the fitted curve. Right: the all-GEMM mix replay by replay from a rested
     GPU, against the fitted onset."""
-    m, k, n = power["gemm_mkn"]
-    gemm_s = power["full_clock_s"]["gemm"]
-    gemm_bound = max(0.0, gemm_s - 2.0 * (m * k + k * n + m * n) / clock.stream_bytes_per_s)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    shares, multipliers = [], []
-    for mix in power["mixes"]:
-        bound = mix["n_gemm"] * gemm_bound
-        if bound > 0:
-            shares.append(bound / mix["full_clock_s"])
-            multipliers.append(1.0 + (mix["steady_s"] / mix["full_clock_s"] - 1.0) * mix["full_clock_s"] / bound)
     grid = np.linspace(0.0, 1.0, 101)
     left.plot(grid, [clock.steady_multiplier(c) for c in grid], label="fitted")
+    shares, multipliers = zip(*mix_multipliers(power), strict=True)
     left.plot(shares, multipliers, "o", label="GEMM/copy mixes, last second of 3 s")
     left.set(xlabel="clock-bound share of the step at full clock", ylabel="multiplier on clock-bound seconds")
     left.legend(fontsize=8)
-    heaviest = max((mix for mix in power["mixes"] if mix["n_gemm"]), key=lambda mix: mix["n_gemm"])
+    heaviest = heaviest_mix(power)
     replays = np.asarray(heaviest["replay_s"])
-    bound = heaviest["n_gemm"] * gemm_bound
+    bound = heaviest["n_gemm"] * gemm_clock_bound_s(power)
     at = np.cumsum(replays) - 0.5 * replays
     target = clock.steady_multiplier(bound / heaviest["full_clock_s"])
     right.plot(at, 1.0 + (replays - heaviest["full_clock_s"]) / bound, ".", ms=3, label="measured, per replay")

@@ -111,7 +111,8 @@ def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, qui
         times = replays(g, max(10, round(LOAD_S / unit_s)))
         end = time.time()
         del g
-        steady = [t for t, at in zip(times, _ends(times), strict=True) if at > sum(times) - STEADY_S]
+        total = sum(times)
+        steady = [t for t, at in zip(times, _ends(times), strict=True) if at > total - STEADY_S]
         state = clocks.window(end - STEADY_S, end) if clocks is not None else None
         mix = {
             "gemm_share": round(n_gemm * full_clock["gemm"] / unit_s, 4),

@@ -61,17 +61,20 @@ class ClockModel:
         """Multiplier on clock-bound seconds once work of this share has run for a while."""
         return float(np.interp(share, self.shares, self.multipliers))
 
+    def _tau(self, multiplier: float, target: float) -> float:
+        """Heating and cooling run at their own pace."""
+        return self.onset_s if target > multiplier else self.recovery_s
+
     def relax(self, multiplier: float, target: float, seconds: float) -> float:
         """The multiplier after ``seconds`` of work whose steady multiplier is ``target``
         (1.0 for idle)."""
-        tau = self.onset_s if target > multiplier else self.recovery_s
-        return target + (multiplier - target) * math.exp(-seconds / tau)
+        return target + (multiplier - target) * math.exp(-seconds / self._tau(multiplier, target))
 
     def mean_multiplier(self, multiplier: float, target: float, seconds: float) -> float:
         """The multiplier averaged over ``seconds`` of such work."""
         if seconds <= 0:
             return multiplier
-        tau = self.onset_s if target > multiplier else self.recovery_s
+        tau = self._tau(multiplier, target)
         return target + (multiplier - target) * tau / seconds * (1.0 - math.exp(-seconds / tau))
 
     def step_s(self, multiplier: float, full_s: float, clock_bound_s: float) -> tuple[float, float]:
@@ -89,15 +92,13 @@ class ClockModel:
             seconds = full_s + clock_bound_s * (self.mean_multiplier(multiplier, target, seconds) - 1.0)
         return seconds, target
 
-    def steps_s(self, multiplier: float, full_s: np.ndarray, clock_bound_s: np.ndarray) -> tuple[np.ndarray, float]:
-        """:meth:`step_s` for consecutive steps of a stable batch (decode), vectorised: each is
-        priced at the multiplier of its midpoint on the full-clock timeline, relaxing toward
-        the first step's steady value. Decode steps are mostly memory-bound, so the
-        approximation moves them by far less than their own clock-bound seconds."""
-        if full_s[0] <= 0:
-            return full_s, multiplier
-        target = self.steady_multiplier(float(clock_bound_s[0] / full_s[0]))
-        tau = self.onset_s if target > multiplier else self.recovery_s
+    def steps_s(self, multiplier: float, full_s: np.ndarray, clock_bound_s: float) -> tuple[np.ndarray, float]:
+        """:meth:`step_s` for consecutive steps of a stable batch (decode: each has the same
+        ``clock_bound_s``, as what grows with the context, decode attention, is not
+        clock-bound), vectorised: each step is priced at the multiplier of its midpoint on the
+        full-clock timeline. Decode steps are mostly memory-bound, so the approximation moves
+        them by far less than their own clock-bound seconds."""
+        target = self.steady_multiplier(clock_bound_s / float(full_s[0]))
         midpoints = np.cumsum(full_s) - 0.5 * full_s
-        at = target + (multiplier - target) * np.exp(-midpoints / tau)
+        at = target + (multiplier - target) * np.exp(-midpoints / self._tau(multiplier, target))
         return full_s + clock_bound_s * (at - 1.0), target

@@ -187,8 +187,3 @@ class ExecutionModel:
             "lm_head", n_decode, self._lm_head_s
         )
         return self.model.n_layers * attention + fixed + self.iteration_overhead_s
-
-    def decode_clock_bound_s(self, n_decode: int) -> float:
-        """:meth:`clock_bound_s` of one decode-only step (the same for every step of a batch:
-        decode attention, the part that grows with the context, is not clock-bound)."""
-        return self.clock_bound_s([], [], n_decode)

@@ -265,7 +265,7 @@ class Replica:
         k = max(1, self._grow_decoders(k))
         ctx = self.decode_ctx_base + self.n_decode * self.counter
         full = self.execution.decode_steps_s(self.n_decode, ctx, k)
-        return prefill, k, self._at_clock(full, lambda: self.execution.decode_clock_bound_s(self.n_decode))
+        return prefill, k, self._at_clock(full, lambda: self.execution.clock_bound_s([], [], self.n_decode))
 
     def _at_clock(self, full_s: np.ndarray, clock_bound_s: Callable[[], float]) -> np.ndarray:
         """The planned steps' durations at the GPU's clock: ``full_s`` stretched by the power
@@ -279,11 +279,10 @@ class Replica:
         self._multiplier_at = now
         overhead = self.execution.iteration_overhead_s
         gpu_s = full_s - overhead
-        bound = np.full_like(gpu_s, clock_bound_s())
         if len(gpu_s) == 1:
-            seconds, self._step_target = self.clock.step_s(self._multiplier, float(gpu_s[0]), float(bound[0]))
+            seconds, self._step_target = self.clock.step_s(self._multiplier, float(gpu_s[0]), clock_bound_s())
             return np.array([seconds + overhead])
-        stretched, self._step_target = self.clock.steps_s(self._multiplier, gpu_s, bound)
+        stretched, self._step_target = self.clock.steps_s(self._multiplier, gpu_s, clock_bound_s())
         return stretched + overhead
 
     # ================================================================== admission
