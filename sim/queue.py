@@ -64,7 +64,18 @@ class WaitingQueue:
         """Up to ``n`` requests in admission order, without refreshing dynamic keys."""
         if self._dynamic:
             return sorted(self._fifo[: self._scheduler.window], key=lambda r: self._scheduler.key(r, now))[:n]
-        return [entry[2] for entry in heapq.nsmallest(n, self._heap)]
+        # The n smallest of a heap are found by walking it from the root, smallest first,
+        # in O(n log n); heapq.nsmallest would scan the whole queue, at every step of an
+        # overloaded replica whose queue holds thousands.
+        heap, out = self._heap, []
+        frontier = [(heap[0], 0)] if heap else []
+        while frontier and len(out) < n:
+            entry, i = heapq.heappop(frontier)
+            out.append(entry[2])
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+        return out
 
     def __iter__(self) -> Iterator[Request]:
         return iter(self._fifo) if self._dynamic else (entry[2] for entry in self._heap)

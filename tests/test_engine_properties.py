@@ -238,3 +238,31 @@ def test_a_request_preempted_while_its_step_is_planned_gets_no_credit_for_that_s
     summary = run(config, trace).summary  # check_invariants is on by default
     assert summary["preemptions_swap"] > 100
     assert summary["n_finished"] + summary["n_rejected"] == len(trace)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.integers(0, 5), max_size=200), popped=st.integers(0, 200), n=st.integers(0, 40))
+def test_the_queue_head_is_what_admission_would_take_first(keys: list[int], popped: int, n: int) -> None:
+    """``head(n)`` (what a prefetch policy is shown) walks the heap instead of scanning the
+    queue: it must still be the first ``n`` requests in admission order."""
+    from types import SimpleNamespace
+
+    from policies.scheduler.base import Scheduler
+    from sim.queue import WaitingQueue
+
+    class ByKey(Scheduler):
+        def key(self, req: object, now: float) -> tuple:
+            return (req.k, req.arrival_s)
+
+    queue = WaitingQueue(ByKey())
+    for i, k in enumerate(keys):
+        queue.push(SimpleNamespace(k=k, arrival_s=float(i)), 0.0)
+    for _ in range(min(popped, len(keys))):
+        queue.pop(next(queue.candidates(0.0, lambda r: None)))
+    head = queue.head(n, 0.0)
+    admitted = []
+    while len(admitted) < n and len(queue):
+        req = next(queue.candidates(0.0, lambda r: None))
+        queue.pop(req)
+        admitted.append(req)
+    assert head == admitted
