@@ -57,6 +57,9 @@ class HardwareConf:
     ssd_read_gbps: float = 7.0
     ssd_write_gbps: float = 5.0
     ssd_latency_s: float = 100e-6
+    remote_gb: float = 0.0
+    net_gbps: float = 25.0
+    net_latency_s: float = 20e-6
     copies_per_block: int | None = None
     power_cap: bool = True
 
@@ -67,6 +70,7 @@ class TierConf:
     hbm_blocks: int | None = None
     dram_blocks: int | None = None
     ssd_blocks: int | None = None
+    remote_blocks: int | None = None
 
 
 @dataclass

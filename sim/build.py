@@ -50,12 +50,15 @@ class Setup:
     execution: ExecutionModel
     block_tokens: int
     bytes_per_block: int
-    tier_blocks: tuple[tuple[str, int], ...]  # (name, capacity in blocks), HBM first
+    # (name, capacity in blocks), HBM first; per replica, but for the shared "remote" pool
+    tier_blocks: tuple[tuple[str, int], ...]
     copies_per_block: int
     pcie_h2d: DurationModel
     pcie_d2h: DurationModel
     ssd_read: DurationModel
     ssd_write: DurationModel
+    net_read: DurationModel  # pool -> replica, per replica
+    net_write: DurationModel  # replica -> pool, per replica
     policies: dict[str, Callable[..., Any]]  # family -> factory
     tier_eviction: dict[str, Callable[..., Any]]  # tier name -> eviction factory overriding policies["eviction"]
     hbm_kv_bytes_available: float
@@ -128,6 +131,8 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         pcie_d2h=d2h,
         ssd_read=linear_duration(hw.ssd_latency_s, hw.ssd_read_gbps * GB),
         ssd_write=linear_duration(hw.ssd_latency_s, hw.ssd_write_gbps * GB),
+        net_read=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), tp),
+        net_write=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), tp),
         policies=policies,
         tier_eviction=tier_eviction,
         hbm_kv_bytes_available=available,
@@ -185,11 +190,12 @@ def _check_scalars(config: SimConfig) -> None:
         raise ConfigError("hardware.gpu_memory_utilization", f"must be in (0, 1], got {hw.gpu_memory_utilization}")
     if hw.hbm_gb is not None:
         positive("hardware.hbm_gb", hw.hbm_gb)
-    for key in ("dram_gb", "ssd_gb", "activation_reserve_gb"):
+    for key in ("dram_gb", "ssd_gb", "remote_gb", "activation_reserve_gb"):
         non_negative(f"hardware.{key}", getattr(hw, key))
-    for key in ("ssd_read_gbps", "ssd_write_gbps"):
+    for key in ("ssd_read_gbps", "ssd_write_gbps", "net_gbps"):
         positive(f"hardware.{key}", getattr(hw, key))
     non_negative("hardware.ssd_latency_s", hw.ssd_latency_s)
+    non_negative("hardware.net_latency_s", hw.net_latency_s)
     if hw.pcie_gbps is not None:
         positive("hardware.pcie_gbps", hw.pcie_gbps)
     if hw.pcie_latency_s is not None:
@@ -212,7 +218,7 @@ def _check_scalars(config: SimConfig) -> None:
             "timeseries_interval_s",
             f"must be >= {MIN_SAMPLE_INTERVAL_S} s (an engine step is longer), got {config.timeseries_interval_s}",
         )
-    for key in ("hbm_blocks", "dram_blocks", "ssd_blocks"):
+    for key in ("hbm_blocks", "dram_blocks", "ssd_blocks", "remote_blocks"):
         value = getattr(config.tiers, key)
         if value is not None and (not is_integer(value) or value < (1 if key == "hbm_blocks" else 0)):
             lowest = 1 if key == "hbm_blocks" else 0
@@ -325,7 +331,7 @@ def _tier_capacities(config: SimConfig, bytes_per_block: int, hbm_available: flo
                 f"{hw.hbm_gb} GB holds less than one {block_mib:.2f} MiB KV block",
             )
     capacities = [("hbm", hbm_blocks)]
-    for name in ("dram", "ssd"):
+    for name in ("dram", "ssd", "remote"):
         blocks = getattr(tiers, f"{name}_blocks")
         if blocks is None:
             size_gb = getattr(hw, f"{name}_gb")
@@ -367,9 +373,15 @@ def _pcie_models(config: SimConfig, profile: GpuProfile, tp: int) -> tuple[Durat
         return from_profile("h2d"), from_profile("d2h")
     gbps = hw.pcie_gbps if hw.pcie_gbps is not None else profile.gpu.pcie_gbps * 0.8
     latency = hw.pcie_latency_s if hw.pcie_latency_s is not None else float(profile.copy_s(1, "h2d"))
-    per_gpu = linear_duration(latency, gbps * GB)
+    sharded = _sharded(linear_duration(latency, gbps * GB), tp)
+    return sharded, sharded
+
+
+def _sharded(per_gpu: DurationModel, tp: int) -> DurationModel:
+    """A replica's link made of one link per GPU, each moving its ``1/tp`` of the KV heads at
+    once (PCIe lanes and NICs are per GPU)."""
 
     def sharded(nbytes: int, n_copies: int) -> float:
         return per_gpu(nbytes / tp, n_copies)
 
-    return sharded, sharded
+    return sharded

@@ -21,7 +21,8 @@ from typing import Any
 PolicyRef = str | Callable[..., Any]
 
 MODES = ("serve", "replay")
-TIER_NAMES = ("hbm", "dram", "ssd")
+TIER_NAMES = ("hbm", "dram", "ssd", "remote")  # top first
+SHARED_TIERS = ("remote",)  # one pool for all replicas; the others are per replica
 PREEMPTION_MODES = ("recompute", "swap")
 KV_LOAD_MODES = ("always", "if_faster")
 
@@ -37,11 +38,14 @@ class ModelConfig:
 
 @dataclass
 class HardwareConfig:
-    """One replica's GPUs, memory tiers and links.
+    """One replica's GPUs, memory tiers and links, and the KV pool the replicas share.
 
     ``hbm_gb`` is the HBM given to the KV cache per replica. Left ``None`` it is what vLLM
     would get: ``gpu_memory_utilization x memory x tensor_parallel`` minus the weights and an
-    activation reserve. DRAM and SSD tiers exist when their size is above zero.
+    activation reserve. DRAM and SSD tiers exist when their size is above zero, one of each
+    per replica. ``remote_gb`` above zero adds a KV pool below them that every replica reads
+    and writes over its network link (Mooncake Store, LMCache's remote backend, SGLang
+    HiCache's shared storage): a prefix one replica computed is a hit for the others.
     """
 
     gpu: str = "h100-sxm"
@@ -58,6 +62,9 @@ class HardwareConfig:
     ssd_read_gbps: float = 7.0
     ssd_write_gbps: float = 5.0
     ssd_latency_s: float = 100e-6  # per request to the SSD
+    remote_gb: float = 0.0  # the shared pool's capacity, for all replicas together
+    net_gbps: float = 25.0  # per GPU and direction to the pool: a 200 Gb/s RDMA NIC each
+    net_latency_s: float = 20e-6  # per block read from or written to the pool
     copies_per_block: int | None = None  # copy calls per block moved; None = 2 x layers (K, V paged per layer)
     # Price the SM clock's fall under the board's power cap when busy (hwmodels.clock), for a
     # profile that measured it (the calibrated ones); False: every step at full clock.
@@ -76,6 +83,7 @@ class TierConfig:
     hbm_blocks: int | None = None
     dram_blocks: int | None = None
     ssd_blocks: int | None = None
+    remote_blocks: int | None = None  # the shared pool, for all replicas together
 
 
 @dataclass

@@ -17,8 +17,8 @@ from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import policy_label
 from sim.blocks import AccessOracle, remap_blocks
 from sim.build import Setup, build_setup
-from sim.config import SimConfig
-from sim.kvcache import InvariantError, TieredCache, build_tiers
+from sim.config import SHARED_TIERS, SimConfig
+from sim.kvcache import InvariantError, Tier, TieredCache, build_tiers
 from sim.links import Link
 from sim.metrics import GpuPower, RequestLog, RunTotals, requests_frame, summarise
 from sim.progress import SimProgress
@@ -49,6 +49,10 @@ class _ServeRun:
         self.recompute_s = self._recompute_cost_by_position()
         self.tier_names = tuple(name for name, _ in setup.tier_blocks)
         self.log = RequestLog(len(trace), self.tier_names)
+        self.pool = self._build_pool()
+        # Copies in flight into the pool, seen by every replica: (tier, block) -> completion
+        # event, and when each is expected to land (see Replica._flights).
+        self.pool_flights: tuple[dict, dict] = ({}, {})
         self.remaining = len(trace)
         self.arrived = 0
         self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
@@ -85,6 +89,15 @@ class _ServeRun:
         )
         return policy
 
+    def _build_pool(self) -> Tier | None:
+        """The KV pool every replica shares (the last tier), if the hardware has one: one
+        :class:`Tier`, with one eviction policy, that each replica's cache lists last."""
+        name, capacity = self.setup.tier_blocks[-1]
+        if name not in SHARED_TIERS:
+            return None
+        index = len(self.setup.tier_blocks) - 1
+        return Tier(name, index, capacity, self._make_policy(name, capacity))
+
     def _build_replica(self, index: int) -> Replica:
         setup, config, env = self.setup, self.config, self.env
         bucket = config.timeseries_interval_s
@@ -95,8 +108,13 @@ class _ServeRun:
         if "ssd" in self.tier_names:
             links["ssd_read"] = Link(env, "ssd_read", setup.ssd_read, bucket)
             links["ssd_write"] = Link(env, "ssd_write", setup.ssd_write, bucket)
+        if self.pool is not None:
+            links["net_read"] = Link(env, "net_read", setup.net_read, bucket)
+            links["net_write"] = Link(env, "net_write", setup.net_write, bucket)
+        local = [(name, capacity) for name, capacity in setup.tier_blocks if name not in SHARED_TIERS]
+        tiers = build_tiers(local, self._make_policy) + ([self.pool] if self.pool is not None else [])
         cache = TieredCache(
-            build_tiers(setup.tier_blocks, self._make_policy),
+            tiers,
             setup.policies["admission"](),
             check_invariants=config.check_invariants,
         )
@@ -120,6 +138,7 @@ class _ServeRun:
             kv_load=config.engine.kv_load,
             on_done=self._on_done,
             clock=setup.execution.profile.clock if config.hardware.power_cap else None,
+            pool_flights=self.pool_flights if self.pool is not None else None,
         )
 
     def _context_of(self, req: Request) -> RequestContext:
@@ -283,7 +302,7 @@ class _ServeRun:
                 name: max(r.peak_blocks[i] for r in self.replicas) for i, name in enumerate(self.tier_names)
             },
             evictions={
-                name: sum(r.cache.tiers[i].evictions for r in self.replicas) for i, name in enumerate(self.tier_names)
+                name: sum(tier.evictions for tier in self._distinct_tiers(i)) for i, name in enumerate(self.tier_names)
             },
             preemptions_recompute=sum(r.preemptions_recompute for r in self.replicas),
             preemptions_swap=sum(r.preemptions_swap for r in self.replicas),
@@ -291,6 +310,12 @@ class _ServeRun:
             loads_declined_blocks=sum(r.loads_declined_blocks for r in self.replicas),
             bytes_per_block=self.setup.bytes_per_block,
         )
+
+    def _distinct_tiers(self, index: int) -> list[Tier]:
+        """Tier ``index`` of every replica, the shared pool (one Tier in every cache) once."""
+        if self.pool is not None and index == self.pool.index:
+            return [self.pool]
+        return [replica.cache.tiers[index] for replica in self.replicas]
 
     def _check_accounting(self, frame: pd.DataFrame) -> None:
         """Invariants that close over the whole run; a violation is an engine bug."""

@@ -16,10 +16,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sim.config import SHARED_TIERS, TIER_NAMES  # noqa: E402
 from sim.result import PLOT_FILES, Result  # noqa: E402
 from traces.atomic import atomic_path  # noqa: E402
 
-TIERS = ("hbm", "dram", "ssd")
+TIERS = TIER_NAMES
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -62,7 +63,7 @@ def hit_ratio_by_tier(summary: dict, path: Path) -> Path:
     ax.bar(
         list(shares),
         list(shares.values()),
-        color=["tab:green", "tab:blue", "tab:purple", "tab:grey"][: len(shares) - 1] + ["tab:red"],
+        color=["tab:green", "tab:blue", "tab:purple", "tab:orange"][: len(shares) - 1] + ["tab:red"],
     )
     ax.set_ylabel("share of prompt tokens" if "recompute_ratio" in summary else "share of block accesses")
     ax.set_ylim(0, 1)
@@ -72,6 +73,10 @@ def hit_ratio_by_tier(summary: dict, path: Path) -> Path:
 
 def occupancy_and_links(timeseries: pd.DataFrame, path: Path) -> Path:
     per_time = timeseries.groupby("time_s").sum(numeric_only=True)
+    for tier in SHARED_TIERS:
+        if f"{tier}_used_blocks" in per_time:
+            # Every replica's row shows the one shared pool: count it once.
+            per_time[f"{tier}_used_blocks"] = timeseries.groupby("time_s")[f"{tier}_used_blocks"].max()
     fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     for tier in TIERS:
         if f"{tier}_used_blocks" in per_time:

@@ -122,7 +122,7 @@ def replay_tiers(
     tier is written to the next one unless that already holds it; the last tier drops. A missed
     block is computed into HBM. Each tier has its own policy instance, from
     ``tier_policies[name]`` where given, else from ``make_policy``; tiers are named by
-    ``tier_names``, by default hbm, dram, ssd in order. Offline policies see the access
+    ``tier_names``, by default hbm, dram, ssd, remote in order. Offline policies see the access
     stream's future through ``next_access`` (blocks also arrive by demotion).
     """
     if not capacities or any(c < 1 for c in capacities):
@@ -206,11 +206,14 @@ def usable_prefix(hit: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def run_replay(config: SimConfig, trace: Trace) -> Result:
     """Replay mode of :func:`sim.run`: hit ratios at ``tiers.hbm_blocks`` (and, when set,
-    ``tiers.dram_blocks`` / ``tiers.ssd_blocks`` below it)."""
+    ``tiers.dram_blocks`` / ``tiers.ssd_blocks`` / ``tiers.remote_blocks`` below it). Replay
+    runs one cache, so a shared pool is just its last tier."""
     tiers = config.tiers
     capacity = tiers.hbm_blocks
     hw = config.hardware
-    for tier, gb, blocks in (("dram", hw.dram_gb, tiers.dram_blocks), ("ssd", hw.ssd_gb, tiers.ssd_blocks)):
+    lower_names = TIER_NAMES[1:]
+    for tier in lower_names:
+        gb, blocks = getattr(hw, f"{tier}_gb"), getattr(tiers, f"{tier}_blocks")
         if gb and blocks is None:
             # Replay has no model or GPU to turn gigabytes into blocks; ignoring the tier would
             # replay a single tier while the user believes they asked for two.
@@ -218,11 +221,9 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
                 f"hardware.{tier}_gb",
                 f"replay mode sizes tiers in blocks: set tiers.{tier}_blocks (or hardware.{tier}_gb=0)",
             )
-    for key, value in (
-        ("tiers.hbm_blocks", capacity),
-        ("tiers.dram_blocks", tiers.dram_blocks),
-        ("tiers.ssd_blocks", tiers.ssd_blocks),
-    ):
+    for key, value in [("tiers.hbm_blocks", capacity)] + [
+        (f"tiers.{t}_blocks", getattr(tiers, f"{t}_blocks")) for t in lower_names
+    ]:
         if key == "tiers.hbm_blocks" and value is None:
             raise ConfigError(key, "replay mode needs the cache capacity in blocks, e.g. tiers.hbm_blocks=4000")
         least = 1 if key == "tiers.hbm_blocks" else 0  # 0 lower-tier blocks: no such tier, as in serve mode
@@ -239,7 +240,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
             check_block_tokens(trace.block_size, tiers.block_tokens)
         except BlockSizeError as exc:
             raise ConfigError("tiers.block_tokens", str(exc)) from None
-    below = [(name, c) for name, c in (("dram", tiers.dram_blocks), ("ssd", tiers.ssd_blocks)) if c]
+    below = [(name, getattr(tiers, f"{name}_blocks")) for name in lower_names if getattr(tiers, f"{name}_blocks")]
     names = ["hbm", *(name for name, _ in below)]
     lower = [c for _, c in below]
     per_tier = resolve_tier_eviction(config, names)

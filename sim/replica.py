@@ -39,13 +39,21 @@ from sim.request import Request, State
 
 HBM = 0
 _MAX_DECODE_STEPS_PER_EVENT = 4096
+# The links a copy crosses, in order. SSD data passes through host memory; the shared pool's
+# reaches the GPU over the NIC and then the GPU's PCIe link (GPUDirect RDMA crosses it too).
 _PATHS = {
     ("dram", "hbm"): ("pcie_h2d",),
     ("ssd", "dram"): ("ssd_read",),
     ("ssd", "hbm"): ("ssd_read", "pcie_h2d"),
+    ("remote", "hbm"): ("net_read", "pcie_h2d"),
+    ("remote", "dram"): ("net_read",),
+    ("remote", "ssd"): ("net_read", "ssd_write"),
     ("hbm", "dram"): ("pcie_d2h",),
     ("dram", "ssd"): ("ssd_write",),
     ("hbm", "ssd"): ("pcie_d2h", "ssd_write"),
+    ("hbm", "remote"): ("pcie_d2h", "net_write"),
+    ("dram", "remote"): ("net_write",),
+    ("ssd", "remote"): ("ssd_read", "net_write"),
 }
 
 
@@ -70,6 +78,7 @@ class Replica:
         on_done: Callable[[Request], None],
         kv_load: str = "always",
         clock: ClockModel | None = None,
+        pool_flights: tuple[dict[tuple[int, int], simpy.Event], dict[tuple[int, int], float]] | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -108,6 +117,10 @@ class Replica:
         # When each copy down in flight is expected to land (its hops priced as queued when
         # it was issued): what a load of the block weighs against recomputing it.
         self._lands_at: dict[tuple[int, int], float] = {}
+        # The same two for the shared pool (the last tier), held by every replica alike: a
+        # block another replica is still writing there is read once it has landed.
+        self._pool_tier = len(cache.tiers) - 1 if pool_flights is not None else -1
+        self._pool_inflight, self._pool_lands_at = pool_flights if pool_flights is not None else ({}, {})
         self._stall_until = 0.0  # the next step waits for write-backs that free its slots
         self._resuming: list[Request] = []  # swapped-in decoders; they rejoin at a step boundary
         self._prefill_plan: list[tuple[Request, int]] = []  # the prefill chunks of the step being planned
@@ -406,12 +419,11 @@ class Replica:
         now = self.env.now
         per_source: dict[int, int] = {}
         ready: dict[int, float] = {}  # a source copy still on its way down is read once it lands
-        lands_at = self._lands_at
         for j in range(first, m):
             t = tiers[j]
             if t != HBM:
                 per_source[t] = per_source.get(t, 0) + 1
-                ready[t] = max(ready.get(t, now), lands_at.get((t, req.blocks[j]), now))
+                ready[t] = max(ready.get(t, now), self._flights(t)[1].get((t, req.blocks[j]), now))
         loaded_at = now
         for source, n in per_source.items():
             at = ready[source]
@@ -460,8 +472,9 @@ class Replica:
         events = []
         for t, moved in sorted(by_source.items()):
             done = self.env.process(self._copy_up(self._path(t, dest), t, dest, moved))
+            inflight = self._flights(dest)[0]
             for block in moved:
-                self._inflight[(dest, block)] = done
+                inflight[(dest, block)] = done
             events.append(done)
         return events
 
@@ -478,10 +491,11 @@ class Replica:
         for link in path:
             end = self._transfer(link, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
+        inflight = self._flights(dest)[0]
         for block in blocks:
             self.cache.unpin(src, block)
-            if self._inflight.get((dest, block)) is self.env.active_process:
-                del self._inflight[(dest, block)]
+            if inflight.get((dest, block)) is self.env.active_process:
+                del inflight[(dest, block)]
 
     def _copy_down(self, after: simpy.Event, path: list[Link], n: int):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
@@ -494,19 +508,26 @@ class Replica:
     def _landed_down(self, dst: int, blocks: list[int], copy: simpy.Event) -> None:
         """Callback of a copy down: its blocks are in ``dst`` now, unless a later copy of a
         block into ``dst`` has taken its place."""
-        inflight = self._inflight
+        inflight, lands_at = self._flights(dst)
         for block in blocks:
             if inflight.get((dst, block)) is copy:
                 del inflight[(dst, block)]
-                del self._lands_at[(dst, block)]
+                del lands_at[(dst, block)]
 
     def _landing(self, tier: int, blocks: Sequence[int]) -> list[simpy.Event]:
         """The copies into ``tier`` of any of ``blocks`` that have not landed yet: a copy's
         entry leaves ``_inflight`` as it lands (a timeout is "triggered" from the start, so
         presence, not ``triggered``, tells)."""
-        inflight = self._inflight
+        inflight = self._flights(tier)[0]
         events = [inflight.get((tier, block)) for block in blocks]
         return [event for event in events if event is not None]
+
+    def _flights(self, tier: int) -> tuple[dict[tuple[int, int], simpy.Event], dict[tuple[int, int], float]]:
+        """The copies in flight into ``tier`` and when each lands: this replica's own, or, for
+        the shared pool, every replica's."""
+        if tier == self._pool_tier:
+            return self._pool_inflight, self._pool_lands_at
+        return self._inflight, self._lands_at
 
     def _path(self, src: int, dst: int) -> list[Link]:
         """Links a copy from tier ``src`` to tier ``dst`` crosses, in order. SSD data always
@@ -521,7 +542,7 @@ class Replica:
 
     def _copies(self, link: Link, n_blocks: int) -> int:
         """Copy calls for ``n_blocks`` on ``link``: PCIe copies a block layer by layer, K and V
-        apart (``copies_per_block``); an SSD read or write moves a block in one request."""
+        apart (``copies_per_block``); an SSD or pool read or write moves a block in one request."""
         return n_blocks * self.copies_per_block if link.name.startswith("pcie") else n_blocks
 
     def _pay(self, moves: Sequence[Move]) -> float:
@@ -547,7 +568,8 @@ class Replica:
         landing = self._landing(src, blocks)
         if landing:
             left_src = now
-            lands_at, later_hops = max(self._lands_at.get((src, b), now) for b in blocks), path
+            src_lands_at = self._flights(src)[1]
+            lands_at, later_hops = max(src_lands_at.get((src, b), now) for b in blocks), path
             done = self.env.process(self._copy_down(self.env.all_of(landing), path, n))
         else:
             first, *later_hops = path
@@ -560,9 +582,10 @@ class Replica:
         done.callbacks.append(functools.partial(self._landed_down, dst, blocks))
         for link in later_hops:
             lands_at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), lands_at)
+        inflight, dst_lands_at = self._flights(dst)
         for block in blocks:
-            self._inflight[(dst, block)] = done
-            self._lands_at[(dst, block)] = lands_at
+            inflight[(dst, block)] = done
+            dst_lands_at[(dst, block)] = lands_at
         return left_src
 
     def _until(self, at: float) -> list[simpy.Event]:
@@ -705,7 +728,7 @@ class Replica:
         if complete <= req.held_named:
             return
         cache, moves = self.cache, []
-        through: dict[int, list[int]] = {}
+        through: dict[tuple[int, int], list[int]] = {}  # (from tier, to tier) -> blocks
         for j in range(req.held_named, complete):
             block = req.blocks[j]
             cache.unreserve(HBM, 1)
@@ -714,19 +737,32 @@ class Replica:
                 cache.pin(HBM, block)
             else:
                 cache.insert(HBM, block, j, moves, pin=True)
-            for tier_name in cache.admission.write_through_tiers(j):
-                t = cache.tier_index(tier_name) if tier_name in cache.names else -1
-                if t <= HBM:
-                    raise ValueError(
-                        f"{type(cache.admission).__name__}.write_through_tiers named {tier_name!r}, "
-                        "not a tier below hbm"
-                    )
-                if block not in cache.tiers[t].blocks and cache.insert(t, block, j, moves, pin=False):
-                    through.setdefault(t, []).append(block)
+            # Each copy is written from the nearest tier above it that got one (HBM -> DRAM ->
+            # pool crosses PCIe once), once that copy has landed there.
+            source = HBM
+            for t in sorted(self._write_through_tiers(j)):
+                if block in cache.tiers[t].blocks:
+                    source = t
+                elif cache.insert(t, block, j, moves, pin=False):
+                    through.setdefault((source, t), []).append(block)
+                    source = t
         req.held_named = complete
         self._stall_until = max(self._stall_until, self._pay(moves))
-        for t, written in sorted(through.items()):
-            self._write_down(HBM, t, written)
+        for (source, t), written in sorted(through.items()):
+            self._write_down(source, t, written)
+
+    def _write_through_tiers(self, position: int) -> list[int]:
+        """Tier indices the placement policy writes a new block at ``position`` through to."""
+        cache = self.cache
+        out = []
+        for tier_name in cache.admission.write_through_tiers(position):
+            t = cache.tier_index(tier_name) if tier_name in cache.names else -1
+            if t <= HBM:
+                raise ValueError(
+                    f"{type(cache.admission).__name__}.write_through_tiers named {tier_name!r}, not a tier below hbm"
+                )
+            out.append(t)
+        return out
 
     def _finish(self, req: Request, at: float) -> None:
         self.running.remove(req)

@@ -56,6 +56,7 @@ def traces(draw: st.DrawFn) -> Trace:
 def configs(draw: st.DrawFn) -> SimConfig:
     dram = draw(st.sampled_from([0, 16, 64]))
     ssd = draw(st.sampled_from([0, 32]))
+    remote = draw(st.sampled_from([0, 0, 24, 200]))  # the pool all replicas share
     preemption = draw(st.sampled_from(["recompute", "swap"])) if dram else "recompute"
     replicas = draw(st.integers(1, 3))
     return SimConfig(
@@ -64,6 +65,7 @@ def configs(draw: st.DrawFn) -> SimConfig:
             hbm_blocks=draw(st.integers(6, 80)),
             dram_blocks=dram or None,
             ssd_blocks=ssd or None,
+            remote_blocks=remote or None,
         ),
         engine=EngineConfig(
             max_num_seqs=draw(st.integers(1, 8)),
@@ -89,9 +91,12 @@ def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> No
     assert summary["n_finished"] + summary["n_rejected"] == len(trace)
     capacity = config.tiers.hbm_blocks
     assert summary["hbm_peak_blocks"] <= capacity
+    assert summary.get("remote_peak_blocks", 0) <= (config.tiers.remote_blocks or 0)
     series = result.timeseries
     if len(series):
         assert (series["hbm_used_blocks"] <= capacity).all()
+        if config.tiers.remote_blocks:
+            assert (series["remote_used_blocks"] <= config.tiers.remote_blocks).all()
         times = series.loc[series["replica"] == 0, "time_s"].to_numpy()
         assert (np.diff(times) > 0).all()
     done = requests[requests["finished"]]

@@ -10,7 +10,8 @@ lower copy still exists. A placement policy decides the rest:
   spill), or ``None`` to drop it.
 
 What the engine guarantees: :meth:`bind` is called once with the tiers present, top first
-(``("hbm", "dram", "ssd")`` or a prefix of it); answers naming a tier that is absent or not
+(some of ``("hbm", "dram", "ssd", "remote")`` in that order, HBM always; "remote" is the
+pool all replicas share); answers naming a tier that is absent or not
 below ``from_tier`` are refused with an error; a demotion into a tier that already holds the
 block costs nothing.
 """
