@@ -30,9 +30,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     if get("mode") == "replay":
         rows = [
             ("policy", eviction),
-            ("capacity (blocks)", get("hbm_blocks")),
-            ("requests", get("n_requests")),
-            ("block accesses", get("n_accesses")),
+            ("capacity (blocks)", _capacities(summary)),
+            ("requests", _fmt(get("n_requests"))),
+            ("block accesses", _fmt(get("n_accesses"))),
             ("block hit ratio", _fmt(get("block_hit_ratio"), "%")),
             ("  usable as prefix", _fmt(get("prefix_hit_ratio"), "%")),
         ]
@@ -73,6 +73,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             rows.append(
                 ("  lower-tier hits recomputed", f"{_fmt(get('loads_declined_blocks'))} blocks (faster than loading)")
             )
+        links = _link_utilisation(summary)
+        if links:
+            rows.append(("link utilisation", links))
         rows.append(
             ("preemptions", f"{_fmt(get('preemptions_recompute'))} recompute, {_fmt(get('preemptions_swap'))} swap")
         )
@@ -87,3 +90,25 @@ def format_summary(summary: dict[str, Any]) -> str:
             rows.append(("energy / output token", f"{get('energy_per_output_token_j'):.3f} J"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _capacities(summary: dict[str, Any]) -> str:
+    """A replay's tier capacities: the HBM alone, or each tier by name."""
+    tiers = [t for t in TIER_NAMES if f"{t}_blocks" in summary]
+    if tiers == ["hbm"]:
+        return _fmt(summary["hbm_blocks"])
+    return ", ".join(f"{t} {_fmt(summary[f'{t}_blocks'])}" for t in tiers)
+
+
+def _link_utilisation(summary: dict[str, Any]) -> str:
+    """Each link's share of the run it was busy (mean over replicas), where it moved anything:
+    which path a hierarchy leans on, and how close it is to its limit."""
+    parts = []
+    for key, value in summary.items():
+        if (
+            key.startswith("link_")
+            and key.endswith("_utilisation")
+            and summary.get(key.replace("_utilisation", "_bytes"))
+        ):
+            parts.append(f"{key.removeprefix('link_').removesuffix('_utilisation')} {_fmt(value, '%')}")
+    return ", ".join(parts)

@@ -8,6 +8,8 @@ hop after hop, as in ``test_engine_serve``.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sim.build import ConfigError, build_setup
@@ -57,7 +59,11 @@ def test_a_prefix_computed_on_one_replica_is_a_pool_hit_on_another() -> None:
     assert s["link_pcie_d2h_bytes"] == nbytes
     assert s["link_net_read_bytes"] == nbytes
     assert s["remote_capacity_blocks"] == 1000
-    assert "from remote" in format_summary(s)
+    report = format_summary(s)
+    assert "from remote" in report
+    # The network carried 7 blocks each way, each in a small share of the run.
+    links = re.search(r"link utilisation +(.*)", report).group(1)
+    assert set(re.findall(r"(\w+) [\d.]+ %", links)) == {"pcie_h2d", "pcie_d2h", "net_read", "net_write"}
 
     without = run(SimConfig(hardware=pool_config().hardware, tiers=TierConfig(hbm_blocks=100)), trace)
     assert without.requests.iloc[1]["hbm_hit_tokens"] == 0
@@ -142,6 +148,7 @@ def test_replay_mode_takes_the_pool_as_its_last_tier() -> None:
     assert s["remote_hit_ratio"] > 0
     assert s["block_hit_ratio"] == pytest.approx(reuse_ratio(trace.block_hashes))
     assert s["hbm_hit_ratio"] + s["remote_hit_ratio"] == pytest.approx(s["block_hit_ratio"])
+    assert re.search(r"capacity \(blocks\) +hbm 50, remote 10,000,000", format_summary(s))
 
 
 @pytest.mark.parametrize(
