@@ -1,8 +1,11 @@
-"""``kvsim-collect SWEEP_DIR [-o table.parquet]``: every run of a sweep in one Parquet table.
+"""``kvsim-collect SWEEP_DIR [-o table.parquet] [--rank METRIC ...]``: every run of a sweep in
+one Parquet table, and optionally the runs ranked by what matters.
 
 One row per run: its overrides (``override.<key>`` columns), ``status`` (ok, failed,
 incomplete), the error of a failed run, and the summary metrics. Failed and interrupted runs
-are listed, never dropped. The table is written atomically.
+are listed, never dropped. The table is written atomically. ``--rank token_hit_ratio
+ttft_s_p99`` also prints the completed runs best first by the first metric (hit ratios,
+attainment and throughput higher, everything else lower), with the overrides that differ.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sim.results import load_sweep
+from sim.results import higher_is_better, load_sweep, rank_runs
 from traces.atomic import atomic_path
 
 
@@ -19,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvsim-collect", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("-o", "--output", type=Path, default=None, help="default: SWEEP_DIR/collected.parquet")
+    parser.add_argument(
+        "--rank", nargs="+", metavar="METRIC", default=None,
+        help="print the completed runs best first by these summary metrics (e.g. token_hit_ratio ttft_s_p99)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         table = load_sweep(args.sweep_dir)
@@ -40,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = table[table["status"] == "failed"]
     for _, row in failed.iterrows():
         print(f"  failed: {row['run_dir']}: {row['error']}")
+    if args.rank:
+        try:
+            ranked = rank_runs(table, args.rank)
+        except KeyError as exc:
+            print(f"kvsim-collect: error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        order = ", ".join(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)" for m in args.rank)
+        print(f"\nranked by {order}:")
+        print(ranked.to_string(float_format=lambda v: f"{v:.4g}"))
     return 0
 
 

@@ -7,6 +7,7 @@ visible next to the others rather than silently missing. No hydra import: it onl
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -73,3 +74,33 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
+
+
+#: Summary metrics where more is better; every other metric (latencies, stalls, energy,
+#: recompute, evictions) is better lower.
+HIGHER_IS_BETTER = ("hit_ratio", "attainment", "goodput", "throughput", "tokens_per_s")
+
+
+def higher_is_better(metric: str) -> bool:
+    return any(word in metric for word in HIGHER_IS_BETTER)
+
+
+def rank_runs(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The completed runs of a sweep table (:func:`load_sweep`), best first by ``metrics[0]``
+    (the rest break ties, each in its own direction: see :data:`HIGHER_IS_BETTER`): the
+    overrides that differ between runs, then the metrics. What answers "which configuration
+    wins on my traffic" after ``kvsim -m``."""
+    for metric in metrics:
+        if metric not in table.columns:
+            known = [c for c in table.columns if not c.startswith("override.") and c not in ("run_dir", "status")]
+            close = difflib.get_close_matches(metric, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"metrics: {', '.join(sorted(known))}"
+            raise KeyError(f"no metric {metric!r} in the sweep; {hint}")
+    done = table[table["status"] == "ok"]
+    varying = [c for c in done.columns if c.startswith("override.") and done[c].astype(str).nunique() > 1]
+    ordered = done.sort_values(
+        metrics + ["run_dir"], ascending=[not higher_is_better(m) for m in metrics] + [True], kind="stable"
+    )
+    out = ordered[varying + metrics].rename(columns=lambda c: c.removeprefix("override."))
+    out.index = range(1, len(out) + 1)
+    return out

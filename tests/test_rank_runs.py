@@ -1,0 +1,58 @@
+"""Ranking a sweep's runs: best first in each metric's own direction, failed runs left out,
+only the overrides that differ shown, and a misspelt metric named with its closest match."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conf.collect import main as collect
+from sim.results import rank_runs
+
+
+def sweep_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"run_dir": "a", "status": "ok", "override.eviction": "lru", "override.seed": 1,
+             "token_hit_ratio": 0.30, "ttft_s_p99": 0.9},
+            {"run_dir": "b", "status": "ok", "override.eviction": "arc", "override.seed": 1,
+             "token_hit_ratio": 0.35, "ttft_s_p99": 1.1},
+            {"run_dir": "c", "status": "failed", "override.eviction": "sieve", "override.seed": 1,
+             "token_hit_ratio": None, "ttft_s_p99": None},
+            {"run_dir": "d", "status": "ok", "override.eviction": "fifo", "override.seed": 1,
+             "token_hit_ratio": 0.35, "ttft_s_p99": 0.8},
+        ]
+    )  # fmt: skip
+
+
+def test_runs_rank_best_first_each_metric_in_its_own_direction() -> None:
+    by_hits = rank_runs(sweep_table(), ["token_hit_ratio", "ttft_s_p99"])
+    # Higher hit ratio first; the tie between arc and fifo goes to the lower P99.
+    assert by_hits["eviction"].tolist() == ["fifo", "arc", "lru"]
+    assert list(by_hits.columns) == ["eviction", "token_hit_ratio", "ttft_s_p99"]  # seed never varies
+    assert by_hits.index.tolist() == [1, 2, 3]
+    assert rank_runs(sweep_table(), ["ttft_s_p99"])["eviction"].tolist() == ["fifo", "lru", "arc"]
+
+
+def test_a_misspelt_metric_names_the_closest_one() -> None:
+    with pytest.raises(KeyError, match="did you mean ttft_s_p99"):
+        rank_runs(sweep_table(), ["ttft_p99"])
+
+
+def test_the_collect_command_prints_the_ranking(tmp_path, capsys) -> None:
+    for row in sweep_table().to_dict("records"):
+        run_dir = tmp_path / row["run_dir"]
+        run_dir.mkdir()
+        overrides = {k.removeprefix("override."): v for k, v in row.items() if k.startswith("override.")}
+        (run_dir / "overrides.json").write_text(pd.Series(overrides).to_json())
+        if row["status"] == "ok":
+            (run_dir / "summary.json").write_text(
+                pd.Series({"token_hit_ratio": row["token_hit_ratio"], "ttft_s_p99": row["ttft_s_p99"]}).to_json()
+            )
+        else:
+            (run_dir / "error.json").write_text('{"type": "ValueError", "message": "boom"}')
+    assert collect([str(tmp_path), "--rank", "ttft_s_p99"]) == 0
+    out = capsys.readouterr().out
+    ranked = out.split("ranked by ttft_s_p99 (lower is better):")[1].splitlines()
+    assert [line.split()[1] for line in ranked[2:5]] == ["fifo", "lru", "arc"]
+    assert collect([str(tmp_path), "--rank", "ttft"]) == 2
