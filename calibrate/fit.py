@@ -215,14 +215,49 @@ def fit_clock(power: dict[str, Any]) -> dict[str, Any]:
     probe_excess = np.asarray([(p["gemm_s"] - rested) / gemm_clock_bound for p in probes[:-1]])
     loaded_excess = float(np.median([(p["loaded_gemm_s"] - gemm_s) / gemm_clock_bound for p in probes]))
     recovery = _best_tau(idles, probe_excess, loaded_excess, 0.0)
+    rows, fractions = gemm_clock_bound_fractions(power, shares)
     return {
         "shares": [round(c, 4) for c in shares],
         "multipliers": [round(float(x), 4) for x in multipliers],
         "onset_s": round(onset, 4),
         "recovery_s": round(recovery, 4),
         "stream_bytes_per_s": stream_bytes_per_s(power),
+        "gemm_rows": rows,
+        "gemm_clock_bound_fractions": fractions,
         "measured_at": power["environment"]["measured_at"],
     }
+
+
+ROWS_NOISE = 0.02  # a layer's GEMMs this close to their full-clock time did not slow at all
+ROWS_CAPPED = 0.5  # ... nor did any that ran under the power cap less than half the time
+
+
+def gemm_clock_bound_fractions(power: dict[str, Any], shares: list[float]) -> tuple[list[int], list[float]]:
+    """Per token-row count, the least share of a GEMM's full-clock time the model counts
+    clock-bound, from a layer's GEMMs run back to back at each row count (``power["rows"]``,
+    :func:`calibrate.sustained.measure_rows`): the mixes' GEMM's share (the roofline split of a
+    large GEMM), scaled by how much the rows slowed against the largest rows.
+
+    A roofline split counts a 256-row GEMM a fifth clock-bound, yet run back to back it takes
+    the GPU to its cap and slows by 10-20 %, nearly as much as a prefill's. Relative to the
+    largest rows, because GPUs of one model differ under the cap by several per cent and the rows
+    need not have run on the mixes' GPU. Rows that did not slow, or ran mostly below the cap (a
+    16-row GEMM's 2 % is timing noise), are left out: the roofline split stands there. The
+    fractions are made non-decreasing in the rows. ``([], [])`` without the measurement."""
+    records = sorted(power.get("rows", []), key=lambda r: r["m"])
+    if not records:
+        return [], []
+    largest = records[-1]["steady_layer_s"] / records[-1]["full_layer_s"] - 1.0
+    if largest < ROWS_NOISE:
+        return [], []
+    rows, fractions = [], []
+    for record in records:
+        slowdown = record["steady_layer_s"] / record["full_layer_s"] - 1.0
+        if slowdown < ROWS_NOISE or record.get("steady_power_capped_share", 1.0) < ROWS_CAPPED:
+            continue
+        rows.append(int(record["m"]))
+        fractions.append(round(shares[-1] * min(1.0, slowdown / largest), 4))
+    return rows, [float(f) for f in np.maximum.accumulate(fractions)]
 
 
 def fit_profile(raw: dict[str, Any], *, name: str, gpu: str, power: dict[str, Any] | None = None) -> dict[str, Any]:

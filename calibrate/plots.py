@@ -20,9 +20,12 @@ from traces.atomic import atomic_path  # noqa: E402
 
 def plot_clock(power: dict[str, Any], clock: ClockModel, path: Path, title: str) -> Path:
     """Left: the steady multiplier on clock-bound seconds against the clock-bound share, each
-    measured mix and the fitted curve. Right: the all-GEMM mix replay by replay from a rested
-    GPU, against the fitted onset."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    measured mix and the fitted curve. Middle: the all-GEMM mix replay by replay from a rested
+    GPU, against the fitted onset. Right, where measured: a layer's GEMMs back to back by token
+    rows, their slowdown and the clock-bound share the model counts for them."""
+    rows = sorted(power.get("rows", []), key=lambda r: r["m"])
+    fig, axes = plt.subplots(1, 3 if rows else 2, figsize=(15 if rows else 10, 3.6))
+    left, right = axes[0], axes[1]
     grid = np.linspace(0.0, 1.0, 101)
     left.plot(grid, [clock.steady_multiplier(c) for c in grid], label="fitted")
     shares, multipliers = zip(*mix_multipliers(power), strict=True)
@@ -38,6 +41,19 @@ def plot_clock(power: dict[str, Any], clock: ClockModel, path: Path, title: str)
     right.plot(at, [clock.relax(1.0, target, t) for t in at], label=f"fitted onset, {1e3 * clock.onset_s:.0f} ms")
     right.set(xlabel="seconds back to back from rest", ylabel="multiplier", xlim=(0, min(3.0, float(at[-1]))))
     right.legend(fontsize=8)
+    if rows:
+        m = [r["m"] for r in rows]
+        axes[2].plot(
+            m, [r["steady_layer_s"] / r["full_layer_s"] for r in rows], "o-", label="slowdown, last second of 3 s"
+        )
+        axes[2].plot(
+            m,
+            [clock.gemm_clock_bound_fraction(x) for x in m],
+            "s--",
+            label="floor on the clock-bound share (roofline split where 0)",
+        )
+        axes[2].set(xscale="log", xlabel="GEMM token rows", ylabel="x full clock / share")
+        axes[2].legend(fontsize=8)
     fig.suptitle(title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

@@ -12,7 +12,9 @@ device-to-device copies (HBM-bound, indifferent to the SM clock), in proportions
 GEMM to all copy by their time at full clock. Each mix runs back to back after an idle spell;
 every replay is timed, so the same run gives the onset (how fast the clock falls) and the
 steady state (where it settles). A second experiment idles a loaded GPU for a while and times
-one GEMM: how fast the clock recovers. Nothing here changes the GPU's settings.
+one GEMM: how fast the clock recovers. A third runs a layer's GEMMs at each of a range of token
+rows back to back: from about 192 rows on they take the GPU to its cap and slow by up to a fifth,
+though a roofline counts them memory-bound below ~1,000. Nothing here changes the GPU's settings.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ LOAD_S = 3.0  # each mix back to back
 STEADY_S = 1.0  # the last second of it is the steady state
 RECOVERY_IDLE_S = (0.01, 0.03, 0.1, 0.3, 1.0)
 RECOVERY_LOAD_S = 1.5
+# Token rows of a transformer layer's GEMMs run back to back: from decode batches to prefills.
+# Past ~128 rows a GEMM keeps both the tensor cores and HBM busy and takes the GPU to its cap,
+# though a roofline calls it memory-bound; how much of it then slows is what these measure.
+ROWS = (16, 64, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
+ROWS_MODEL = "llama-3-8b"  # whose layer: its four projections, weights of 8 layers (past the L2)
 
 
 def _interleave(n_gemm: int, n_copy: int) -> list[str]:
@@ -50,7 +57,7 @@ def _interleave(n_gemm: int, n_copy: int) -> list[str]:
 
 
 def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, quick: bool = False) -> dict[str, Any]:
-    """Run both experiments; plain-dict results (see :func:`calibrate.fit.fit_clock`)."""
+    """Run the three experiments; plain-dict results (see :func:`calibrate.fit.fit_clock`)."""
     import torch
 
     m, k, n = GEMM_MKN
@@ -65,38 +72,18 @@ def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, qui
     }
 
     def graph(order: list[str]) -> torch.cuda.CUDAGraph:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for i, name in enumerate(order[:4]):
-                kernels[name](i)
-        torch.cuda.current_stream().wait_stream(stream)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        def run() -> None:
             for i, name in enumerate(order):
                 kernels[name](i)
-        torch.cuda.synchronize()
-        return g
 
-    def replays(g: torch.cuda.CUDAGraph, count: int) -> list[float]:
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
-        events[0].record()
-        for i in range(count):
-            g.replay()
-            events[i + 1].record()
-        events[-1].synchronize()
-        return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(count)]
-
-    def idle(seconds: float) -> None:
-        torch.cuda.synchronize()
-        time.sleep(seconds)
+        return _graph(run)
 
     # Each kernel alone at full clock: a few calls right after idle, too short to heat anything.
     full_clock = {}
     for name in kernels:
         g = graph([name] * 4)
-        idle(IDLE_S)
-        full_clock[name] = statistics.median(replays(g, 3)) / 4
+        _idle(IDLE_S)
+        full_clock[name] = statistics.median(_replays(g, 3)) / 4
         del g
     log(f"sustained: full clock GEMM {1e3 * full_clock['gemm']:.3f} ms, copy {1e3 * full_clock['copy']:.3f} ms")
 
@@ -107,8 +94,8 @@ def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, qui
         n_copy = round((1.0 - share) * UNIT_S / full_clock["copy"])
         g = graph(_interleave(n_gemm, n_copy))
         unit_s = n_gemm * full_clock["gemm"] + n_copy * full_clock["copy"]
-        idle(IDLE_S)
-        times = replays(g, max(10, round(LOAD_S / unit_s)))
+        _idle(IDLE_S)
+        times = _replays(g, max(10, round(LOAD_S / unit_s)))
         end = time.time()
         del g
         total = sum(times)
@@ -133,16 +120,100 @@ def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, qui
     load = graph(["gemm"] * load_gemms)
     probe = graph(["gemm"])
     for pause in RECOVERY_IDLE_S[::2] if quick else RECOVERY_IDLE_S:
-        idle(IDLE_S)
-        loaded = replays(load, max(10, round(RECOVERY_LOAD_S / UNIT_S)))
-        idle(pause)
-        first = replays(probe, 1)[0]
+        _idle(IDLE_S)
+        loaded = _replays(load, max(10, round(RECOVERY_LOAD_S / UNIT_S)))
+        _idle(pause)
+        first = _replays(probe, 1)[0]
         loaded_gemm = loaded[-1] / load_gemms
         recovery.append({"idle_s": pause, "gemm_s": first, "loaded_gemm_s": loaded_gemm})
         log(f"sustained: GEMM {1e3 * first:.3f} ms after {1e3 * pause:.0f} ms idle (loaded {1e3 * loaded_gemm:.3f})")
     del load, probe
+    rows = measure_rows(clocks, log, quick)
     return {"gemm_mkn": list(GEMM_MKN), "copy_bytes": COPY_BYTES, "full_clock_s": full_clock, "mixes": mixes,
-            "recovery": recovery}  # fmt: skip
+            "recovery": recovery, "rows": rows}  # fmt: skip
+
+
+def measure_rows(clocks: ClockSampler | None, log: Callable[[str], None] = print, quick: bool = False) -> list[dict]:
+    """A layer's four GEMMs at each of :data:`ROWS` token rows: their time at full clock (8
+    layers right after idle) and once steady (the last second of 3 s back to back), with the
+    clock meanwhile. Why: the simulator stretches only a kernel's clock-bound seconds, and a
+    roofline split counts too few of a mid-sized GEMM's (:func:`calibrate.fit.fit_clock`)."""
+    import torch
+
+    from calibrate.shapes import gemm_shapes
+    from hwmodels.models import get_model
+
+    shapes = [kn for name, kn in gemm_shapes(get_model(ROWS_MODEL)).items() if name != "lm_head"]
+    weights = [[torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for k, n in shapes] for _ in range(8)]
+    records = []
+    for m in ROWS[::3] if quick else ROWS:
+        xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for k, _ in shapes]
+        outs = [torch.empty(m, n, device="cuda", dtype=torch.bfloat16) for _, n in shapes]
+
+        def layers(count: int, xs: list = xs, outs: list = outs) -> Callable[[], None]:
+            def run() -> None:
+                for i in range(count):
+                    for x, w, o in zip(xs, weights[i % 8], outs, strict=True):
+                        torch.matmul(x, w, out=o)
+
+            return run
+
+        probe = _graph(layers(8))
+        _idle(IDLE_S)
+        full = statistics.median(_replays(probe, 3)) / 8
+        repeats = max(8, round(UNIT_S / full))
+        load = _graph(layers(repeats))
+        _idle(IDLE_S)
+        times = _replays(load, max(10, round(LOAD_S / (repeats * full))))
+        end = time.time()
+        total = sum(times)
+        steady = [t for t, at in zip(times, _ends(times), strict=True) if at > total - STEADY_S]
+        state = clocks.window(end - STEADY_S, end) if clocks is not None else None
+        record = {"m": m, "full_layer_s": full, "steady_layer_s": statistics.mean(steady) / repeats}
+        records.append(record | ({"steady_" + key: value for key, value in state.items()} if state else {}))
+        log(
+            f"sustained: layer GEMMs at {m} rows: {record['steady_layer_s'] / full:.3f} x full clock"
+            + (f" at {state['sm_clock_mhz']:.0f} MHz, {state['power_w']:.0f} W" if state else "")
+        )
+        del probe, load, xs, outs
+    return records
+
+
+def _graph(run: Callable[[], None]):
+    """``run`` captured in a CUDA graph (after two warm-up calls on a side stream)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run()
+        run()
+    torch.cuda.current_stream().wait_stream(stream)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        run()
+    torch.cuda.synchronize()
+    return g
+
+
+def _replays(g, count: int) -> list[float]:
+    """Seconds of each of ``count`` back-to-back replays of ``g``."""
+    import torch
+
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
+    events[0].record()
+    for i in range(count):
+        g.replay()
+        events[i + 1].record()
+    events[-1].synchronize()
+    return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(count)]
+
+
+def _idle(seconds: float) -> None:
+    import torch
+
+    torch.cuda.synchronize()
+    time.sleep(seconds)
 
 
 def _ends(times: list[float]) -> list[float]:

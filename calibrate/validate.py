@@ -49,10 +49,10 @@ def validate(profile_dir: Path) -> dict[str, Any]:
             if profile.clock is None:
                 row["predicted_s"] = full
             else:
-                clock_bound = model.clock_bound_s(*batch[:3])
-                row["predicted_s"] = _from_rest(profile.clock, full, clock_bound)
+                clock_bound, power_bound = model.clock_bound_s(*batch[:3]), model.power_bound_s(*batch[:3])
+                row["predicted_s"] = _from_rest(profile.clock, full, clock_bound, power_bound)
                 if "sustained_seconds" in r:
-                    steady = full + clock_bound * (profile.clock.steady_multiplier(clock_bound / full) - 1.0)
+                    steady = full + clock_bound * (profile.clock.steady_multiplier(power_bound / full) - 1.0)
                     row |= {
                         "sustained_measured_s": r["sustained_seconds"],
                         "sustained_predicted_s": steady,
@@ -79,12 +79,12 @@ def _step(r: dict[str, Any]) -> tuple[str, tuple[list[int], list[int], int, int]
     return f"decode batch {r['batch']} ctx {r['ctx']}", ([], [], r["batch"], r["batch"] * r["ctx"])
 
 
-def _from_rest(clock: ClockModel, full_s: float, clock_bound_s: float, calls: int = 7) -> float:
+def _from_rest(clock: ClockModel, full_s: float, clock_bound_s: float, power_bound_s: float, calls: int = 7) -> float:
     """The median of ``calls`` runs of a step back to back from a rested GPU, as the harness
     times it (:func:`calibrate.e2e._timed`): a long step heats the GPU within itself."""
     multiplier, seconds = 1.0, []
     for _ in range(calls):
-        duration, target = clock.step_s(multiplier, full_s, clock_bound_s)
+        duration, target = clock.step_s(multiplier, full_s, clock_bound_s, power_bound_s)
         multiplier = clock.relax(multiplier, target, duration)
         seconds.append(duration)
     return statistics.median(seconds)

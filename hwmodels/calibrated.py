@@ -189,6 +189,11 @@ class CalibratedProfile:
         out = causal + np.where(prefix > 0, cross, 0.0)
         return out if np.ndim(out) else float(out)
 
+    def attention_wave_fill(self, step_new_tokens: float, q_heads: int) -> float:
+        """How full a step's prefill attention keeps the GPU (:func:`wave_fill`): what share of
+        its SMs draw power while it runs (:meth:`hwmodels.execution.ExecutionModel.power_bound_s`)."""
+        return float(wave_fill(step_new_tokens, q_heads, self._sms()))
+
     def _sms(self) -> int:
         return int(self.params.get("environment", {}).get("multiprocessors", DEFAULT_SMS))
 

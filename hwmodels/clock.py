@@ -11,9 +11,13 @@ The model, fitted by ``kvsim-calibrate`` from mixes of GEMMs and copies
 
 * A step's *clock-bound* seconds are what its kernels take beyond moving their bytes at the
   GPU's streaming bandwidth (a roofline split: all of a large GEMM's time, little of a decode
-  GEMM's, none of decode attention's). Only they stretch when the clock falls.
+  GEMM's, none of decode attention's), but for a GEMM at least the share measured for its
+  token rows (a layer's GEMMs run back to back at 16-4,096 rows: from ~192 rows on they slow
+  nearly as much as a prefill's, where the roofline split would count them mostly
+  memory-bound). Only they stretch when the clock falls.
 * Run back to back, a step whose clock-bound share of its full-clock time is ``c`` settles at a
-  *multiplier* ``m(c)`` on its clock-bound seconds: 1 below a GPU-specific share (the draw fits
+  *multiplier* ``m(c)`` on its clock-bound seconds (prefill attention counted in ``c`` only as
+  far as it fills the SMs: what the limiter answers is power): 1 below a GPU-specific share (the draw fits
   under the cap), rising to about 1.2-1.3 for GEMMs alone. Interpolated between measured mixes.
 * The multiplier is GPU state. It approaches the current step's steady value exponentially, with
   one time constant when heating (the limiter pulls the clock down within ~0.1 s) and another
@@ -36,6 +40,10 @@ class ClockModel:
     onset_s: float  # time constant of the clock falling under load
     recovery_s: float  # time constant of the clock recovering
     stream_bytes_per_s: float  # the GPU's streaming (device-to-device copy) bandwidth
+    # Measured per token rows: the least share of a GEMM's time that is clock-bound (see
+    # gemm_clock_bound_fraction); empty where not measured.
+    gemm_rows: tuple[int, ...] = ()
+    gemm_clock_bound_fractions: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.shares) != len(self.multipliers) or len(self.shares) < 2:
@@ -46,6 +54,8 @@ class ClockModel:
             raise ValueError(f"clock model: multipliers must be >= 1, got {self.multipliers}")
         if self.onset_s <= 0 or self.recovery_s <= 0 or self.stream_bytes_per_s <= 0:
             raise ValueError("clock model: time constants and bandwidth must be positive")
+        if len(self.gemm_rows) != len(self.gemm_clock_bound_fractions):
+            raise ValueError("clock model: gemm_rows and gemm_clock_bound_fractions need the same length")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ClockModel:
@@ -55,7 +65,23 @@ class ClockModel:
             onset_s=params["onset_s"],
             recovery_s=params["recovery_s"],
             stream_bytes_per_s=params["stream_bytes_per_s"],
+            gemm_rows=tuple(params.get("gemm_rows", ())),
+            gemm_clock_bound_fractions=tuple(params.get("gemm_clock_bound_fractions", ())),
         )
+
+    def gemm_clock_bound_fraction(self, rows: float | np.ndarray) -> float | np.ndarray:
+        """The least share of a GEMM of ``rows`` token rows that follows the clock, as measured
+        with a layer's GEMMs run back to back (``kvsim-calibrate power``): 0 below the first
+        row count that slowed, interpolated over log rows between them, the last one's beyond.
+        A mid-sized GEMM keeps tensor cores and HBM busy at once: it draws as much power as a
+        prefill's and slows nearly as much, though a roofline counts it memory-bound."""
+        if not self.gemm_rows:
+            return 0.0 * np.asarray(rows, dtype=np.float64)
+        log_rows = np.log(np.maximum(np.asarray(rows, dtype=np.float64), 1.0))
+        first = np.log(self.gemm_rows[0])
+        inside = np.interp(log_rows, np.log(self.gemm_rows), self.gemm_clock_bound_fractions)
+        out = np.where(log_rows < first, 0.0, inside)
+        return out if out.ndim else float(out)
 
     def steady_multiplier(self, share: float) -> float:
         """Multiplier on clock-bound seconds once work of this share has run for a while."""
@@ -77,16 +103,20 @@ class ClockModel:
         tau = self._tau(multiplier, target)
         return target + (multiplier - target) * tau / seconds * (1.0 - math.exp(-seconds / tau))
 
-    def step_s(self, multiplier: float, full_s: float, clock_bound_s: float) -> tuple[float, float]:
+    def step_s(
+        self, multiplier: float, full_s: float, clock_bound_s: float, power_bound_s: float | None = None
+    ) -> tuple[float, float]:
         """``(seconds, steady multiplier)`` of a step of ``full_s`` at full clock,
-        ``clock_bound_s`` of it clock-bound, started with the GPU at ``multiplier``. The clock
+        ``clock_bound_s`` of it clock-bound, started with the GPU at ``multiplier``. The steady
+        multiplier follows the share of ``power_bound_s`` (the clock-bound seconds that draw
+        full power; all of them by default). The clock
         moves during a long step, so its duration solves
         ``d = (full - clock_bound) + clock_bound * mean(d)``; three fixed-point rounds settle it
         to well under 0.1 %. The GPU's multiplier afterwards is :meth:`relax` toward the steady
         one over the seconds it ran."""
         if full_s <= 0:
             return full_s, multiplier
-        target = self.steady_multiplier(clock_bound_s / full_s)
+        target = self.steady_multiplier((clock_bound_s if power_bound_s is None else power_bound_s) / full_s)
         seconds = full_s + clock_bound_s * (multiplier - 1.0)
         for _ in range(3):
             seconds = full_s + clock_bound_s * (self.mean_multiplier(multiplier, target, seconds) - 1.0)

@@ -56,13 +56,18 @@ class ExecutionModel:
         assert self.profile.clock is not None
         return np.maximum(0.0, seconds - nbytes / self.profile.clock.stream_bytes_per_s)
 
+    def _gemm_clock_bound_s(self, rows: float | np.ndarray, k: int, n: int) -> float | np.ndarray:
+        """A GEMM's clock-bound seconds: beyond streaming its operands, and at least the share
+        measured for its row count (:meth:`hwmodels.clock.ClockModel.gemm_clock_bound_fraction`)."""
+        assert self.profile.clock is not None
+        seconds = self.profile.gemm_s(rows, k, n)
+        beyond = self._beyond_streaming(seconds, self.model.bytes_per_param * (rows * k + k * n + rows * n))
+        return np.maximum(beyond, seconds * self.profile.clock.gemm_clock_bound_fraction(rows))
+
     def _linear_clock_bound_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         """The clock-bound seconds of :meth:`_linear_s` (the all-reduce has none)."""
         p, b = self.profile, self.model.bytes_per_param
-        out = sum(
-            self._beyond_streaming(p.gemm_s(tokens, k, n), b * (tokens * k + k * n + tokens * n))
-            for k, n in self._gemm_shapes()
-        )
+        out = sum(self._gemm_clock_bound_s(tokens, k, n) for k, n in self._gemm_shapes())
         for kernel, elements in self._layer_kernels():
             nbytes = elements * b * tokens
             out = out + self._beyond_streaming(p.layer_kernel_s(kernel, nbytes), nbytes)
@@ -116,9 +121,9 @@ class ExecutionModel:
         return self.profile.gemm_s(n_sequences, m.hidden_size, m.vocab_size // self.tensor_parallel)
 
     def _lm_head_clock_bound_s(self, n_sequences: float | np.ndarray) -> float | np.ndarray:
-        k, n = self.model.hidden_size, self.model.vocab_size // self.tensor_parallel
-        nbytes = self.model.bytes_per_param * (n_sequences * k + k * n + n_sequences * n)
-        return self._beyond_streaming(self._lm_head_s(n_sequences), nbytes)
+        return self._gemm_clock_bound_s(
+            n_sequences, self.model.hidden_size, self.model.vocab_size // self.tensor_parallel
+        )
 
     def iteration_s(
         self,
@@ -172,6 +177,24 @@ class ExecutionModel:
         n_sequences = len(prefill_new_tokens) + n_decode
         lm_head = self._memoised("lm_head_clock_bound", n_sequences, self._lm_head_clock_bound_s)
         return self.model.n_layers * per_layer + lm_head
+
+    def power_bound_s(
+        self, prefill_new_tokens: Sequence[int], prefill_prefix_tokens: Sequence[int], n_decode: int
+    ) -> float:
+        """Of :meth:`clock_bound_s`, the seconds that draw power as if the whole GPU computed:
+        prefill attention counts only in proportion to the share of SMs it keeps busy. What the
+        power limiter responds to is the draw, and a short prefill on a long cached prefix
+        (256 new tokens: 64 thread blocks on 132 SMs) computes for long on half the chip: measured
+        on H100 and H200, such a step hardly slows when run back to back, though nearly all of it
+        is clock-bound. The clock model takes its steady multiplier from this share and stretches
+        all the clock-bound seconds by it."""
+        bound = self.clock_bound_s(prefill_new_tokens, prefill_prefix_tokens, n_decode)
+        fill_of = getattr(self.profile, "attention_wave_fill", None)
+        if not len(prefill_new_tokens) or fill_of is None:
+            return bound
+        q_heads, _ = self._heads()
+        idle = 1.0 - fill_of(float(sum(prefill_new_tokens)), q_heads)
+        return bound - idle * self.model.n_layers * self._prefill_attention_s(prefill_new_tokens, prefill_prefix_tokens)
 
     def decode_steps_s(self, n_decode: int, decode_context_sum: int, n_steps: int) -> np.ndarray:
         """Seconds of each of ``n_steps`` consecutive decode-only steps.

@@ -270,7 +270,7 @@ class Replica:
             prefix = [req.computed for req, _ in prefill]
             ctx = self.decode_ctx_base + self.n_decode * self.counter
             full = np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)])
-            return prefill, 1, self._at_clock(full, lambda: self.execution.clock_bound_s(new, prefix, self.n_decode))
+            return prefill, 1, self._at_clock(full, lambda: self._bounds(new, prefix))
         if not self.n_decode:
             return None
         k = self._finish_heap[0][0] - self.counter + 1 if self._finish_heap else 1
@@ -278,9 +278,17 @@ class Replica:
         k = max(1, self._grow_decoders(k))
         ctx = self.decode_ctx_base + self.n_decode * self.counter
         full = self.execution.decode_steps_s(self.n_decode, ctx, k)
-        return prefill, k, self._at_clock(full, lambda: self.execution.clock_bound_s([], [], self.n_decode))
+        return prefill, k, self._at_clock(full, lambda: self._bounds([], []))
 
-    def _at_clock(self, full_s: np.ndarray, clock_bound_s: Callable[[], float]) -> np.ndarray:
+    def _bounds(self, new: list[int], prefix: list[int]) -> tuple[float, float]:
+        """The planned step's clock-bound and full-power seconds (:mod:`hwmodels.clock`)."""
+        execution = self.execution
+        return (
+            execution.clock_bound_s(new, prefix, self.n_decode),
+            execution.power_bound_s(new, prefix, self.n_decode),
+        )
+
+    def _at_clock(self, full_s: np.ndarray, bounds: Callable[[], tuple[float, float]]) -> np.ndarray:
         """The planned steps' durations at the GPU's clock: ``full_s`` stretched by the power
         cap (:mod:`hwmodels.clock`), from the multiplier the GPU has now, after any idle
         since the last step. The host overhead of each step is not GPU time and is kept."""
@@ -292,10 +300,12 @@ class Replica:
         self._multiplier_at = now
         overhead = self.execution.iteration_overhead_s
         gpu_s = full_s - overhead
+        clock_bound, power_bound = bounds()
         if len(gpu_s) == 1:
-            seconds, self._step_target = self.clock.step_s(self._multiplier, float(gpu_s[0]), clock_bound_s())
+            seconds, self._step_target = self.clock.step_s(self._multiplier, float(gpu_s[0]), clock_bound, power_bound)
             return np.array([seconds + overhead])
-        stretched, self._step_target = self.clock.steps_s(self._multiplier, gpu_s, clock_bound_s())
+        # Decode-only steps run no prefill attention: their power-bound seconds are their clock-bound.
+        stretched, self._step_target = self.clock.steps_s(self._multiplier, gpu_s, clock_bound)
         return stretched + overhead
 
     # ================================================================== admission

@@ -133,6 +133,67 @@ def test_a_step_s_clock_bound_seconds_follow_its_roofline() -> None:
     assert 0.0 <= decode < 0.3
 
 
+def rows_power(slowdowns: dict[int, float], capped: dict[int, float] | None = None) -> dict:
+    """``synthetic_power`` with a layer's GEMMs measured at each row count: ``slowdowns`` is
+    steady over full-clock time, ``capped`` the share under the cap (1 where not given)."""
+    power = synthetic_power(0.07, 0.025, {1.0: 1.25, 0.7: 1.1, 0.4: 1.0, 0.0: 1.0})
+    power["rows"] = [
+        {
+            "m": m,
+            "full_layer_s": 1e-4,
+            "steady_layer_s": 1e-4 * x,
+            "steady_power_capped_share": (capped or {}).get(m, 1.0),
+        }
+        for m, x in slowdowns.items()
+    ]
+    return power
+
+
+def test_gemm_clock_bound_fractions_scale_the_mixes_gemm_by_the_measured_slowdown() -> None:
+    """Relative to the largest rows (the mixes' GEMM stands for them, at its own clock-bound
+    share): half the slowdown, half the share; rows that did not slow, or slowed without the
+    cap (noise), keep the roofline split; more rows never count less."""
+    fitted = fit_clock(rows_power({16: 1.03, 64: 1.005, 256: 1.10, 384: 1.08, 1024: 1.20, 4096: 1.20}, {16: 0.0}))
+    top_share = fitted["shares"][-1]
+    assert fitted["gemm_rows"] == [256, 384, 1024, 4096]
+    assert fitted["gemm_clock_bound_fractions"] == pytest.approx([top_share / 2, top_share / 2, top_share, top_share])
+    clock = ClockModel.from_params(fitted)
+    assert clock.gemm_clock_bound_fraction(128) == 0.0
+    between = 0.5 + 0.5 * np.log(512 / 384) / np.log(1024 / 384)  # interpolated over log rows
+    assert clock.gemm_clock_bound_fraction(512) == pytest.approx(top_share * between)
+    assert fit_clock(synthetic_power(0.07, 0.025, {1.0: 1.25, 0.0: 1.0}))["gemm_rows"] == []
+
+
+def test_a_mid_sized_gemm_counts_clock_bound_as_measured_not_as_its_roofline() -> None:
+    """Run back to back, a layer's 256-row GEMMs slowed 10 % (H100) and 20 % (H200) under the
+    cap though a roofline counts them a fifth clock-bound; 64-row ones did not slow."""
+    for name in ("h100-sxm-calibrated", "h200-calibrated"):
+        p = load_profile(name)
+        model = ExecutionModel(get_model("llama-3-8b"), p)
+        k, n = 4096, 28672
+        roofline = model._beyond_streaming(p.gemm_s(256, k, n), 2 * (256 * k + k * n + 256 * n))
+        assert model._gemm_clock_bound_s(256, k, n) >= max(roofline, 0.5 * p.gemm_s(256, k, n))
+        assert model._gemm_clock_bound_s(64, k, n) == pytest.approx(
+            model._beyond_streaming(p.gemm_s(64, k, n), 2 * (64 * k + k * n + 64 * n))
+        )
+
+
+def test_prefill_attention_on_half_the_sms_draws_half_the_power() -> None:
+    """256 new tokens of 32 heads make 64 thread blocks on 132 SMs: the attention counts toward
+    the power share at 64/132 of its seconds. A full wave (1,024 tokens: 256 blocks of 264
+    slots) counts nearly whole; decode has no prefill attention."""
+    model = ExecutionModel(get_model("llama-3-8b"), load_profile("h100-sxm-calibrated"))
+    attention = 32 * model._prefill_attention_s([256], [32512])
+    short = model.clock_bound_s([256], [32512], 0) - model.power_bound_s([256], [32512], 0)
+    assert short == pytest.approx(attention * (1 - 64 / 132))
+    full_wave = model.clock_bound_s([1024], [7168], 0) - model.power_bound_s([1024], [7168], 0)
+    assert full_wave == pytest.approx(32 * model._prefill_attention_s([1024], [7168]) * (1 - 256 / 264))
+    assert model.power_bound_s([], [], 64) == model.clock_bound_s([], [], 64)
+    seconds_all, target_all = MODEL.step_s(1.0, 0.05, 0.045)
+    seconds_less, target_less = MODEL.step_s(1.0, 0.05, 0.045, power_bound_s=0.02)
+    assert target_less < target_all and seconds_less < seconds_all
+
+
 def prefill_trace(n: int, gap_s: float) -> Trace:
     """``n`` distinct 8k-token prompts with one output token each: nearly all prefill."""
     return Trace.from_columns(
@@ -199,8 +260,8 @@ def test_steps_after_seconds_of_load_in_the_power_state_benchmark_are_predicted(
         else:
             continue  # a lone GEMM or copy, not an engine step
         full = model.iteration_s(*batch)
-        bound = model.clock_bound_s(*batch[:3])
-        steady = full + bound * (p.clock.steady_multiplier(bound / full) - 1)
+        bound, power = model.clock_bound_s(*batch[:3]), model.power_bound_s(*batch[:3])
+        steady = full + bound * (p.clock.steady_multiplier(power / full) - 1)
         with_clock.append(abs(steady / record["sustained_s"] - 1))
         full_clock.append(abs(full / record["sustained_s"] - 1))
     assert len(with_clock) >= 6
@@ -220,7 +281,9 @@ def replay_sequence(profile: str, sequence: dict) -> tuple[np.ndarray, np.ndarra
         step = ([seq], [0], 0, 0) if seq else ([], [], batch, batch * ctx)
         full = model.iteration_s(*step)
         multiplier = p.clock.relax(multiplier, 1.0, idle)
-        seconds, target = p.clock.step_s(multiplier, full, model.clock_bound_s(*step[:3]))
+        seconds, target = p.clock.step_s(
+            multiplier, full, model.clock_bound_s(*step[:3]), model.power_bound_s(*step[:3])
+        )
         multiplier = p.clock.relax(multiplier, target, seconds)
         predicted.append(seconds)
         full_clock.append(full)
