@@ -49,7 +49,8 @@ def validate(profile_dir: Path) -> dict[str, Any]:
             if profile.clock is None:
                 row["predicted_s"] = full
             else:
-                clock_bound, power_bound = model.clock_bound_s(*batch[:3]), model.power_bound_s(*batch[:3])
+                clock_bound = model.clock_bound_s(*batch[:3])
+                power_bound = model.power_bound_s(*batch[:3], clock_bound)
                 row["predicted_s"] = _from_rest(profile.clock, full, clock_bound, power_bound)
                 if "sustained_seconds" in r:
                     steady = full + clock_bound * (profile.clock.steady_multiplier(power_bound / full) - 1.0)

@@ -16,9 +16,10 @@ The model, fitted by ``kvsim-calibrate`` from mixes of GEMMs and copies
   nearly as much as a prefill's, where the roofline split would count them mostly
   memory-bound). Only they stretch when the clock falls.
 * Run back to back, a step whose clock-bound share of its full-clock time is ``c`` settles at a
-  *multiplier* ``m(c)`` on its clock-bound seconds (prefill attention counted in ``c`` only as
-  far as it fills the SMs: what the limiter answers is power): 1 below a GPU-specific share (the draw fits
+  *multiplier* ``m(c)`` on its clock-bound seconds: 1 below a GPU-specific share (the draw fits
   under the cap), rising to about 1.2-1.3 for GEMMs alone. Interpolated between measured mixes.
+  Prefill attention counts in ``c`` only as far as it fills the SMs (what the limiter answers
+  is power, and attention on half the SMs draws half), though all its seconds stretch.
 * The multiplier is GPU state. It approaches the current step's steady value exponentially, with
   one time constant when heating (the limiter pulls the clock down within ~0.1 s) and another
   when cooling (idle or lighter work; recovered within ~0.1 s).
@@ -109,11 +110,10 @@ class ClockModel:
         """``(seconds, steady multiplier)`` of a step of ``full_s`` at full clock,
         ``clock_bound_s`` of it clock-bound, started with the GPU at ``multiplier``. The steady
         multiplier follows the share of ``power_bound_s`` (the clock-bound seconds that draw
-        full power; all of them by default). The clock
-        moves during a long step, so its duration solves
-        ``d = (full - clock_bound) + clock_bound * mean(d)``; three fixed-point rounds settle it
-        to well under 0.1 %. The GPU's multiplier afterwards is :meth:`relax` toward the steady
-        one over the seconds it ran."""
+        full power; all of them by default). The clock moves during a long step, so its
+        duration solves ``d = (full - clock_bound) + clock_bound * mean(d)``; three fixed-point
+        rounds settle it to well under 0.1 %. The GPU's multiplier afterwards is :meth:`relax`
+        toward the steady one over the seconds it ran."""
         if full_s <= 0:
             return full_s, multiplier
         target = self.steady_multiplier((clock_bound_s if power_bound_s is None else power_bound_s) / full_s)

@@ -179,7 +179,11 @@ class ExecutionModel:
         return self.model.n_layers * per_layer + lm_head
 
     def power_bound_s(
-        self, prefill_new_tokens: Sequence[int], prefill_prefix_tokens: Sequence[int], n_decode: int
+        self,
+        prefill_new_tokens: Sequence[int],
+        prefill_prefix_tokens: Sequence[int],
+        n_decode: int,
+        clock_bound_s: float | None = None,
     ) -> float:
         """Of :meth:`clock_bound_s`, the seconds that draw power as if the whole GPU computed:
         prefill attention counts only in proportion to the share of SMs it keeps busy. What the
@@ -187,8 +191,10 @@ class ExecutionModel:
         (256 new tokens: 64 thread blocks on 132 SMs) computes for long on half the chip: measured
         on H100 and H200, such a step hardly slows when run back to back, though nearly all of it
         is clock-bound. The clock model takes its steady multiplier from this share and stretches
-        all the clock-bound seconds by it."""
-        bound = self.clock_bound_s(prefill_new_tokens, prefill_prefix_tokens, n_decode)
+        all the clock-bound seconds by it. ``clock_bound_s``: the step's, where already priced."""
+        bound = clock_bound_s
+        if bound is None:
+            bound = self.clock_bound_s(prefill_new_tokens, prefill_prefix_tokens, n_decode)
         fill_of = getattr(self.profile, "attention_wave_fill", None)
         if not len(prefill_new_tokens) or fill_of is None:
             return bound

@@ -282,11 +282,8 @@ class Replica:
 
     def _bounds(self, new: list[int], prefix: list[int]) -> tuple[float, float]:
         """The planned step's clock-bound and full-power seconds (:mod:`hwmodels.clock`)."""
-        execution = self.execution
-        return (
-            execution.clock_bound_s(new, prefix, self.n_decode),
-            execution.power_bound_s(new, prefix, self.n_decode),
-        )
+        clock_bound = self.execution.clock_bound_s(new, prefix, self.n_decode)
+        return clock_bound, self.execution.power_bound_s(new, prefix, self.n_decode, clock_bound)
 
     def _at_clock(self, full_s: np.ndarray, bounds: Callable[[], tuple[float, float]]) -> np.ndarray:
         """The planned steps' durations at the GPU's clock: ``full_s`` stretched by the power
