@@ -23,6 +23,7 @@ import re
 import sys
 import traceback
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,18 @@ def _group_choice_error(argv: list[str]) -> str | None:
     return None
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """A simulator warning (a tier that stays empty, a stalled run) as the CLI's own line, not
+    as the source line that raised it."""
+    return f"kvsim: warning: {message}\n"
+
+
 def main() -> None:
-    """Console entry point; hydra's own stack traces are shortened to the message, and a
-    misspelt group option is one line before hydra starts."""
+    """Console entry point; hydra's own stack traces are shortened to the message, a
+    misspelt group option is one line before hydra starts, and warnings are one line each."""
+    warnings.formatwarning = _one_line_warning
     problem = _group_choice_error(sys.argv[1:])
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)

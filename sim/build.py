@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
 from hwmodels.models import MODELS, ModelSpec, get_model
 from hwmodels.profile import GpuProfile, load_profile
-from policies.registry import FAMILIES, UnknownPolicyError, resolve
+from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
 from sim.config import KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
 from sim.links import DurationModel, linear_duration
@@ -116,6 +117,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
             raise ConfigError(family, str(exc)) from None
         check_policy_builds(family, policies[family])
     tier_eviction = resolve_tier_eviction(config, [name for name, _ in tiers])
+    _warn_of_unfilled_tiers(config, policies["admission"], [name for name, _ in tiers])
     h2d, d2h = _pcie_models(config, profile, tp)
     hw = config.hardware
     return Setup(
@@ -146,6 +148,36 @@ def check_policy_builds(family: str, factory: Callable[..., Any]) -> None:
         factory()
     except (TypeError, ValueError) as exc:
         raise ConfigError(family, f"cannot build the {family} policy: {exc}") from None
+
+
+def unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> list[str]:
+    """Tiers below HBM that the placement policy never writes a block to: not a write-through
+    target of a new block, and not on any demotion chain from HBM or from those targets."""
+    policy = admission()
+    policy.bind(tuple(tier_names))
+    reached, todo = set(), ["hbm", *policy.write_through_tiers(0)]
+    while todo:
+        tier = todo.pop()
+        if tier in reached:
+            continue
+        reached.add(tier)
+        below = policy.demote_to(tier)
+        if below is not None:
+            todo.append(below)
+    return [name for name in tier_names[1:] if name not in reached]
+
+
+def _warn_of_unfilled_tiers(config: SimConfig, admission: Callable[..., Any], tier_names: list[str]) -> None:
+    """A configured tier that stays empty is most likely a forgotten ``admission`` setting (a
+    shared pool with the default, or ``write_back`` with an SSD): say so, as the run still means
+    something (the tier's capacity simply goes unused)."""
+    for name in unfilled_tiers(admission, tier_names):
+        warnings.warn(
+            f"admission={policy_label(admission)} never writes a block to the {name} tier, which stays empty; "
+            + ("admission=write_through or ssd_spill fill it" if name == "remote" else "admission=ssd_spill fills it"),
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def resolve_tier_eviction(config: SimConfig, tier_names: list[str]) -> dict[str, Callable[..., Any]]:

@@ -9,6 +9,7 @@ hop after hop, as in ``test_engine_serve``.
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 
@@ -173,3 +174,16 @@ def test_a_pool_eviction_override_needs_a_pool() -> None:
         run(SimConfig(tier_eviction={"remote": "lru"}), trace)
     s = run(SimConfig(hardware=HardwareConfig(remote_gb=10.0), tier_eviction={"remote": "fifo"}), trace).summary
     assert s["eviction_remote"] == "fifo"
+
+
+def test_a_tier_the_placement_policy_never_fills_is_named_in_a_warning() -> None:
+    """write_back demotes HBM into DRAM only: a pool configured with it stays empty, which is
+    most likely a forgotten setting; ssd_spill and write_through reach it, and say nothing."""
+    trace = make_trace([(0.0, chain(1))])
+    hardware = HardwareConfig(dram_gb=4.0, remote_gb=10.0)
+    with pytest.warns(UserWarning, match="never writes a block to the remote tier"):
+        run(SimConfig(hardware=hardware, admission="write_back"), trace)
+    for admission in ("ssd_spill", "write_through"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run(SimConfig(hardware=hardware, admission=admission), trace)
