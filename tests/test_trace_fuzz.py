@@ -7,7 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from traces import TraceFormatError, open_trace
@@ -55,6 +55,8 @@ def read_or_reject(path: Path, fmt: str) -> None:
 
 @FUZZ
 @given(data=st.binary(max_size=400), fmt=st.sampled_from([*TEXT_FORMATS, "parquet", "auto"]))
+@example(data=b"\r\x00", fmt="azure")  # a lone carriage return broke the CSV header parse
+@example(data=b"\r\x00", fmt="auto")
 def test_random_bytes(tmp_path: Path, data: bytes, fmt: str) -> None:
     path = tmp_path / "fuzz.bin"
     path.write_bytes(data)

@@ -77,7 +77,10 @@ def detect_format(path: Path) -> str:
             return "bailian"
         if isinstance(record, dict) and "hash_ids" in record:
             return "mooncake"
-    header = {h.strip() for h in next(csv.reader([first]), [])}
+    try:
+        header = {h.strip() for h in next(csv.reader([first]), [])}
+    except csv.Error:
+        header = set()  # not CSV either: no format below matches
     if {"TIMESTAMP", "ContextTokens"} <= header:
         return "azure"
     if "Request tokens" in header:

@@ -44,7 +44,10 @@ def _csv_rows(path: Path, required: tuple[str, ...], fmt: str) -> Iterator[tuple
         header_line, header_text = next(lines)
     except StopIteration:
         raise TraceFormatError(str(path), None, None, f"is empty; expected a {fmt} CSV header") from None
-    header = [h.strip() for h in next(csv.reader([header_text]))]
+    try:
+        header = [h.strip() for h in next(csv.reader([header_text]))]
+    except csv.Error as exc:
+        raise error(header_line, None, f"malformed CSV header ({exc}); expected {fmt} columns") from None
     missing = [c for c in required if c not in header]
     if missing:
         raise error(
