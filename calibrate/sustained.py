@@ -40,6 +40,7 @@ RECOVERY_LOAD_S = 1.5
 # though a roofline calls it memory-bound; how much of it then slows is what these measure.
 ROWS = (16, 64, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
 ROWS_MODEL = "llama-3-8b"  # whose layer: its four projections, weights of 8 layers (past the L2)
+ROWS_PROBE_S = 0.005  # the full-clock timing of the rows' GEMMs: short enough not to heat the GPU
 
 
 def _interleave(n_gemm: int, n_copy: int) -> list[str]:
@@ -133,17 +134,21 @@ def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, qui
             "recovery": recovery, "rows": rows}  # fmt: skip
 
 
-def measure_rows(clocks: ClockSampler | None, log: Callable[[str], None] = print, quick: bool = False) -> list[dict]:
-    """A layer's four GEMMs at each of :data:`ROWS` token rows: their time at full clock (8
-    layers right after idle) and once steady (the last second of 3 s back to back), with the
-    clock meanwhile. Why: the simulator stretches only a kernel's clock-bound seconds, and a
-    roofline split counts too few of a mid-sized GEMM's (:func:`calibrate.fit.fit_clock`)."""
+def measure_rows(
+    clocks: ClockSampler | None, log: Callable[[str], None] = print, quick: bool = False, model: str = ROWS_MODEL
+) -> list[dict]:
+    """A layer's four GEMMs at each of :data:`ROWS` token rows: their time at full clock (as
+    many layers as take about :data:`ROWS_PROBE_S`, right after idle: a longer timing would
+    heat the GPU within itself, as 8 layers of Llama-3-70B at 4,096 rows, 80 ms, did) and once
+    steady (the last second of 3 s back to back), with the clock meanwhile. Why: the
+    simulator stretches only a kernel's clock-bound seconds, and a roofline split counts too
+    few of a mid-sized GEMM's (:func:`calibrate.fit.fit_clock`)."""
     import torch
 
     from calibrate.shapes import gemm_shapes
     from hwmodels.models import get_model
 
-    shapes = [kn for name, kn in gemm_shapes(get_model(ROWS_MODEL)).items() if name != "lm_head"]
+    shapes = [kn for name, kn in gemm_shapes(get_model(model)).items() if name != "lm_head"]
     weights = [[torch.randn(k, n, device="cuda", dtype=torch.bfloat16) for k, n in shapes] for _ in range(8)]
     records = []
     for m in ROWS[::3] if quick else ROWS:
@@ -158,9 +163,12 @@ def measure_rows(clocks: ClockSampler | None, log: Callable[[str], None] = print
 
             return run
 
-        probe = _graph(layers(8))
+        single = _graph(layers(1))
         _idle(IDLE_S)
-        full = statistics.median(_replays(probe, 3)) / 8
+        count = max(1, min(8, int(ROWS_PROBE_S // min(_replays(single, 3)))))
+        probe = _graph(layers(count))
+        _idle(IDLE_S)
+        full = statistics.median(_replays(probe, 3)) / count
         repeats = max(8, round(UNIT_S / full))
         load = _graph(layers(repeats))
         _idle(IDLE_S)
@@ -169,13 +177,13 @@ def measure_rows(clocks: ClockSampler | None, log: Callable[[str], None] = print
         total = sum(times)
         steady = [t for t, at in zip(times, _ends(times), strict=True) if at > total - STEADY_S]
         state = clocks.window(end - STEADY_S, end) if clocks is not None else None
-        record = {"m": m, "full_layer_s": full, "steady_layer_s": statistics.mean(steady) / repeats}
+        record = {"m": m, "full_layer_s": full, "steady_layer_s": statistics.mean(steady) / repeats, "model": model}
         records.append(record | ({"steady_" + key: value for key, value in state.items()} if state else {}))
         log(
             f"sustained: layer GEMMs at {m} rows: {record['steady_layer_s'] / full:.3f} x full clock"
             + (f" at {state['sm_clock_mhz']:.0f} MHz, {state['power_w']:.0f} W" if state else "")
         )
-        del probe, load, xs, outs
+        del single, probe, load, xs, outs
     return records
 
 
