@@ -313,7 +313,7 @@ def test_gemms_of_unaligned_row_counts_cost_what_the_tile_rounding_says(profile:
 @pytest.mark.parametrize(("gpu", "profile"), [("h100", "h100-sxm-calibrated"), ("h200", "h200-calibrated")])
 def test_steps_measured_after_the_model_was_settled_are_predicted_too(gpu: str, profile: str, tmp_path: Path) -> None:
     """``kvsim-calibrate e2e`` re-run on other lent GPUs once the power-cap model's form had been
-    chosen (``benchmarks/results/e2e_recheck_*``, never looked at while choosing): every step
+    chosen (``benchmarks/results/e2e_recheck_*``; one later variant was rejected on it): every step
     from rest to a 4 % median and 8 % at most (3.1 % / 2.6 %, 7.1 % / 7.6 %), under load to a
     4 % median and 12 % at most (2.5 % / 2.7 %, 5.3 % / 10.3 %)."""
     import shutil
