@@ -195,11 +195,10 @@ class ExecutionModel:
         bound = clock_bound_s
         if bound is None:
             bound = self.clock_bound_s(prefill_new_tokens, prefill_prefix_tokens, n_decode)
-        fill_of = getattr(self.profile, "attention_wave_fill", None)
-        if not len(prefill_new_tokens) or fill_of is None:
+        if not len(prefill_new_tokens):
             return bound
         q_heads, _ = self._heads()
-        idle = 1.0 - fill_of(float(sum(prefill_new_tokens)), q_heads)
+        idle = 1.0 - self.profile.attention_wave_fill(float(sum(prefill_new_tokens)), q_heads)
         return bound - idle * self.model.n_layers * self._prefill_attention_s(prefill_new_tokens, prefill_prefix_tokens)
 
     def decode_steps_s(self, n_decode: int, decode_context_sum: int, n_steps: int) -> np.ndarray:

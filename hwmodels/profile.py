@@ -61,6 +61,10 @@ class GpuProfile(Protocol):
     ) -> ArrayLike:
         """One decode step of ``batch`` sequences of mean context ``ctx_len`` (one layer)."""
 
+    def attention_wave_fill(self, step_new_tokens: float, q_heads: int) -> float:
+        """Share of the SMs a step's prefill attention keeps busy (1 where the profile cannot
+        tell): what of its time draws full power (:mod:`hwmodels.clock`)."""
+
     def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
         """A memory-bound kernel touching ``nbytes`` of HBM (norms, activations, residuals)."""
 
@@ -145,6 +149,10 @@ class DatasheetProfile:
         flops = 4.0 * batch * q_heads * head_dim * ctx_len
         nbytes = 2.0 * batch * (2 * ctx_len * kv_heads * head_dim + 2 * q_heads * head_dim)
         return self._roofline(flops, nbytes)
+
+    def attention_wave_fill(self, step_new_tokens: float, q_heads: int) -> float:
+        """A roofline has no notion of how full the GPU is."""
+        return 1.0
 
     def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
         return nbytes / self._hbm_bps + self.kernel_launch_s

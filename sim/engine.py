@@ -52,7 +52,7 @@ class _ServeRun:
         self.pool = self._build_pool()
         # Copies in flight into the pool, seen by every replica: (tier, block) -> completion
         # event, and when each is expected to land (see Replica._flights).
-        self.pool_flights: tuple[dict, dict] = ({}, {})
+        self.pool_flights: tuple[dict, dict] | None = ({}, {}) if self.pool is not None else None
         self.remaining = len(trace)
         self.arrived = 0
         self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
@@ -138,7 +138,7 @@ class _ServeRun:
             kv_load=config.engine.kv_load,
             on_done=self._on_done,
             clock=setup.execution.profile.clock if config.hardware.power_cap else None,
-            pool_flights=self.pool_flights if self.pool is not None else None,
+            pool_flights=self.pool_flights,
         )
 
     def _context_of(self, req: Request) -> RequestContext:

@@ -97,7 +97,7 @@ def test_a_pool_block_another_replica_is_still_writing_is_read_only_once_it_has_
     assert repeat["kv_stall_s"] > a_landed_by - repeat["arrival_s"]
 
 
-def _inserts_and_evictions(n_replicas: int, remote_blocks: int) -> tuple[int, int, int, SimConfig]:
+def _inserts_and_evictions(n_replicas: int, remote_blocks: int) -> tuple[int, int, int]:
     config = pool_config(n_replicas=n_replicas, remote_blocks=remote_blocks, hbm_blocks=60, dram_blocks=40)
     config.admission = "ssd_spill"
     trace = generate("multi_turn", seed=4, n_requests=400)
@@ -105,14 +105,14 @@ def _inserts_and_evictions(n_replicas: int, remote_blocks: int) -> tuple[int, in
     result = serve.run()
     written = result.summary["link_net_write_bytes"] // serve.setup.bytes_per_block
     assert serve.pool is not None and all(r.cache.tiers[-1] is serve.pool for r in serve.replicas)
-    return written, result.summary["remote_evictions"], len(serve.pool.blocks), config
+    return written, result.summary["remote_evictions"], len(serve.pool.blocks)
 
 
 @pytest.mark.parametrize("n_replicas", [1, 3])
 def test_the_pool_is_one_tier_whose_blocks_are_counted_once(n_replicas: int) -> None:
     # Every block enters the pool by a network write and leaves it only by eviction, so what
     # is left at the end is what was written less what was evicted, whatever the replicas.
-    written, evicted, left, config = _inserts_and_evictions(n_replicas, remote_blocks=150)
+    written, evicted, left = _inserts_and_evictions(n_replicas, remote_blocks=150)
     assert evicted > 0, "the pool should have filled for this to test anything"
     assert left == written - evicted
     assert left <= 150
