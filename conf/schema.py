@@ -60,6 +60,7 @@ class HardwareConf:
     remote_gb: float = 0.0
     net_gbps: float = 25.0
     net_latency_s: float = 20e-6
+    pool_gbps: float | None = None
     copies_per_block: int | None = None
     power_cap: bool = True
 

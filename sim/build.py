@@ -60,6 +60,9 @@ class Setup:
     ssd_write: DurationModel
     net_read: DurationModel  # pool -> replica, per replica
     net_write: DurationModel  # replica -> pool, per replica
+    # The pool servers' side of the same copies, shared by all replicas; None = not a limit.
+    pool_read: DurationModel | None
+    pool_write: DurationModel | None
     policies: dict[str, Callable[..., Any]]  # family -> factory
     tier_eviction: dict[str, Callable[..., Any]]  # tier name -> eviction factory overriding policies["eviction"]
     hbm_kv_bytes_available: float
@@ -135,6 +138,8 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         ssd_write=linear_duration(hw.ssd_latency_s, hw.ssd_write_gbps * GB),
         net_read=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), tp),
         net_write=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), tp),
+        pool_read=None if hw.pool_gbps is None else linear_duration(0.0, hw.pool_gbps * GB),
+        pool_write=None if hw.pool_gbps is None else linear_duration(0.0, hw.pool_gbps * GB),
         policies=policies,
         tier_eviction=tier_eviction,
         hbm_kv_bytes_available=available,
@@ -228,8 +233,9 @@ def _check_scalars(config: SimConfig) -> None:
         positive(f"hardware.{key}", getattr(hw, key))
     non_negative("hardware.ssd_latency_s", hw.ssd_latency_s)
     non_negative("hardware.net_latency_s", hw.net_latency_s)
-    if hw.pcie_gbps is not None:
-        positive("hardware.pcie_gbps", hw.pcie_gbps)
+    for key in ("pcie_gbps", "pool_gbps"):
+        if getattr(hw, key) is not None:
+            positive(f"hardware.{key}", getattr(hw, key))
     if hw.pcie_latency_s is not None:
         non_negative("hardware.pcie_latency_s", hw.pcie_latency_s)
     if eng.preemption not in PREEMPTION_MODES:

@@ -46,6 +46,8 @@ class HardwareConfig:
     per replica. ``remote_gb`` above zero adds a KV pool below them that every replica reads
     and writes over its network link (Mooncake Store, LMCache's remote backend, SGLang
     HiCache's shared storage): a prefix one replica computed is a hit for the others.
+    ``pool_gbps`` caps what the pool's servers deliver to (and take from) all replicas
+    together, as one cache server with one NIC does for a whole rack.
     """
 
     gpu: str = "h100-sxm"
@@ -65,6 +67,9 @@ class HardwareConfig:
     remote_gb: float = 0.0  # the shared pool's capacity, for all replicas together
     net_gbps: float = 25.0  # per GPU and direction to the pool: a 200 Gb/s RDMA NIC each
     net_latency_s: float = 20e-6  # per block read from or written to the pool
+    # The pool servers' own bandwidth per direction, all replicas together; None = they keep
+    # up with every replica's NIC (a pool spread over as many nodes as there are replicas).
+    pool_gbps: float | None = None
     copies_per_block: int | None = None  # copy calls per block moved; None = 2 x layers (K, V paged per layer)
     # Price the SM clock's fall under the board's power cap when busy (hwmodels.clock), for a
     # profile that measured it (the calibrated ones); False: every step at full clock.

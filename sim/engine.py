@@ -53,6 +53,7 @@ class _ServeRun:
         # Copies in flight into the pool, seen by every replica: (tier, block) -> completion
         # event, and when each is expected to land (see Replica._flights).
         self.pool_flights: tuple[dict, dict] | None = ({}, {}) if self.pool is not None else None
+        self.pool_links = self._build_pool_links()
         self.remaining = len(trace)
         self.arrived = 0
         self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
@@ -98,6 +99,17 @@ class _ServeRun:
         index = len(self.setup.tier_blocks) - 1
         return Tier(name, index, capacity, self._make_policy(name, capacity))
 
+    def _build_pool_links(self) -> dict[str, Link]:
+        """The pool servers' ports, one Link per direction in every replica's table: what all
+        replicas' copies to and from the pool queue on together (none: the servers keep up)."""
+        setup, bucket = self.setup, self.config.timeseries_interval_s
+        if self.pool is None or setup.pool_read is None or setup.pool_write is None:
+            return {}
+        return {
+            "pool_read": Link(self.env, "pool_read", setup.pool_read, bucket),
+            "pool_write": Link(self.env, "pool_write", setup.pool_write, bucket),
+        }
+
     def _build_replica(self, index: int) -> Replica:
         setup, config, env = self.setup, self.config, self.env
         bucket = config.timeseries_interval_s
@@ -111,6 +123,7 @@ class _ServeRun:
         if self.pool is not None:
             links["net_read"] = Link(env, "net_read", setup.net_read, bucket)
             links["net_write"] = Link(env, "net_write", setup.net_write, bucket)
+            links.update(self.pool_links)
         local = [(name, capacity) for name, capacity in setup.tier_blocks if name not in SHARED_TIERS]
         tiers = build_tiers(local, self._make_policy) + ([self.pool] if self.pool is not None else [])
         cache = TieredCache(
@@ -280,13 +293,12 @@ class _ServeRun:
         link_bytes: dict[str, int] = {}
         link_busy: dict[str, float] = {}
         link_transfers: dict[str, int] = {}
-        for replica in self.replicas:
-            for name, link in replica.links.items():
-                link_bytes[name] = link_bytes.get(name, 0) + link.bytes_moved
-                link_busy[name] = link_busy.get(name, 0.0) + link.busy_s / len(self.replicas)
-                link_transfers[name] = link_transfers.get(name, 0) + link.transfers
+        for name, links in self._distinct_links().items():
+            link_bytes[name] = sum(link.bytes_moved for link in links)
+            link_busy[name] = sum(link.busy_s for link in links) / len(links)
+            link_transfers[name] = sum(link.transfers for link in links)
         tp = self.config.hardware.tensor_parallel
-        last_copy = max((link.free_at for r in self.replicas for link in r.links.values()), default=start)
+        last_copy = max((link.free_at for links in self._distinct_links().values() for link in links), default=start)
         return RunTotals(
             makespan_s=makespan,
             link_span_s=max(makespan, last_copy - start),
@@ -317,15 +329,28 @@ class _ServeRun:
             return [self.pool]
         return [replica.cache.tiers[index] for replica in self.replicas]
 
+    def _distinct_links(self) -> dict[str, list[Link]]:
+        """Each link name's Link objects: one per replica, the pool servers' one once."""
+        by_name: dict[str, list[Link]] = {}
+        for replica in self.replicas:
+            for name, link in replica.links.items():
+                if name not in self.pool_links or not by_name.get(name):
+                    by_name.setdefault(name, []).append(link)
+        return by_name
+
     def _check_accounting(self, frame: pd.DataFrame) -> None:
         """Invariants that close over the whole run; a violation is an engine bug."""
         for replica in self.replicas:
             for name, link in replica.links.items():
-                if link.bytes_moved != replica.issued_bytes[name]:
+                if name not in self.pool_links and link.bytes_moved != replica.issued_bytes[name]:
                     raise InvariantError(
                         f"replica {replica.index} link {name}: {link.bytes_moved} bytes moved but "
                         f"{replica.issued_bytes[name]} issued"
                     )
+        for name, link in self.pool_links.items():
+            issued = sum(replica.issued_bytes[name] for replica in self.replicas)
+            if link.bytes_moved != issued:
+                raise InvariantError(f"pool link {name}: {link.bytes_moved} bytes moved but {issued} issued")
         log = self.log
         hits = log.hit_tokens.sum(axis=0)
         inputs = frame["input_tokens"].to_numpy()

@@ -1,11 +1,12 @@
 """Data paths between tiers as contended resources.
 
 A :class:`Link` is one direction of one path (PCIe host-to-device, PCIe device-to-host, SSD
-read, SSD write). Transfers on a link are served **first come, first served**, one at a time:
-a DMA copy engine processes the copies queued to it in order, and each direction of PCIe has
-its own engine, so FIFO per direction is how the hardware behaves. A transfer's duration is
-``n_copies x per-copy latency + bytes / bandwidth`` (or a calibrated profile's copy model),
-which is why many small block copies are slower than one large copy.
+read, SSD write, a replica's network link to the shared pool, the pool servers' port).
+Transfers on a link are served **first come, first served**, one at a time: a DMA copy engine
+processes the copies queued to it in order, and each direction of PCIe has its own engine, so
+FIFO per direction is how the hardware behaves. A transfer's duration is ``n_copies x per-copy
+latency + bytes / bandwidth`` (or a calibrated profile's copy model), which is why many small
+block copies are slower than one large copy.
 
 Because service is FIFO and durations are known when a transfer is queued, its completion
 time is exact at issue: :meth:`Link.transfer` returns a SimPy event that fires then. Bytes,

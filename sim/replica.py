@@ -55,6 +55,10 @@ _PATHS = {
     ("dram", "remote"): ("net_write",),
     ("ssd", "remote"): ("ssd_read", "net_write"),
 }
+# A copy over the network also passes the pool servers' port (where the hardware names their
+# bandwidth): both are busy with it at once, so the hop ends when the later of the two does.
+_SERVER_SIDE = {"net_read": "pool_read", "net_write": "pool_write"}
+Hop = tuple[Link, ...]  # the links one hop of a copy holds at the same time
 
 
 class Replica:
@@ -434,8 +438,8 @@ class Replica:
         loaded_at = now
         for source, n in per_source.items():
             at = ready[source]
-            for link in self._path(source, HBM):
-                at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), at)
+            for hop in self._path(source, HBM):
+                at = self._completion_if_queued(hop, n, at)
             loaded_at = max(loaded_at, at)
         # Recomputed tokens join the replica's prefill work: they are done once the GPU has
         # worked through what is outstanding (this request's prompt included), at the
@@ -485,7 +489,7 @@ class Replica:
             events.append(done)
         return events
 
-    def _copy_up(self, path: list[Link], src: int, dest: int, blocks: list[int]):
+    def _copy_up(self, path: list[Hop], src: int, dest: int, blocks: list[int]):
         """Process: the copy hop by hop (SSD -> host -> HBM), each hop queued on its link
         when the previous one lands; then the sources are unpinned. A source block whose own
         copy down into ``src`` is still in flight is read once that copy has landed: the
@@ -495,8 +499,8 @@ class Replica:
         if landing:
             yield self.env.all_of(landing)
         n = len(blocks)
-        for link in path:
-            end = self._transfer(link, n * self.bytes_per_block, n)
+        for hop in path:
+            end = self._transfer(hop, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
         inflight = self._flights(dest)[0]
         for block in blocks:
@@ -504,12 +508,12 @@ class Replica:
             if inflight.get((dest, block)) is self.env.active_process:
                 del inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Link], n: int):
+    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
         queued on its link once ``after`` (the hop before) fires."""
         yield after
-        for link in path:
-            end = self._transfer(link, n * self.bytes_per_block, n)
+        for hop in path:
+            end = self._transfer(hop, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
 
     def _landed_down(self, dst: int, blocks: list[int], copy: simpy.Event) -> None:
@@ -536,16 +540,31 @@ class Replica:
             return self._pool_inflight, self._pool_lands_at
         return self._inflight, self._lands_at
 
-    def _path(self, src: int, dst: int) -> list[Link]:
-        """Links a copy from tier ``src`` to tier ``dst`` crosses, in order. SSD data always
+    def _path(self, src: int, dst: int) -> list[Hop]:
+        """The hops a copy from tier ``src`` to tier ``dst`` makes, in order. SSD data always
         passes through host memory, whether or not DRAM is a cache tier."""
         pair = (self.cache.names[src], self.cache.names[dst])
-        return [self.links[name] for name in _PATHS[pair]]
+        return [self._hop(name) for name in _PATHS[pair]]
 
-    def _transfer(self, link: Link, nbytes: int, n_blocks: int) -> float:
-        """Queue a copy of ``n_blocks`` blocks on ``link`` now; return its completion time."""
-        self.issued_bytes[link.name] += nbytes
-        return link.reserve(nbytes, self._copies(link, n_blocks))
+    def _hop(self, name: str) -> Hop:
+        server_side = self.links.get(_SERVER_SIDE.get(name, ""))
+        return (self.links[name],) if server_side is None else (self.links[name], server_side)
+
+    def _transfer(self, hop: Hop, nbytes: int, n_blocks: int) -> float:
+        """Queue a copy of ``n_blocks`` blocks on each link of ``hop`` now; return when the
+        last of them completes. Each link queues it FIFO behind its own earlier copies, so a
+        shared server port spreads its bandwidth over the replicas first come, first served."""
+        end = self.env.now
+        for link in hop:
+            self.issued_bytes[link.name] += nbytes
+            end = max(end, link.reserve(nbytes, self._copies(link, n_blocks)))
+        return end
+
+    def _completion_if_queued(self, hop: Hop, n_blocks: int, ready_at: float) -> float:
+        """When a copy of ``n_blocks`` over ``hop`` queued at ``ready_at`` would land,
+        reserving nothing."""
+        nbytes = n_blocks * self.bytes_per_block
+        return max(link.completion_if_queued(nbytes, self._copies(link, n_blocks), ready_at) for link in hop)
 
     def _copies(self, link: Link, n_blocks: int) -> int:
         """Copy calls for ``n_blocks`` on ``link``: PCIe copies a block layer by layer, K and V
@@ -587,8 +606,8 @@ class Replica:
         # A copy of one hop (HBM -> DRAM, the common case) needs no process: its landing is
         # the hop's timeout, and the bookkeeping is a callback on it.
         done.callbacks.append(functools.partial(self._landed_down, dst, blocks))
-        for link in later_hops:
-            lands_at = link.completion_if_queued(n * self.bytes_per_block, self._copies(link, n), lands_at)
+        for hop in later_hops:
+            lands_at = self._completion_if_queued(hop, n, lands_at)
         inflight, dst_lands_at = self._flights(dst)
         for block in blocks:
             inflight[(dst, block)] = done
@@ -824,7 +843,7 @@ class Replica:
             self.swap_fallbacks += 1
             return False
         self._pay(moves)
-        copied_out = self._transfer(self.links["pcie_d2h"], n * self.bytes_per_block, n)
+        copied_out = self._transfer((self.links["pcie_d2h"],), n * self.bytes_per_block, n)
         self._stall_until = max(self._stall_until, copied_out)
         self._release_kv(req)
         req.swapped_blocks = n
@@ -864,7 +883,7 @@ class Replica:
         req.held_named, req.held_private = named, private
         req.admitted_s = self.env.now
         self.running.append(req)
-        copied_in = self._transfer(self.links["pcie_h2d"], need * self.bytes_per_block, need)
+        copied_in = self._transfer((self.links["pcie_h2d"],), need * self.bytes_per_block, need)
         self._wait_for(req, self._until(max(self._pay(moves), copied_in)))
         return 0
 

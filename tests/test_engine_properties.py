@@ -60,7 +60,11 @@ def configs(draw: st.DrawFn) -> SimConfig:
     preemption = draw(st.sampled_from(["recompute", "swap"])) if dram else "recompute"
     replicas = draw(st.integers(1, 3))
     return SimConfig(
-        hardware=HardwareConfig(n_replicas=replicas, copies_per_block=draw(st.sampled_from([1, 64]))),
+        hardware=HardwareConfig(
+            n_replicas=replicas,
+            copies_per_block=draw(st.sampled_from([1, 64])),
+            pool_gbps=draw(st.sampled_from([None, 2.0])),  # the pool servers' port, shared
+        ),
         tiers=TierConfig(
             hbm_blocks=draw(st.integers(6, 80)),
             dram_blocks=dram or None,
@@ -141,9 +145,9 @@ def test_a_tier_overfilled_by_a_broken_engine_is_caught(monkeypatch: pytest.Monk
 def test_bytes_moved_without_being_issued_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     original = Replica._transfer
 
-    def unaccounted(self, link, nbytes, n_blocks):
-        end = original(self, link, nbytes, n_blocks)
-        self.issued_bytes[link.name] -= nbytes  # the engine "forgets" what it issued
+    def unaccounted(self, hop, nbytes, n_blocks):
+        end = original(self, hop, nbytes, n_blocks)
+        self.issued_bytes[hop[0].name] -= nbytes  # the engine "forgets" what it issued
         return end
 
     monkeypatch.setattr(Replica, "_transfer", unaccounted)

@@ -28,12 +28,17 @@ NET_LATENCY_S = 3e-5
 
 
 def pool_config(
-    *, remote_blocks: int = 1000, n_replicas: int = 2, net_gbps: float = NET_GBPS, **tiers: int
+    *,
+    remote_blocks: int = 1000,
+    n_replicas: int = 2,
+    net_gbps: float = NET_GBPS,
+    pool_gbps: float | None = None,
+    **tiers: int,
 ) -> SimConfig:
     return SimConfig(
         hardware=HardwareConfig(
             pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, n_replicas=n_replicas,
-            net_gbps=net_gbps, net_latency_s=NET_LATENCY_S,
+            net_gbps=net_gbps, net_latency_s=NET_LATENCY_S, pool_gbps=pool_gbps,
         ),
         tiers=TierConfig(remote_blocks=remote_blocks, **tiers),
         admission="write_through",
@@ -187,3 +192,39 @@ def test_a_tier_the_placement_policy_never_fills_is_named_in_a_warning() -> None
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             run(SimConfig(hardware=hardware, admission=admission), trace)
+
+
+def test_the_pool_servers_bandwidth_is_shared_by_the_replicas_first_come_first_served() -> None:
+    # Three replicas each compute one prompt (round robin), then each reads another's from the
+    # pool at the same moment. With the pool servers as fast as one NIC, the three reads
+    # queue at the servers' port: they land one, two and three reads' worth of server time
+    # after they start (the first is set by its own NIC, as it is with no server limit).
+    a, b, c = chain(1), chain(2), chain(3)
+    trace = make_trace([(0.0, a), (0.001, b), (0.002, c), (10.0, b), (10.0, c), (10.0, a)])
+    nbytes = 7 * bytes_per_block()
+    net = 7 * NET_LATENCY_S + nbytes / (NET_GBPS * 1e9)
+    pcie = 7 * PCIE_LATENCY_S + nbytes / (PCIE_GBPS * 1e9)
+    server = nbytes / (NET_GBPS * 1e9)
+    assert 2 * server > net, "the servers' queue should be what the second read waits for"
+
+    unlimited = run(pool_config(n_replicas=3, hbm_blocks=100), trace)
+    limited = run(pool_config(n_replicas=3, hbm_blocks=100, pool_gbps=NET_GBPS), trace)
+    for result in (unlimited, limited):
+        repeats = result.requests.iloc[3:]
+        assert repeats["remote_hit_tokens"].tolist() == [7 * BLOCK] * 3
+        assert sorted(repeats["replica"]) == [0, 1, 2]
+    assert unlimited.requests.iloc[3:]["kv_stall_s"].tolist() == pytest.approx([net + pcie] * 3)
+    stalls = sorted(limited.requests.iloc[3:]["kv_stall_s"])
+    assert stalls == pytest.approx([net + pcie, 2 * server + pcie, 3 * server + pcie])
+    s = limited.summary
+    # The servers' port is one link: it carried every replica's copies, counted once.
+    assert s["link_pool_read_bytes"] == s["link_net_read_bytes"] == 3 * nbytes
+    assert s["link_pool_write_bytes"] == s["link_net_write_bytes"] == 3 * nbytes
+    assert "pool_read_bytes" not in "".join(unlimited.summary)
+
+
+def test_the_pool_servers_bandwidth_must_be_positive() -> None:
+    config = pool_config(hbm_blocks=100)
+    config.hardware.pool_gbps = 0.0
+    with pytest.raises(ConfigError, match="hardware.pool_gbps"):
+        run(config, make_trace([(0.0, chain(1))]))
