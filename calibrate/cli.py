@@ -3,6 +3,7 @@
     kvsim-calibrate run --out DIR          # on a GPU machine: raw.json (+ e2e.json)
     kvsim-calibrate e2e --out DIR          # on a GPU machine: e2e.json only
     kvsim-calibrate power --out DIR        # on a GPU machine: power.json only
+    kvsim-calibrate tp --out DIR           # on a host of 2+ GPUs: tp.json (all-reduce, TP steps)
     kvsim-calibrate fit DIR --gpu h100-sxm --name h100-sxm-calibrated
     kvsim-calibrate report hwmodels/profiles/h100-sxm-calibrated
 
@@ -27,6 +28,7 @@ from traces.atomic import write_text_atomic
 RAW_FILE = "raw.json"
 E2E_FILE = "e2e.json"
 POWER_FILE = "power.json"
+TP_FILE = "tp.json"
 CLOCK_PLOT = "clock.png"
 VALIDATION_FILE = "validation.json"
 SLOW_GPU_TOLERANCE = 0.15  # relative error of the reference GEMM beyond which the e2e check is suspect
@@ -95,6 +97,30 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tp(args: argparse.Namespace) -> int:
+    """The all-reduce and whole tensor-parallel steps, on every GPU of the host."""
+    out = _gpu_out_dir("tp", args.out)
+    import torch
+
+    from calibrate.bench import environment
+    from calibrate.collective import measure
+
+    env = environment() | {"device_count": torch.cuda.device_count(), "nccl_version": _nccl_version()}
+    records = measure()
+    write_text_atomic(out / TP_FILE, json.dumps({"environment": env, "records": records}, indent=1) + "\n")
+    sizes = sorted({r["tp"] for r in records if r["op"] == "allreduce"})
+    steps = sum(r["op"] != "allreduce" for r in records)
+    print(f"wrote {out / TP_FILE}: all-reduce at TP {sizes}, {steps} tensor-parallel steps")
+    return 0
+
+
+def _nccl_version() -> str | None:
+    import torch
+
+    version = torch.cuda.nccl.version()
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
 def _write_power(out: Path, env: dict, quick: bool, clocks: ClockSampler | None) -> None:
     from calibrate.sustained import measure
 
@@ -118,10 +144,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     source = Path(args.dir)
     raw = json.loads((source / RAW_FILE).read_text())
     power = json.loads((source / POWER_FILE).read_text()) if (source / POWER_FILE).exists() else None
-    params = fit_profile(raw, name=args.name, gpu=args.gpu, power=power)
+    tp = json.loads((source / TP_FILE).read_text()) if (source / TP_FILE).exists() else None
+    params = fit_profile(raw, name=args.name, gpu=args.gpu, power=power, tp=tp)
     dest = Path(args.output) if args.output else PROFILES_DIR / args.name
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (RAW_FILE, E2E_FILE, POWER_FILE):
+    for name in (RAW_FILE, E2E_FILE, POWER_FILE, TP_FILE):
         if (source / name).exists() and (source / name).resolve() != (dest / name).resolve():
             shutil.copyfile(source / name, dest / name)
     write_text_atomic(dest / PROFILE_FILE, json.dumps(params, indent=1, sort_keys=True) + "\n")
@@ -218,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     power = sub.add_parser("power", help="only the sustained-load clock of GEMM/copy mixes (needs a CUDA GPU)")
     power.add_argument("--out", required=True)
     power.add_argument("--quick", action="store_true", help="three mixes and three recovery probes")
-    fit = sub.add_parser("fit", help="fit a profile from DIR/raw.json (no GPU needed)")
+    sub.add_parser("tp", help="the all-reduce and tensor-parallel steps (needs 2+ CUDA GPUs)").add_argument(
+        "--out", required=True
+    )
+    fit = sub.add_parser("fit", help="fit a profile from DIR/raw.json (and DIR/tp.json; no GPU needed)")
     fit.add_argument("dir")
     fit.add_argument("--gpu", required=True, help="the GPU spec it was measured on, e.g. h100-sxm")
     fit.add_argument("--name", required=True, help="profile name, e.g. h100-sxm-calibrated")
@@ -227,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("profile_dir")
     args = parser.parse_args(argv)
     try:
-        commands = {"run": cmd_run, "e2e": cmd_e2e, "power": cmd_power, "fit": cmd_fit, "report": cmd_report}
+        commands = {
+            "run": cmd_run, "e2e": cmd_e2e, "power": cmd_power, "tp": cmd_tp, "fit": cmd_fit, "report": cmd_report,
+        }  # fmt: skip
         return commands[args.command](args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"kvsim-calibrate: error: {exc}", file=sys.stderr)

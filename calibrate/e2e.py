@@ -178,12 +178,24 @@ class _Ops:
 
 
 class RandomLlama:
-    """Weights only, as plain tensors; :meth:`step` runs one engine step."""
+    """Weights only, as plain tensors; :meth:`step` runs one engine step.
 
-    def __init__(self, spec: ModelSpec, n_layers: int, engine: str = "compiled", device: str = "cuda") -> None:
+    Under tensor parallelism ``spec`` is one rank's share (:func:`calibrate.collective.shard`)
+    and ``reduce`` sums a sublayer's partial output over the ranks, in place, as an engine's
+    row-parallel projections do after attention and after the MLP."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        n_layers: int,
+        engine: str = "compiled",
+        device: str = "cuda",
+        reduce: Callable[[Any], Any] | None = None,
+    ) -> None:
         import torch
 
         self.spec, self.n_layers, self.ops = spec, n_layers, _Ops(engine)
+        self.reduce = reduce or (lambda x: x)
         h, hd, q, kv, inter = spec.hidden_size, spec.head_dim, spec.n_q_heads, spec.n_kv_heads, spec.intermediate_size
 
         def w(*shape: int):
@@ -218,8 +230,8 @@ class RandomLlama:
         """Output projection of ``attn`` (batch, tokens, q heads x head dim), residual add +
         RMSNorm, gate/up projection, SiLU-gated product, down projection."""
         ops = self.ops
-        x, residual = ops.add_rms_norm(attn @ layer["o"], residual, layer["norm2"])
-        return ops.silu_mul(x @ layer["gate_up"]) @ layer["down"], residual
+        x, residual = ops.add_rms_norm(self.reduce(attn @ layer["o"]), residual, layer["norm2"])
+        return self.reduce(ops.silu_mul(x @ layer["gate_up"]) @ layer["down"]), residual
 
     def _attend(self, q, k, v, k_cache, v_cache, decode: bool):
         """The step's K and V written into their cache slots (the last ``t`` of each sequence),

@@ -260,9 +260,43 @@ def gemm_clock_bound_fractions(power: dict[str, Any], shares: list[float]) -> tu
     return rows, [float(f) for f in np.maximum.accumulate(fractions)]
 
 
-def fit_profile(raw: dict[str, Any], *, name: str, gpu: str, power: dict[str, Any] | None = None) -> dict[str, Any]:
+def _isotonic(values: list[float]) -> list[float]:
+    """The closest non-decreasing sequence (pool adjacent violators, equal weights)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([v, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return [mean for mean, count in blocks for _ in range(int(count))]
+
+
+def fit_allreduce(records: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per group size, log seconds over log bytes of the measured all-reduces (``tp.json``):
+    the median where two shapes moved the same bytes, made non-decreasing in size, since a
+    larger message never costs less and what remains is the timing's jitter (a few us)."""
+    by_tp: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["op"] == "allreduce":
+            by_tp[r["tp"]][r["nbytes"]].append(r["seconds"])
+    tables = {}
+    for tp, by_size in sorted(by_tp.items()):
+        sizes = sorted(by_size)
+        log_s = _isotonic([float(np.log(statistics.median(by_size[n]))) for n in sizes])
+        tables[str(tp)] = {"log_bytes": [float(np.log(n)) for n in sizes], "log_s": log_s}
+    return tables
+
+
+def fit_profile(
+    raw: dict[str, Any],
+    *,
+    name: str,
+    gpu: str,
+    power: dict[str, Any] | None = None,
+    tp: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Profile parameters from a raw measurement file (``kvsim-calibrate run`` output) and,
-    where measured, the sustained-load clock (``power.json``)."""
+    where measured, the sustained-load clock (``power.json``) and the all-reduce (``tp.json``)."""
     get_gpu(gpu)  # an unknown GPU name fails here, before any fitting
     fit = [r for r in raw["records"] if r.get("split") == "fit"]
 
@@ -283,6 +317,9 @@ def fit_profile(raw: dict[str, Any], *, name: str, gpu: str, power: dict[str, An
     }
     if power is not None:
         params["clock"] = fit_clock(power)
+    if tp is not None:
+        params["allreduce"] = fit_allreduce(tp["records"])
+        params["allreduce_environment"] = tp["environment"]
     params["heldout_error"] = heldout_errors(CalibratedProfile(name, get_gpu(gpu), params), raw["records"])
     return params
 

@@ -29,38 +29,48 @@ def validate(profile_dir: Path) -> dict[str, Any]:
         "end_to_end": [],
         "reference_gemm": [],
     }
-    e2e_path = profile_dir / "e2e.json"
-    if e2e_path.exists():
-        for r in json.loads(e2e_path.read_text())["records"]:
-            if r["op"] == "reference_gemm":
-                predicted = float(profile.gemm_s(r["m"], r["k"], r["n"]))
-                report["reference_gemm"].append(
-                    {"when": r["when"], "measured_s": r["seconds"], "predicted_s": predicted,
-                     "rel_error": (predicted - r["seconds"]) / r["seconds"]} | _power_state(r)
-                )  # fmt: skip
-                continue
-            spec = get_model(r["model"])
-            model = ExecutionModel(spec.with_overrides(n_layers=r["layers"]), profile)
-            engine = r.get("engine", "eager")  # records from before the compiled engine
-            step, batch = _step(r)
-            full = model.iteration_s(*batch)
-            row = {"op": r["op"], "engine": engine, "model": r["model"], "step": f"{r['model']} {engine} {step}"}
-            row |= {"measured_s": r["seconds"], "predicted_full_clock_s": full} | _power_state(r)
-            if profile.clock is None:
-                row["predicted_s"] = full
-            else:
-                clock_bound = model.clock_bound_s(*batch[:3])
-                power_bound = model.power_bound_s(*batch[:3], clock_bound)
-                row["predicted_s"] = _from_rest(profile.clock, full, clock_bound, power_bound)
-                if "sustained_seconds" in r:
-                    steady = full + clock_bound * (profile.clock.steady_multiplier(power_bound / full) - 1.0)
-                    row |= {
-                        "sustained_measured_s": r["sustained_seconds"],
-                        "sustained_predicted_s": steady,
-                        "sustained_rel_error": (steady - r["sustained_seconds"]) / r["sustained_seconds"],
-                    } | {key: r[key] for key in ("sustained_sm_clock_mhz",) if key in r}
-            row["rel_error"] = (row["predicted_s"] - r["seconds"]) / r["seconds"]
-            report["end_to_end"].append(row)
+    records = []
+    for name in ("e2e.json", "tp.json"):  # single-GPU steps; tensor-parallel steps (tp.json)
+        if (profile_dir / name).exists():
+            records += [r for r in json.loads((profile_dir / name).read_text())["records"] if r["op"] != "allreduce"]
+    for r in records:
+        if r["op"] == "reference_gemm":
+            predicted = float(profile.gemm_s(r["m"], r["k"], r["n"]))
+            report["reference_gemm"].append(
+                {"when": r["when"], "measured_s": r["seconds"], "predicted_s": predicted,
+                 "rel_error": (predicted - r["seconds"]) / r["seconds"]} | _power_state(r)
+            )  # fmt: skip
+            continue
+        spec = get_model(r["model"])
+        tp = r.get("tp", 1)
+        model = ExecutionModel(spec.with_overrides(n_layers=r["layers"]), profile, tensor_parallel=tp)
+        engine = r.get("engine", "eager")  # records from before the compiled engine
+        step, batch = _step(r)
+        full = model.iteration_s(*batch)
+        label = f"{r['model']} {engine} {step}" + (f" (tp {tp})" if tp > 1 else "")
+        row = {"op": r["op"], "engine": engine, "model": r["model"], "tp": tp, "step": label}
+        row |= {"measured_s": r["seconds"], "predicted_full_clock_s": full} | _power_state(r)
+        if profile.clock is None:
+            row["predicted_s"] = full
+        else:
+            clock_bound = model.clock_bound_s(*batch[:3])
+            power_bound = model.power_bound_s(*batch[:3], clock_bound)
+            row["predicted_s"] = _from_rest(profile.clock, full, clock_bound, power_bound)
+            if "sustained_seconds" in r:
+                steady = full + clock_bound * (profile.clock.steady_multiplier(power_bound / full) - 1.0)
+                row |= {
+                    "sustained_measured_s": r["sustained_seconds"],
+                    "sustained_predicted_s": steady,
+                    "sustained_rel_error": (steady - r["sustained_seconds"]) / r["sustained_seconds"],
+                } | {key: r[key] for key in ("sustained_sm_clock_mhz",) if key in r}
+        if "without_allreduce_seconds" in r:  # a TP step also timed without its all-reduces
+            tokens = sum(batch[0]) + batch[2]
+            row |= {
+                "measured_allreduce_s": r["seconds"] - r["without_allreduce_seconds"],
+                "predicted_allreduce_s": r["layers"] * float(model.allreduce_per_layer_s(tokens)),
+            }
+        row["rel_error"] = (row["predicted_s"] - r["seconds"]) / r["seconds"]
+        report["end_to_end"].append(row)
     return report
 
 

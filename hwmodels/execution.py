@@ -48,7 +48,7 @@ class ExecutionModel:
 
     def _linear_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         gemms = sum(self.profile.gemm_s(tokens, k, n) for k, n in self._gemm_shapes())
-        return gemms + self._elementwise_s(tokens) + self._allreduce_s(tokens)
+        return gemms + self._elementwise_s(tokens) + self.allreduce_per_layer_s(tokens)
 
     def _beyond_streaming(self, seconds: float | np.ndarray, nbytes: float | np.ndarray) -> float | np.ndarray:
         """Seconds a kernel takes beyond moving its bytes at the streaming bandwidth: the part
@@ -103,14 +103,13 @@ class ExecutionModel:
             ("silu_mul", 3 * m.intermediate_size // tp),
         )
 
-    def _allreduce_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
+    def allreduce_per_layer_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         tp = self.tensor_parallel
         if tp == 1:
             return 0.0
-        # Two ring all-reduces per layer (after attention and after the MLP).
+        # Two all-reduces per layer, of the residual stream (after attention and after the MLP).
         nbytes = tokens * self.model.hidden_size * self.model.bytes_per_param
-        link_bps = self.profile.gpu.nvlink_gbps * 1e9
-        return 2 * (2 * (tp - 1) / tp * nbytes / link_bps + 10e-6)
+        return 2 * self.profile.allreduce_s(nbytes, tp)
 
     def _heads(self) -> tuple[int, int]:
         tp = self.tensor_parallel

@@ -77,6 +77,21 @@ class GpuProfile(Protocol):
     def copy_many_s(self, n_copies: ArrayLike, nbytes_each: ArrayLike, kind: str) -> ArrayLike:
         """``n_copies`` back-to-back copies of ``nbytes_each`` (per-copy overhead included)."""
 
+    def allreduce_s(self, nbytes: ArrayLike, tp: int) -> ArrayLike:
+        """One all-reduce of ``nbytes`` over ``tp`` GPUs of this kind (tensor parallelism)."""
+
+
+ALLREDUCE_LATENCY_S = 10e-6  # a datasheet all-reduce's fixed cost: kernel launch and handshakes
+
+
+def ring_allreduce_s(nbytes: ArrayLike, tp: int, link_gbps: float, latency_s: float = ALLREDUCE_LATENCY_S) -> ArrayLike:
+    """A ring all-reduce: each GPU sends and receives ``2 (tp - 1) / tp`` of the message over
+    its link, plus a fixed cost. What a datasheet can say; NCCL reaches about two thirds of
+    NVLink's rate on large messages and far less on mid-sized ones (``kvsim-calibrate tp``)."""
+    if tp <= 1:
+        return 0.0 * nbytes
+    return 2 * (tp - 1) / tp * nbytes / (link_gbps * 1e9) + latency_s
+
 
 def check_layer_kernel(kernel: str) -> None:
     if kernel not in LAYER_KERNELS:
@@ -174,6 +189,9 @@ class DatasheetProfile:
         if kind.endswith("_pageable"):
             bps /= self.pageable_slowdown
         return n_copies * (self.copy_latency_s + nbytes_each / bps)
+
+    def allreduce_s(self, nbytes: ArrayLike, tp: int) -> ArrayLike:
+        return ring_allreduce_s(nbytes, tp, self.gpu.nvlink_gbps)
 
 
 _CALIBRATED_SUFFIX = "-calibrated"

@@ -128,3 +128,87 @@ def test_the_prefix_attention_check_names_what_is_missing_when_the_parts_cannot_
     monkeypatch.setattr(e2e, "partial_attention", unavailable)
     with pytest.raises(RuntimeError, match="cuDNN's fused attention.*No available kernel"):
         check_prefix_attention(TINY, new_tokens=16, prefix=40, device="cpu")
+
+
+def _shard_weights(full: RandomLlama, part: RandomLlama, rank: int, tp: int) -> None:
+    """Give ``part`` rank ``rank``'s slice of ``full``'s weights, as a TP engine splits them:
+    QKV and gate/up by output columns (whole heads, gate and up apart), the output and down
+    projections by input rows, the LM head by vocabulary columns."""
+    spec = full.spec
+    hd, q, kv, inter = spec.head_dim, spec.n_q_heads, spec.n_kv_heads, spec.intermediate_size
+
+    def cols(w, offset: int, width: int):
+        share = width // tp
+        return w[:, offset + rank * share : offset + (rank + 1) * share]
+
+    for whole, mine in zip(full.layers, part.layers, strict=True):
+        qkv = whole["qkv"]
+        mine["qkv"] = torch.cat(
+            [cols(qkv, 0, q * hd), cols(qkv, q * hd, kv * hd), cols(qkv, (q + kv) * hd, kv * hd)], 1
+        )
+        mine["o"] = whole["o"][rank * q * hd // tp : (rank + 1) * q * hd // tp]
+        mine["gate_up"] = torch.cat([cols(whole["gate_up"], 0, inter), cols(whole["gate_up"], inter, inter)], 1)
+        mine["down"] = whole["down"][rank * inter // tp : (rank + 1) * inter // tp]
+        mine["norm1"], mine["norm2"] = whole["norm1"], whole["norm2"]
+    part.lm_head = cols(full.lm_head, 0, spec.vocab_size)
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_a_model_split_two_ways_with_its_all_reduces_computes_the_whole_model(decode: bool) -> None:
+    """The tensor-parallel steps ``kvsim-calibrate tp`` times (calibrate.collective) are real
+    TP: two ranks, each holding its share of the heads and the MLP and summing partial outputs
+    where :class:`RandomLlama` calls ``reduce``, give the whole model's logits (each its half of
+    the vocabulary). The ranks run as threads; the all-reduce is a sum behind a barrier."""
+    import threading
+
+    from calibrate.collective import shard
+
+    tp, batch, tokens, context = 2, (3 if decode else 1), (1 if decode else 24), (17 if decode else 24)
+    full = _model("eager")
+    x = _inputs(batch, tokens, seed=5)
+    with torch.inference_mode():
+        caches = _caches(batch, context)
+        want = full.step(x, [(k.clone(), v.clone()) for k, v in caches], decode=decode).float()
+
+    barrier, partial = threading.Barrier(tp), [None] * tp
+    calls = [0] * tp
+
+    def make_reduce(rank: int):
+        def reduce(y):
+            partial[rank] = y.clone()
+            barrier.wait()
+            total = sum(p.float() for p in partial).to(y.dtype)
+            barrier.wait()
+            calls[rank] += 1
+            y.copy_(total)
+            return y
+
+        return reduce
+
+    got = [None] * tp
+
+    def run(rank: int) -> None:
+        part = RandomLlama(shard(TINY, tp), TINY.n_layers, "eager", device="cpu", reduce=make_reduce(rank))
+        _shard_weights(full, part, rank, tp)
+        heads = TINY.n_kv_heads // tp
+        mine = [(k[:, rank * heads : (rank + 1) * heads].clone(), v[:, rank * heads : (rank + 1) * heads].clone())
+                for k, v in caches]  # fmt: skip
+        with torch.inference_mode():
+            got[rank] = part.step(x, mine, decode=decode).float()
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(tp)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [2 * TINY.n_layers] * tp  # after attention and after the MLP, every layer
+    assert _close(torch.cat(got, dim=-1), want)
+
+
+def test_a_model_that_does_not_split_evenly_is_refused() -> None:
+    from calibrate.collective import group_sizes, shard
+
+    assert shard(TINY, 2).n_q_heads == 2 and shard(TINY, 2).vocab_size == 250
+    with pytest.raises(ValueError, match="n_kv_heads 2 does not split 4 ways"):
+        shard(TINY, 4)
+    assert group_sizes(1) == [] and group_sizes(2) == [2] and group_sizes(6) == [2, 4]

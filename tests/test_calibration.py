@@ -79,7 +79,9 @@ def test_whole_engine_steps_of_a_compiled_engine_are_predicted_within_ten_percen
     from calibrate.validate import validate
 
     report = validate(PROFILES_DIR / profile)["end_to_end"]
-    steps = [s for s in report if s["engine"] == "compiled" and s["op"] in ("e2e_prefill", "e2e_decode")]
+    steps = [
+        s for s in report if s["engine"] == "compiled" and s["tp"] == 1 and s["op"] in ("e2e_prefill", "e2e_decode")
+    ]
     assert len(steps) >= 8
     errors = np.abs([s["rel_error"] for s in steps])
     assert np.median(errors) <= 0.05
@@ -97,7 +99,11 @@ def test_steps_on_a_cached_prefix_and_chunked_prefill_steps_are_predicted_within
     from calibrate.validate import validate
 
     report = validate(PROFILES_DIR / profile)["end_to_end"]
-    steps = [s for s in report if s["engine"] == "compiled" and s["op"] in ("e2e_prefix_prefill", "e2e_mixed")]
+    steps = [
+        s
+        for s in report
+        if s["engine"] == "compiled" and s["tp"] == 1 and s["op"] in ("e2e_prefix_prefill", "e2e_mixed")
+    ]
     assert {s["op"] for s in steps} == {"e2e_prefix_prefill", "e2e_mixed"}
     assert len(steps) >= 14
     errors = np.abs([s["rel_error"] for s in steps])
@@ -165,7 +171,7 @@ def test_a_gpu_finds_the_shipped_profile_measured_on_it_by_its_reported_name() -
     assert profile_measured_on("NVIDIA H100 PCIe") is None  # another GPU, though an H100
 
 
-@pytest.mark.parametrize("command", ["run", "e2e"])
+@pytest.mark.parametrize("command", ["run", "e2e", "tp"])
 def test_measuring_without_a_gpu_says_so_and_fails(tmp_path, command: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "calibrate.cli", command, "--out", str(tmp_path)], capture_output=True, text=True
@@ -323,7 +329,7 @@ def test_steps_measured_after_the_model_was_settled_are_predicted_too(gpu: str, 
     directory = tmp_path / profile
     shutil.copytree(PROFILES_DIR / profile, directory)
     shutil.copy(ROOT / "benchmarks" / "results" / f"e2e_recheck_{gpu}_2026-11-23.json", directory / "e2e.json")
-    steps = [s for s in validate(directory)["end_to_end"] if s["engine"] == "compiled"]
+    steps = [s for s in validate(directory)["end_to_end"] if s["engine"] == "compiled" and s["tp"] == 1]
     assert len(steps) == 32
     rest = np.abs([s["rel_error"] for s in steps])
     load = np.abs([s["sustained_rel_error"] for s in steps])

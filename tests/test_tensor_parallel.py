@@ -1,0 +1,151 @@
+"""Tensor parallelism in the execution model: the all-reduce a TP engine runs twice a layer,
+measured with NCCL on a host of two H200s (``kvsim-calibrate tp``, ``tp.json`` in the
+``h200-calibrated`` profile), and whole TP-2 steps of Llama-3-8B and Llama-3-70B timed there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibrate.fit import fit_allreduce
+from calibrate.validate import validate
+from hwmodels import ExecutionModel, get_model
+from hwmodels.calibrated import PROFILES_DIR, CalibratedProfile, load_calibrated_profile
+from hwmodels.gpus import get_gpu
+from hwmodels.profile import DatasheetProfile, ring_allreduce_s
+
+H200 = PROFILES_DIR / "h200-calibrated"
+
+
+def _tp_steps(profile_dir: Path) -> list[dict]:
+    return [s for s in validate(profile_dir)["end_to_end"] if s["tp"] > 1]
+
+
+def test_tp_steps_on_two_h200s_are_predicted_with_the_measured_allreduce(tmp_path: Path) -> None:
+    """Fourteen TP-2 steps (prefill, prefix, chunked and decode; Llama-3-8B and a 20-layer
+    Llama-3-70B), timed from rest, which the fit never saw (it saw only all-reduces on their
+    own): to a 4 % median and 8 % at most (2.7 % / 6.2 % measured). Priced with the datasheet's
+    ring all-reduce instead, the median error is over twice that: NCCL moves mid-sized messages
+    (a decode batch's or a chunk's residual stream) at a fraction of NVLink's rate."""
+    steps = _tp_steps(H200)
+    assert len(steps) >= 14 and {s["model"] for s in steps} == {"llama-3-8b", "llama-3-70b"}
+    errors = np.abs([s["rel_error"] for s in steps])
+    assert np.median(errors) <= 0.04
+    assert errors.max() <= 0.08
+
+    datasheet = tmp_path / "datasheet-allreduce"
+    shutil.copytree(H200, datasheet)
+    params = json.loads((datasheet / "profile.json").read_text())
+    del params["allreduce"]
+    (datasheet / "profile.json").write_text(json.dumps(params))
+    ring = np.abs([s["rel_error"] for s in _tp_steps(datasheet)])
+    assert np.median(ring) >= 2 * np.median(errors)
+
+
+def test_the_allreduce_the_model_prices_is_what_the_steps_spent_on_it() -> None:
+    """Each TP step was also timed without its all-reduces; the difference is what they cost
+    inside the step. The profile's all-reduce (fitted on all-reduces alone) is within a third
+    of it for most steps: in a step, small ones overlap their launch with the kernels around
+    them, so the isolated measurement is the upper side."""
+    steps = _tp_steps(H200)
+    ratio = np.array([s["predicted_allreduce_s"] / s["measured_allreduce_s"] for s in steps])
+    assert np.median(np.abs(ratio - 1)) <= 0.33
+    assert (ratio > 0.7).all()
+
+
+def test_refitting_the_committed_allreduce_reproduces_the_profile() -> None:
+    committed = json.loads((H200 / "profile.json").read_text())["allreduce"]
+    records = json.loads((H200 / "tp.json").read_text())["records"]
+    assert fit_allreduce(records) == committed
+
+
+def test_the_fit_is_non_decreasing_in_size_and_takes_the_median_of_equal_sizes() -> None:
+    records = [
+        {"op": "allreduce", "tp": 2, "nbytes": 1 << 10, "seconds": 12e-6},
+        {"op": "allreduce", "tp": 2, "nbytes": 2 << 10, "seconds": 10e-6},  # jitter: below the smaller
+        {"op": "allreduce", "tp": 2, "nbytes": 4 << 10, "seconds": 13e-6},
+        {"op": "allreduce", "tp": 2, "nbytes": 4 << 10, "seconds": 15e-6},
+        {"op": "allreduce", "tp": 2, "nbytes": 4 << 10, "seconds": 99e-6},
+        {"op": "gemm", "tp": 2, "nbytes": 1, "seconds": 1.0},
+    ]
+    table = fit_allreduce(records)["2"]
+    seconds = np.exp(table["log_s"])
+    assert np.all(np.diff(seconds) >= 0)
+    pooled = np.sqrt(12e-6 * 10e-6)  # the two out of order pooled (in log seconds)
+    assert seconds == pytest.approx([pooled, pooled, 15e-6])
+    assert np.exp(table["log_bytes"]) == pytest.approx([1 << 10, 2 << 10, 4 << 10])
+
+
+def test_an_unmeasured_group_size_scales_by_the_share_of_the_message_each_gpu_moves() -> None:
+    profile = load_calibrated_profile("h200-calibrated")
+    nbytes = np.array([8e3, 2e6, 64e6])
+    two = profile.allreduce_s(nbytes, 2)
+    assert profile.allreduce_s(nbytes, 4) == pytest.approx(two * 1.5)  # (3/4) / (1/2)
+    assert profile.allreduce_s(nbytes, 8) == pytest.approx(two * 1.75)
+    assert profile.allreduce_s(2e6, 1) == 0.0
+    # Measured: about 12 us at the smallest size, and far below NVLink's rate mid-sized.
+    assert 5e-6 < profile.allreduce_s(8e3, 2) < 25e-6
+    assert profile.allreduce_s(2e6, 2) > 1.5 * ring_allreduce_s(2e6, 2, profile.gpu.nvlink_gbps)
+
+
+def test_a_profile_without_allreduce_measurements_prices_the_datasheet_ring() -> None:
+    h100 = load_calibrated_profile("h100-sxm-calibrated")
+    assert "allreduce" not in h100.params
+    for tp in (2, 4, 8):
+        assert h100.allreduce_s(1e6, tp) == ring_allreduce_s(1e6, tp, h100.gpu.nvlink_gbps)
+    assert DatasheetProfile(get_gpu("h100-sxm")).allreduce_s(1e6, 4) == ring_allreduce_s(
+        1e6, 4, get_gpu("h100-sxm").nvlink_gbps
+    )
+
+
+class _NoAllreduce(CalibratedProfile):
+    def allreduce_s(self, nbytes, tp):  # type: ignore[override]
+        return 0.0 * np.asarray(nbytes) if np.ndim(nbytes) else 0.0
+
+
+def test_a_step_pays_two_allreduces_of_its_tokens_residual_stream_per_layer() -> None:
+    profile = load_calibrated_profile("h200-calibrated")
+    silent = _NoAllreduce(profile.name, profile.gpu, profile.params)
+    spec = get_model("llama-3-70b")
+    for tokens in (1, 256, 4096):
+        with_ar = ExecutionModel(spec, profile, tensor_parallel=2).iteration_s([tokens], [0], 0, 0)
+        without = ExecutionModel(spec, silent, tensor_parallel=2).iteration_s([tokens], [0], 0, 0)
+        per_call = profile.allreduce_s(tokens * spec.hidden_size * spec.bytes_per_param, 2)
+        assert with_ar - without == pytest.approx(2 * spec.n_layers * per_call)
+
+
+def test_decode_attention_of_a_shard_keeps_the_kernels_fixed_cost() -> None:
+    """A TP shard's heads were not measured; its decode attention borrows a measured head
+    configuration's per-sequence and per-token cost scaled by heads, but the kernel's fixed
+    cost (the same for every measured configuration) stays whole."""
+    profile = load_calibrated_profile("h200-calibrated")
+    fixed = profile.params["decode"]["32,8,128"][0]
+    whole = profile.attention_decode_s(64, 1024.0, 32, 8, 128)
+    half = profile.attention_decode_s(64, 1024.0, 16, 4, 128)
+    assert half == pytest.approx(fixed + (whole - fixed) / 2)
+
+
+def test_fit_picks_up_tp_json_and_report_checks_its_steps(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    measured = tmp_path / "measured"
+    measured.mkdir()
+    for name in ("raw.json", "tp.json"):
+        shutil.copy(H200 / name, measured / name)
+    out = tmp_path / "profile"
+    cli = [sys.executable, "-m", "calibrate.cli"]
+    fit = subprocess.run([*cli, "fit", str(measured), "--gpu", "h200", "--name", "t", "-o", str(out)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    assert (out / "tp.json").exists()
+    profile = load_calibrated_profile(str(out))
+    assert profile.params["allreduce"] == json.loads((H200 / "profile.json").read_text())["allreduce"]
+    report = subprocess.run([*cli, "report", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("(tp 2)") == 14
