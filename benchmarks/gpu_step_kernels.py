@@ -12,6 +12,11 @@ concatenation, memsets). Llama-3-8B, all layers, compiled engine.
 
     python benchmarks/gpu_step_kernels.py --out benchmarks/results/gpu_step_kernels_h100_<date>.json
 
+With ``--tp N`` it runs one rank's share of the model under N-way tensor parallelism on this
+one GPU (no all-reduce: ``kvsim-calibrate tp`` measures that), at the decode and chunked steps
+of the TP check, priced as the execution model prices a shard: where a TP step's compute is
+mispriced, by class.
+
 Needs torch with CUDA; the simulator never imports this.
 """
 
@@ -37,6 +42,14 @@ CLASSES = (
     ("attention", re.compile(r"sdpa|flash|fmha|attention", re.I)),
 )
 REPEAT = 5
+#: The decode and chunked steps of ``kvsim-calibrate tp`` (calibrate.collective), whose compute
+#: on a shard ran 4-11 % longer than predicted.
+TP_STEPS = [
+    {"name": "decode 1 x 1,024", "new": 0, "prefix": 0, "decode": 1, "ctx": 1024},
+    {"name": "decode 64 x 1,024", "new": 0, "prefix": 0, "decode": 64, "ctx": 1024},
+    {"name": "decode 256 x 512", "new": 0, "prefix": 0, "decode": 256, "ctx": 512},
+    {"name": "chunk 1,024 + decode 64 x 1,024", "new": 1024, "prefix": 0, "decode": 64, "ctx": 1024},
+]
 
 
 def kernel_class(name: str) -> str:
@@ -44,18 +57,19 @@ def kernel_class(name: str) -> str:
     return next((label for label, pattern in CLASSES if pattern.search(name)), "elementwise")
 
 
-def model_parts(step: dict[str, Any], profile_name: str) -> dict[str, float]:
+def model_parts(step: dict[str, Any], profile_name: str, tp: int = 1) -> dict[str, float]:
     """Seconds of the step's GEMMs, attention and elementwise kernels (all layers) and the LM
-    head, as :class:`hwmodels.execution.ExecutionModel` prices them."""
+    head, as :class:`hwmodels.execution.ExecutionModel` prices them (one rank's under ``tp``)."""
     import numpy as np
 
+    from calibrate.collective import shard
     from hwmodels.calibrated import load_calibrated_profile
     from hwmodels.execution import ExecutionModel
     from hwmodels.models import get_model
 
     profile = load_calibrated_profile(profile_name)
-    spec = get_model(MODEL)
-    model = ExecutionModel(spec, profile)
+    model = ExecutionModel(get_model(MODEL), profile, tensor_parallel=tp)
+    spec = shard(get_model(MODEL), tp) if tp > 1 else get_model(MODEL)
     h, hd, layers = spec.hidden_size, spec.head_dim, spec.n_layers
     new, prefix, n_decode, ctx = step["new"], step["prefix"], step["decode"], step["ctx"]
     tokens = new + n_decode
@@ -123,7 +137,7 @@ def step_runner(model: Any, step: dict[str, Any]) -> tuple[Any, tuple[int, int, 
     return lambda x: model.step(x, decode_caches, decode=True), (batch, 1, spec.hidden_size)
 
 
-def study(model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: str) -> dict[str, Any]:
+def study(model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: str, tp: int = 1) -> dict[str, Any]:
     """One step profiled one kernel at a time and replayed from a graph (module docstring)."""
     import torch
 
@@ -143,7 +157,7 @@ def study(model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: 
     graph_s = median_gpu_seconds(graph, sets, warmup=2, repeat=7)
     replayed, _ = profiled_classes(lambda: graph(sets[0]))
     replayed_clock = clocks.window(start, time.time())
-    predicted = model_parts(step, profile_name)
+    predicted = model_parts(step, profile_name, tp)
     print(f"== {step['name']}: graph step {graph_s * 1e3:.2f} ms, predicted {sum(predicted.values()) * 1e3:.2f} ms")
     for label in ("gemm", "attention", "elementwise"):
         print(
@@ -168,6 +182,7 @@ def study(model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--tp", type=int, default=1, help="one rank's share under this tensor parallelism")
     args = parser.parse_args()
 
     import torch
@@ -183,22 +198,29 @@ def main() -> int:
     profile_name = profile_measured_on(gpu)
     if profile_name is None:
         sys.exit(f"gpu_step_kernels: no shipped profile was measured on a {gpu}; calibrate one first")
-    spec = get_model(MODEL)
+    from calibrate.collective import shard
+
+    spec = shard(get_model(MODEL), args.tp) if args.tp > 1 else get_model(MODEL)
     model = RandomLlama(spec, spec.n_layers, "compiled")
-    steps = [
-        {"name": "prefill 512", "new": 512, "prefix": 0, "decode": 0, "ctx": 0},
-        {"name": "prefill 512 on 3,584 cached", "new": 512, "prefix": 3584, "decode": 0, "ctx": 0},
-        {"name": "chunk 512 + decode 32 x 2,048", "new": 512, "prefix": 0, "decode": 32, "ctx": 2048},
-        {"name": "decode 16 x 2,048", "new": 0, "prefix": 0, "decode": 16, "ctx": 2048},
-    ]
+    steps = (
+        TP_STEPS
+        if args.tp > 1
+        else [
+            {"name": "prefill 512", "new": 512, "prefix": 0, "decode": 0, "ctx": 0},
+            {"name": "prefill 512 on 3,584 cached", "new": 512, "prefix": 3584, "decode": 0, "ctx": 0},
+            {"name": "chunk 512 + decode 32 x 2,048", "new": 512, "prefix": 0, "decode": 32, "ctx": 2048},
+            {"name": "decode 16 x 2,048", "new": 0, "prefix": 0, "decode": 16, "ctx": 2048},
+        ]
+    )
     with ClockSampler() as clocks, torch.inference_mode():
         records = []
         for step in steps:
-            records.append(study(model, step, clocks, profile_name))
+            records.append(study(model, step, clocks, profile_name, args.tp))
             torch.cuda.empty_cache()
     result = {
         "environment": environment(),
         "model": MODEL,
+        "tensor_parallel": args.tp,
         "profile": profile_name,
         "records": records,
     }
