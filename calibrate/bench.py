@@ -356,7 +356,7 @@ def _driver_version() -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)  # fmt: skip
-        return out.stdout.strip() or None
+        return next(iter(out.stdout.split()), None)  # one line per GPU, all alike
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calibrate.timing import capture_graph
 from hwmodels.models import ModelSpec, get_model
 
 ALLREDUCE_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192, 16384]
@@ -97,22 +98,6 @@ def _timed_after_barrier(run: Callable[[], object], group: Any = None, repeat: i
     return statistics.median(times)
 
 
-def _capture(fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` warmed up on a side stream, then captured in a CUDA graph; returns its replay."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def allreduce_records(rank: int, n_gpus: int) -> list[dict[str, Any]]:
     """Seconds per all-reduce of ``rows x hidden`` bf16 for every group size (rank 0's)."""
     import torch
@@ -131,7 +116,7 @@ def allreduce_records(rank: int, n_gpus: int) -> list[dict[str, Any]]:
                         for _ in range(GRAPH_CALLS):
                             dist.all_reduce(x, group=group)
 
-                    seconds = _timed_after_barrier(_capture(calls), group) / GRAPH_CALLS
+                    seconds = _timed_after_barrier(capture_graph(calls).replay, group) / GRAPH_CALLS
                     records.append(
                         {"op": "allreduce", "tp": tp, "rows": rows, "hidden": hidden,
                          "nbytes": rows * hidden * 2, "seconds": seconds}
@@ -202,11 +187,11 @@ def tp_step_records(tp: int, log: Callable[[str], None]) -> list[dict[str, Any]]
         with torch.inference_mode():
             for fields, build in _tp_steps(spec, layers):
                 step = build(model)
-                seconds = _timed_after_barrier(_capture(step), rest_s=REST_S)
+                seconds = _timed_after_barrier(capture_graph(step).replay, rest_s=REST_S)
                 # The same rank's share without the all-reduces: what the step costs beyond
                 # its compute, for telling the collective's error from the GEMMs'.
                 model.reduce = _identity
-                alone = _timed_after_barrier(_capture(step), rest_s=REST_S)
+                alone = _timed_after_barrier(capture_graph(step).replay, rest_s=REST_S)
                 model.reduce = allreduce
                 records.append({"engine": "compiled", "model": name, "layers": layers, "tp": tp} | fields |
                                {"seconds": seconds, "without_allreduce_seconds": alone})  # fmt: skip

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from calibrate.power import ClockSampler
-from calibrate.timing import median_gpu_seconds, median_graph_seconds, sustained_gpu_seconds
+from calibrate.timing import capture_graph, median_gpu_seconds, median_graph_seconds, sustained_gpu_seconds
 from hwmodels.models import ModelSpec
 
 PREFILL_LENGTHS = [256, 1024, 4096, 8192]
@@ -304,18 +304,8 @@ def _graphed(step, example):
     Serving engines run decode (and vLLM v1 most of prefill) from CUDA graphs, so the step's
     GPU time, not Python's launch overhead, is what the execution model must predict.
     """
-    import torch
-
     static_in = example.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            step(static_in)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step(static_in)
+    graph = capture_graph(lambda: step(static_in))
 
     def replay(x):
         static_in.copy_(x)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from calibrate.power import ClockSampler
+from calibrate.timing import capture_graph
 
 GEMM_MKN = (8192, 4096, 14336)  # a long prefill's MLP projection: tensor cores flat out
 COPY_BYTES = 256 * 2**20  # a device-to-device copy well past the L2
@@ -77,7 +78,7 @@ def measure(clocks: ClockSampler | None, log: Callable[[str], None] = print, qui
             for i, name in enumerate(order):
                 kernels[name](i)
 
-        return _graph(run)
+        return capture_graph(run)
 
     # Each kernel alone at full clock: a few calls right after idle, too short to heat anything.
     full_clock = {}
@@ -163,14 +164,14 @@ def measure_rows(
 
             return run
 
-        single = _graph(layers(1))
+        single = capture_graph(layers(1))
         _idle(IDLE_S)
         count = max(1, min(8, int(ROWS_PROBE_S // min(_replays(single, 3)))))
-        probe = _graph(layers(count))
+        probe = capture_graph(layers(count))
         _idle(IDLE_S)
         full = statistics.median(_replays(probe, 3)) / count
         repeats = max(8, round(UNIT_S / full))
-        load = _graph(layers(repeats))
+        load = capture_graph(layers(repeats))
         _idle(IDLE_S)
         times = _replays(load, max(10, round(LOAD_S / (repeats * full))))
         end = time.time()
@@ -185,23 +186,6 @@ def measure_rows(
         )
         del single, probe, load, xs, outs
     return records
-
-
-def _graph(run: Callable[[], None]):
-    """``run`` captured in a CUDA graph (after two warm-up calls on a side stream)."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run()
-        run()
-    torch.cuda.current_stream().wait_stream(stream)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        run()
-    torch.cuda.synchronize()
-    return g
 
 
 def _replays(g, count: int) -> list[float]:

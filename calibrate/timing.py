@@ -40,6 +40,25 @@ def median_gpu_seconds(
     return statistics.median(times)
 
 
+def capture_graph(fn: Callable[[], object], warmup: int = 2) -> Any:
+    """``fn``'s kernels captured in a CUDA graph (``.replay()`` runs them), after ``warmup``
+    calls on a side stream: lazy set-up (cuBLAS workspaces, Triton compilation, NCCL
+    communicators) must happen before capture, where it cannot run."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph
+
+
 def median_graph_seconds(
     run: Callable[[Any], object],
     input_sets: Sequence[Any],
@@ -56,16 +75,7 @@ def median_graph_seconds(
     """
     import torch
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for i in range(2):
-            run(input_sets[i % len(input_sets)])
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            run(input_sets[i % len(input_sets)])
+    graph = capture_graph(lambda: [run(input_sets[i % len(input_sets)]) for i in range(calls)], warmup=1)
     graph.replay()
     torch.cuda.synchronize()
     times = []

@@ -244,10 +244,8 @@ class CalibratedProfile:
         """NCCL's all-reduce as measured (``kvsim-calibrate tp``) at the nearest group size
         measured, scaled by the ring's share of the message each GPU moves, ``(tp - 1) / tp``,
         for another; the datasheet's ring where the profile measured none."""
-        if tp <= 1:
-            return 0.0 * np.asarray(nbytes) if np.ndim(nbytes) else 0.0
         tables = self.params.get("allreduce")
-        if not tables:
+        if tp <= 1 or not tables:
             return ring_allreduce_s(nbytes, tp, self.gpu.nvlink_gbps)
         measured = min((int(size) for size in tables), key=lambda size: (abs(np.log2(size / tp)), -size))
         table = tables[str(measured)]

@@ -334,9 +334,9 @@ class _ServeRun:
         by_name: dict[str, list[Link]] = {}
         for replica in self.replicas:
             for name, link in replica.links.items():
-                if name not in self.pool_links or not by_name.get(name):
+                if name not in self.pool_links:
                     by_name.setdefault(name, []).append(link)
-        return by_name
+        return by_name | {name: [link] for name, link in self.pool_links.items()}
 
     def _check_accounting(self, frame: pd.DataFrame) -> None:
         """Invariants that close over the whole run; a violation is an engine bug."""
