@@ -230,13 +230,15 @@ def _free_port() -> int:
 
 
 def measure() -> list[dict[str, Any]]:
-    """Every record, from one process per visible GPU (at least two)."""
+    """Every record, from one process per GPU: as many of the visible GPUs as a power of two
+    allows (engines split heads and MLP evenly, so TP sizes are powers of two)."""
     import torch
     import torch.multiprocessing as mp
 
-    n_gpus = torch.cuda.device_count()
-    if n_gpus < 2:
-        raise RuntimeError(f"tensor-parallel measurements need at least 2 GPUs; {n_gpus} visible")
+    visible = torch.cuda.device_count()
+    if visible < 2:
+        raise RuntimeError(f"tensor-parallel measurements need at least 2 GPUs; {visible} visible")
+    n_gpus = group_sizes(visible)[-1]
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # no NVLink multicast (shared hosts)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "records.json"

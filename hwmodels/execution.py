@@ -111,6 +111,13 @@ class ExecutionModel:
         nbytes = tokens * self.model.hidden_size * self.model.bytes_per_param
         return 2 * self.profile.allreduce_s(nbytes, tp)
 
+    def allreduce_s(self, tokens: int) -> float:
+        """Seconds of a step of ``tokens`` spent in its all-reduces (every layer's two; none
+        without tensor parallelism): the GPUs' time waiting on each other."""
+        if self.tensor_parallel == 1:
+            return 0.0
+        return self.model.n_layers * float(self._memoised("allreduce", tokens, self.allreduce_per_layer_s))
+
     def _heads(self) -> tuple[int, int]:
         tp = self.tensor_parallel
         return max(1, self.model.n_q_heads // tp), max(1, self.model.n_kv_heads // tp)

@@ -86,6 +86,7 @@ class RunTotals:
     gpu_busy_s: float  # summed over replicas
     gpu_prefill_busy_s: float  # of gpu_busy_s, in steps with prefill work
     gpu_full_clock_busy_s: float  # what gpu_busy_s would be had every step run at full clock
+    gpu_allreduce_busy_s: float  # of gpu_busy_s, in tensor-parallel all-reduces
     n_gpus: int
     link_bytes: dict[str, int]
     link_busy_s: dict[str, float]
@@ -232,6 +233,11 @@ def summarise(
     summary["gpu_busy_fraction"] = float(totals.gpu_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
     summary["gpu_prefill_busy_fraction"] = (
         float(totals.gpu_prefill_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
+    )
+    # What tensor parallelism costs in communication: the share of the GPUs' busy time spent
+    # in all-reduces (0 without it).
+    summary["gpu_allreduce_share"] = (
+        float(totals.gpu_allreduce_busy_s / totals.gpu_busy_s) if totals.gpu_busy_s else 0.0
     )
     # How much longer the GPUs computed than at full clock: the power cap's toll (hwmodels.clock).
     summary["power_cap_slowdown"] = (

@@ -147,6 +147,8 @@ class Replica:
         self.busy_s = 0.0
         self.full_clock_busy_s = 0.0  # what busy_s would be at full clock
         self.prefill_busy_s = 0.0  # of busy_s, in steps with prefill work (the rest decode only)
+        self.allreduce_busy_s = 0.0  # of busy_s, in tensor-parallel all-reduces
+        self._step_allreduce_s = 0.0  # of each planned step
         self.steps = 0
         self.preemptions_recompute = 0
         self.preemptions_swap = 0
@@ -238,6 +240,7 @@ class Replica:
                 self._multiplier_at = env.now
             if prefill:
                 self.prefill_busy_s += elapsed
+            self.allreduce_busy_s += done * self._step_allreduce_s
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
 
@@ -274,6 +277,7 @@ class Replica:
             prefix = [req.computed for req, _ in prefill]
             ctx = self.decode_ctx_base + self.n_decode * self.counter
             full = np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)])
+            self._step_allreduce_s = self.execution.allreduce_s(sum(new) + self.n_decode)
             return prefill, 1, self._at_clock(full, lambda: self._bounds(new, prefix))
         if not self.n_decode:
             return None
@@ -282,6 +286,7 @@ class Replica:
         k = max(1, self._grow_decoders(k))
         ctx = self.decode_ctx_base + self.n_decode * self.counter
         full = self.execution.decode_steps_s(self.n_decode, ctx, k)
+        self._step_allreduce_s = self.execution.allreduce_s(self.n_decode)
         return prefill, k, self._at_clock(full, lambda: self._bounds([], []))
 
     def _bounds(self, new: list[int], prefix: list[int]) -> tuple[float, float]:

@@ -83,6 +83,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             busy = f"{_fmt(get('gpu_busy_fraction'), '%')} of the time"
             if get("gpu_prefill_busy_fraction") is not None:
                 busy += f", {_fmt(get('gpu_prefill_busy_fraction'), '%')} in steps with prefill"
+            if get("gpu_allreduce_share"):
+                busy += f"; {_fmt(get('gpu_allreduce_share'), '%')} of it in all-reduces (tensor parallel)"
             if get("power_cap_slowdown"):
                 busy += f"; {_fmt(get('power_cap_slowdown'), '%')} longer than at full clock (power cap)"
             rows.append(("GPU busy", busy))

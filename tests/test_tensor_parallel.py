@@ -163,3 +163,29 @@ def test_fit_picks_up_tp_json_and_report_checks_its_steps(tmp_path: Path) -> Non
     report = subprocess.run([*cli, "report", str(out)], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert report.stdout.count("(tp 2)") == 14
+
+
+def test_a_run_reports_the_share_of_gpu_time_its_all_reduces_took() -> None:
+    """One request alone on a TP-2 replica: a prefill step of its prompt, then a decode step
+    per further output token, each paying its all-reduces; the summary's share is their sum
+    over the replica's busy time, and the report names it. Without TP there is none."""
+    from sim.build import build_setup
+    from sim.config import HardwareConfig, SimConfig
+    from sim.engine import _ServeRun
+    from sim.report import format_summary
+    from tests.test_engine_serve import chain, make_trace
+
+    trace = make_trace([(0.0, chain(1))], prompt=1000, output=40)
+    shares = {}
+    for tp in (1, 2):
+        config = SimConfig(hardware=HardwareConfig(gpu="h200", profile="h200-calibrated", tensor_parallel=tp))
+        serve = _ServeRun(config, trace, build_setup(config, trace), progress=False)
+        summary = serve.run().summary
+        replica, execution = serve.replicas[0], serve.setup.execution
+        expected = execution.allreduce_s(1000) + (replica.steps - 1) * execution.allreduce_s(1)
+        assert replica.steps == 40
+        assert replica.allreduce_busy_s == pytest.approx(expected)
+        assert summary["gpu_allreduce_share"] == pytest.approx(expected / replica.busy_s)
+        shares[tp] = summary["gpu_allreduce_share"]
+        assert ("in all-reduces" in format_summary(summary)) == (tp > 1)
+    assert shares[1] == 0.0 and 0.05 < shares[2] < 0.5
