@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calibrate.timing import capture_graph
+from calibrate.timing import capture_graph, event_seconds
 from hwmodels.models import ModelSpec, get_model
 
 ALLREDUCE_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192, 16384]
@@ -89,12 +89,7 @@ def _timed_after_barrier(run: Callable[[], object], group: Any = None, repeat: i
     for _ in range(repeat):
         dist.barrier(group=group)
         torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+        times.append(event_seconds(run))
     return statistics.median(times)
 
 

@@ -29,15 +29,20 @@ def median_gpu_seconds(
         run(input_sets[i % len(input_sets)])
     torch.cuda.synchronize()
     time.sleep(rest_s)
-    times = []
-    for i in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run(input_sets[i % len(input_sets)])
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    return statistics.median(event_seconds(lambda i=i: run(input_sets[i % len(input_sets)])) for i in range(repeat))
+
+
+def event_seconds(run: Callable[[], object]) -> float:
+    """GPU seconds of what ``run()`` enqueues, between two CUDA events recorded around it
+    (waited for), so the host's gaps before and after are not counted."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def capture_graph(fn: Callable[[], object], warmup: int = 2) -> Any:
@@ -78,16 +83,9 @@ def median_graph_seconds(
     graph = capture_graph(lambda: [run(input_sets[i % len(input_sets)]) for i in range(calls)], warmup=1)
     graph.replay()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / calls)
+    seconds = statistics.median(event_seconds(graph.replay) / calls for _ in range(repeat))
     del graph
-    return statistics.median(times)
+    return seconds
 
 
 def sustained_gpu_seconds(

@@ -67,7 +67,7 @@ def validate(profile_dir: Path) -> dict[str, Any]:
             tokens = sum(batch[0]) + batch[2]
             row |= {
                 "measured_allreduce_s": r["seconds"] - r["without_allreduce_seconds"],
-                "predicted_allreduce_s": r["layers"] * float(model.allreduce_per_layer_s(tokens)),
+                "predicted_allreduce_s": model.allreduce_s(tokens),
             }
         row["rel_error"] = (row["predicted_s"] - r["seconds"]) / r["seconds"]
         report["end_to_end"].append(row)

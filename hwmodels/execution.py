@@ -48,7 +48,7 @@ class ExecutionModel:
 
     def _linear_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         gemms = sum(self.profile.gemm_s(tokens, k, n) for k, n in self._gemm_shapes())
-        return gemms + self._elementwise_s(tokens) + self.allreduce_per_layer_s(tokens)
+        return gemms + self._elementwise_s(tokens) + self._allreduce_per_layer_s(tokens)
 
     def _beyond_streaming(self, seconds: float | np.ndarray, nbytes: float | np.ndarray) -> float | np.ndarray:
         """Seconds a kernel takes beyond moving its bytes at the streaming bandwidth: the part
@@ -103,7 +103,7 @@ class ExecutionModel:
             ("silu_mul", 3 * m.intermediate_size // tp),
         )
 
-    def allreduce_per_layer_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
+    def _allreduce_per_layer_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         tp = self.tensor_parallel
         if tp == 1:
             return 0.0
@@ -116,7 +116,7 @@ class ExecutionModel:
         without tensor parallelism): the GPUs' time waiting on each other."""
         if self.tensor_parallel == 1:
             return 0.0
-        return self.model.n_layers * float(self._memoised("allreduce", tokens, self.allreduce_per_layer_s))
+        return self.model.n_layers * float(self._memoised("allreduce", tokens, self._allreduce_per_layer_s))
 
     def _heads(self) -> tuple[int, int]:
         tp = self.tensor_parallel
