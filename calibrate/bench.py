@@ -15,7 +15,6 @@ from typing import Any
 from calibrate import shapes
 from calibrate.power import ClockSampler
 from calibrate.timing import median_gpu_seconds, median_graph_seconds
-from hwmodels.models import MODELS
 
 Record = dict[str, Any]
 
@@ -53,7 +52,8 @@ def gemm(quick: bool, clocks: ClockSampler | None = None) -> list[Record]:
     records = []
     kn_fit = shapes.all_gemm_shapes()
     kn_heldout = sorted(
-        {kn for kn in (shapes.gemm_shapes(m, tp=2).values() for m in MODELS.values()) for kn in kn} - set(kn_fit)
+        {kn for kn in (shapes.gemm_shapes(m, tp=2).values() for m in shapes.calibration_specs()) for kn in kn}
+        - set(kn_fit)
     )
     plan = [(kn, m, "fit") for kn in kn_fit for m in shapes.GEMM_M_FIT]
     plan += [(kn, m, "heldout") for kn in kn_fit for m in shapes.GEMM_M_HELDOUT]
@@ -238,7 +238,7 @@ def layer_kernels(quick: bool) -> list[Record]:
     (``torch.compile``, as in the end-to-end check): residual add + RMSNorm, rotary embedding
     of Q and K, K and V written into the cache, SiLU-and-multiply. Their achieved bandwidth is
     well below a plain streaming copy's (reductions, strided halves, transposed writes), so
-    each is measured itself, over token counts, for every shipped model's widths; tensor-
+    each is measured itself, over token counts, for every calibration model's widths; tensor-
     parallel halves of those widths are held out as unseen shapes."""
     from calibrate.e2e import _Ops
 
@@ -247,7 +247,10 @@ def layer_kernels(quick: bool) -> list[Record]:
     tokens = [(t, "fit") for t in shapes.LAYER_KERNEL_TOKENS_FIT]
     tokens += [(t, "heldout") for t in shapes.LAYER_KERNEL_TOKENS_HELDOUT]
     widths = sorted(
-        {(m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, 1) for m in MODELS.values()}
+        {
+            (m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, 1)
+            for m in shapes.calibration_specs()
+        }
     )
     widths += [(h, q // 2, kv // 2, d, i // 2, 2) for h, q, kv, d, i, _ in widths]
     if quick:

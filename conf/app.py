@@ -94,15 +94,16 @@ def trace_spec(cfg: DictConfig) -> TraceSpec:
 
 
 def _identity(cfg: DictConfig) -> str:
-    """The resolved config minus output switches, plus the trace file's SHA-256: two runs with
-    equal identity are the same run. The digest is there because a trace file rewritten in place
-    (a new slice, a fixed row) keeps its path, and resume must not keep results for the old one."""
+    """The resolved config minus output switches, plus the SHA-256 of each input file (the
+    trace, a model's config.json): two runs with equal identity are the same run. The digests
+    are there because a file rewritten in place (a new slice, a fixed row) keeps its path, and
+    resume must not keep results for the old one."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("output", None)
-    path = cfg.trace.get("path")
-    if path is not None and Path(path).is_file():  # a missing file fails later, naming the path
-        with open(path, "rb") as trace_file:
-            plain["trace_sha256"] = hashlib.file_digest(trace_file, "sha256").hexdigest()
+    for key, path in (("trace_sha256", cfg.trace.get("path")), ("model_config_sha256", cfg.model.get("config_json"))):
+        if path is not None and Path(path).is_file():  # a missing file fails later, naming the path
+            with open(path, "rb") as file:
+                plain[key] = hashlib.file_digest(file, "sha256").hexdigest()
     return json.dumps(plain, sort_keys=True, indent=2)
 
 

@@ -37,6 +37,7 @@ class TraceConf:
 @dataclass
 class ModelConf:
     name: str = "llama-3-8b"
+    config_json: str | None = None
     kv_bytes_per_element: float | None = None
     kv_compression_ratio: float = 1.0
 

@@ -1,12 +1,16 @@
 """Transformer model shapes: what sizes the KV cache and the GEMMs.
 
 Shapes are taken from the models' published ``config.json`` files; parameter counts are
-derived from them (a SwiGLU MLP and untied embeddings), so a new model needs only its shape.
+derived from them (a SwiGLU MLP), so a new model needs only its shape: add it to
+:data:`MODELS`, or read a Hugging Face ``config.json`` with :func:`spec_from_hf_config`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class ModelSpec:
     bytes_per_param: int = 2  # bf16 weights
     kv_bytes_per_element: float = 2.0  # bf16 KV; 1.0 models FP8 KV
     kv_compression_ratio: float = 1.0  # < 1 models KV quantisation / compression
+    tied_embeddings: bool = False  # the LM head reuses the embedding matrix (small models)
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -43,7 +48,8 @@ class ModelSpec:
 
     @property
     def n_params(self) -> int:
-        return self.n_layers * self.params_per_layer + 2 * self.vocab_size * self.hidden_size
+        embeddings = (1 if self.tied_embeddings else 2) * self.vocab_size * self.hidden_size
+        return self.n_layers * self.params_per_layer + embeddings
 
     @property
     def weight_bytes(self) -> int:
@@ -60,6 +66,14 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("llama-3-70b", 80, 8192, 64, 8, 128, 28672, 128256),
         ModelSpec("qwen-2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064),
         ModelSpec("qwen-2.5-32b", 64, 5120, 40, 8, 128, 27648, 152064),
+        # Priced from the calibrated profiles' nearest measured shapes, not their own
+        # (calibrate.shapes.CALIBRATION_MODELS); README, "Models the calibration never saw".
+        ModelSpec("llama-3.2-1b", 16, 2048, 32, 8, 64, 8192, 128256, tied_embeddings=True),
+        ModelSpec("llama-3.2-3b", 28, 3072, 24, 8, 128, 8192, 128256, tied_embeddings=True),
+        ModelSpec("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32768),  # v0.3
+        ModelSpec("qwen-2.5-14b", 48, 5120, 40, 8, 128, 13824, 152064),
+        ModelSpec("qwen-2.5-72b", 80, 8192, 64, 8, 128, 29568, 152064),
+        ModelSpec("qwen-3-8b", 36, 4096, 32, 8, 128, 12288, 151936),
     )
 }
 
@@ -69,3 +83,77 @@ def get_model(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; shipped models: {', '.join(sorted(MODELS))}") from None
+
+
+# Keys that mark an architecture the execution model does not price: mixture-of-experts MLPs
+# (each token runs a few experts' GEMMs, not one dense MLP) and latent attention (MLA caches a
+# compressed latent, not K and V per head).
+_UNSUPPORTED_KEYS = {
+    "num_local_experts": "a mixture-of-experts MLP",
+    "num_experts": "a mixture-of-experts MLP",
+    "n_routed_experts": "a mixture-of-experts MLP",
+    "kv_lora_rank": "multi-head latent attention",
+}
+
+
+def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
+    """A :class:`ModelSpec` from a Hugging Face ``config.json`` (Llama, Mistral, Qwen 2/2.5/3
+    and other dense decoders with grouped-query attention and a gated MLP).
+
+    Read: ``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``,
+    ``intermediate_size``, ``vocab_size`` (required); ``num_key_value_heads`` (default: the
+    attention heads, plain multi-head attention), ``head_dim`` (default: hidden size over
+    heads) and ``tie_word_embeddings`` (default false). A multimodal config's ``text_config``
+    is used where present. ``name``: the spec's name, else the config's ``_name_or_path``, else
+    its directory's name.
+
+    Weights and KV are 16-bit whatever ``torch_dtype`` says, as vLLM's ``dtype=auto`` serves
+    them (``model.kv_bytes_per_element`` sets FP8 KV). A sliding attention window is not
+    modelled: every layer keeps and attends to the whole context. Mixture-of-experts and
+    latent-attention configs are refused, since their GEMMs and KV differ from this model's.
+    """
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such model config file") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON model config ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a model config is a JSON object, got {type(config).__name__}")
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        config = {**config, **text}
+    for key, what in _UNSUPPORTED_KEYS.items():
+        value = config.get(key)
+        if isinstance(value, int) and value > (1 if "experts" in key else 0):
+            raise ValueError(f"{path}: field {key}={value}: {what} is not modelled (dense decoders only)")
+
+    def count(key: str, default: Any = None) -> int:
+        value = config.get(key, default)
+        if value is None:
+            raise ValueError(f"{path}: field {key!r} is missing")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path}: field {key!r} must be a positive integer, got {value!r}")
+        return value
+
+    hidden, heads = count("hidden_size"), count("num_attention_heads")
+    kv_heads = count("num_key_value_heads", heads)
+    if heads % kv_heads:
+        raise ValueError(f"{path}: field 'num_key_value_heads' ({kv_heads}) must divide num_attention_heads ({heads})")
+    head_dim = count("head_dim", hidden // heads if hidden % heads == 0 else None)
+    tied = config.get("tie_word_embeddings", False)
+    if not isinstance(tied, bool):
+        raise ValueError(f"{path}: field 'tie_word_embeddings' must be true or false, got {tied!r}")
+    label = name or config.get("_name_or_path") or path.resolve().parent.name
+    return ModelSpec(
+        name=str(label),
+        n_layers=count("num_hidden_layers"),
+        hidden_size=hidden,
+        n_q_heads=heads,
+        n_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=count("intermediate_size"),
+        vocab_size=count("vocab_size"),
+        tied_embeddings=tied,
+    )

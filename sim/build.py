@@ -16,7 +16,7 @@ from typing import Any
 
 from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
-from hwmodels.models import MODELS, ModelSpec, get_model
+from hwmodels.models import MODELS, ModelSpec, get_model, spec_from_hf_config
 from hwmodels.profile import GpuProfile, load_profile
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
@@ -264,13 +264,20 @@ def _check_scalars(config: SimConfig) -> None:
 
 
 def _model(config: SimConfig) -> ModelSpec:
-    try:
-        model = get_model(config.model.name)
-    except ValueError:
-        raise ConfigError(
-            "model.name",
-            f"unknown model {config.model.name!r}; choose one of {', '.join(sorted(MODELS))}",
-        ) from None
+    if config.model.config_json is not None:
+        try:
+            model = spec_from_hf_config(config.model.config_json)
+        except ValueError as exc:
+            raise ConfigError("model.config_json", str(exc)) from None
+    else:
+        try:
+            model = get_model(config.model.name)
+        except ValueError:
+            raise ConfigError(
+                "model.name",
+                f"unknown model {config.model.name!r}; choose one of {', '.join(sorted(MODELS))}"
+                " (or give model.config_json, a Hugging Face config.json)",
+            ) from None
     changes: dict[str, Any] = {}
     if config.model.kv_bytes_per_element is not None:
         if not 0 < config.model.kv_bytes_per_element < math.inf:

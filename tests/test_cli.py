@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hwmodels.models import MODELS
 from sim.results import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_pat
     typo = kvsim("hardware.hbm_gbb=3", cwd=tmp_path)
     assert typo.returncode != 0 and "Key 'hbm_gbb' not in 'HardwareConf'" in typo.stderr
     evictions = "arc, belady, fifo, gdsf, lfu, lru, s3fifo, sieve, workload_aware"
-    models = "llama-3-70b, llama-3-8b, qwen-2.5-32b, qwen-2.5-7b"
+    models = ", ".join(sorted(MODELS))  # the config group has one entry per shipped model
     for args, message in (
         (["eviction=lruu"], f"eviction=lruu: no such eviction option; did you mean lru? choose one of {evictions}"),
         (["-m", "eviction=lru,s3fifoo"], f"eviction=s3fifoo: no such eviction option; did you mean s3fifo? "
@@ -133,6 +134,28 @@ def test_resume_redoes_a_run_whose_trace_file_changed_under_the_same_path(tmp_pa
     assert "skipping" not in changed.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["n_finished"] + summary["n_rejected"] == 7
+
+
+def test_a_model_from_a_config_json_runs_and_resume_sees_the_file_change(tmp_path: Path) -> None:
+    config = tmp_path / "my-model" / "config.json"
+    config.parent.mkdir()
+    shape = {"hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,
+             "num_key_value_heads": 8, "num_hidden_layers": 16, "vocab_size": 128256}  # fmt: skip
+    config.write_text(json.dumps(shape))
+    args = (SMALL, f"model.config_json={config}", "output.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
+    first = kvsim(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "my-model on 1 x h100-sxm" in first.stdout
+    tpot = json.loads((tmp_path / "run" / "summary.json").read_text())["tpot_s_p50"]
+    assert "skipping" in kvsim(*args, cwd=tmp_path).stdout
+    config.write_text(json.dumps(shape | {"num_hidden_layers": 32}))  # twice the layers
+    second = kvsim(*args, cwd=tmp_path)
+    assert second.returncode == 0 and "skipping" not in second.stdout
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["tpot_s_p50"] > 1.5 * tpot
+    config.write_text(json.dumps(shape | {"num_experts": 8}))
+    refused = kvsim(*args, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert "model.config_json" in refused.stderr and "num_experts=8: a mixture-of-experts MLP" in refused.stderr
 
 
 def test_a_rerun_that_fails_leaves_no_earlier_result_standing_for_its_config(tmp_path: Path) -> None:
