@@ -8,7 +8,8 @@ the GPU running slower: each step is profiled twice, its kernels launched one by
 Python (idle gaps between them keep the clock up) and replayed from a CUDA graph as the harness
 times it (back to back), with nvidia-smi's SM clock over each (``calibrate.power``). Kernel
 classes: GEMM (cuBLAS), attention (cuDNN / flash SDPA), elementwise (Triton-fused, copies,
-concatenation, memsets). Llama-3-8B, all layers, compiled engine.
+concatenation, memsets). Llama-3-8B (``--model``: another shipped model), all layers, compiled
+engine.
 
     python benchmarks/gpu_step_kernels.py --out benchmarks/results/gpu_step_kernels_h100_<date>.json
 
@@ -36,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from calibrate.power import ClockSampler  # noqa: E402
 from hwmodels.calibrated import profile_measured_on  # noqa: E402
 
-MODEL = "llama-3-8b"
 CLASSES = (
     ("gemm", re.compile(r"nvjet|gemm|cutlass|xmma|splitKreduce", re.I)),
     ("attention", re.compile(r"sdpa|flash|fmha|attention", re.I)),
@@ -57,7 +57,7 @@ def kernel_class(name: str) -> str:
     return next((label for label, pattern in CLASSES if pattern.search(name)), "elementwise")
 
 
-def model_parts(step: dict[str, Any], profile_name: str, tp: int = 1) -> dict[str, float]:
+def model_parts(step: dict[str, Any], profile_name: str, model_name: str, tp: int = 1) -> dict[str, float]:
     """Seconds of the step's GEMMs, attention and elementwise kernels (all layers) and the LM
     head, as :class:`hwmodels.execution.ExecutionModel` prices them (one rank's under ``tp``)."""
     import numpy as np
@@ -68,8 +68,8 @@ def model_parts(step: dict[str, Any], profile_name: str, tp: int = 1) -> dict[st
     from hwmodels.models import get_model
 
     profile = load_calibrated_profile(profile_name)
-    model = ExecutionModel(get_model(MODEL), profile, tensor_parallel=tp)
-    spec = shard(get_model(MODEL), tp) if tp > 1 else get_model(MODEL)
+    model = ExecutionModel(get_model(model_name), profile, tensor_parallel=tp)
+    spec = shard(get_model(model_name), tp) if tp > 1 else get_model(model_name)
     h, hd, layers = spec.hidden_size, spec.head_dim, spec.n_layers
     new, prefix, n_decode, ctx = step["new"], step["prefix"], step["decode"], step["ctx"]
     tokens = new + n_decode
@@ -137,7 +137,9 @@ def step_runner(model: Any, step: dict[str, Any]) -> tuple[Any, tuple[int, int, 
     return lambda x: model.step(x, decode_caches, decode=True), (batch, 1, spec.hidden_size)
 
 
-def study(model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: str, tp: int = 1) -> dict[str, Any]:
+def study(
+    model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: str, model_name: str, tp: int = 1
+) -> dict[str, Any]:
     """One step profiled one kernel at a time and replayed from a graph (module docstring)."""
     import torch
 
@@ -157,7 +159,7 @@ def study(model: Any, step: dict[str, Any], clocks: ClockSampler, profile_name: 
     graph_s = median_gpu_seconds(graph, sets, warmup=2, repeat=7)
     replayed, _ = profiled_classes(lambda: graph(sets[0]))
     replayed_clock = clocks.window(start, time.time())
-    predicted = model_parts(step, profile_name, tp)
+    predicted = model_parts(step, profile_name, model_name, tp)
     print(f"== {step['name']}: graph step {graph_s * 1e3:.2f} ms, predicted {sum(predicted.values()) * 1e3:.2f} ms")
     for label in ("gemm", "attention", "elementwise"):
         print(
@@ -183,6 +185,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--tp", type=int, default=1, help="one rank's share under this tensor parallelism")
+    parser.add_argument("--model", default="llama-3-8b", help="a shipped model (hwmodels.models)")
     args = parser.parse_args()
 
     import torch
@@ -200,7 +203,7 @@ def main() -> int:
         sys.exit(f"gpu_step_kernels: no shipped profile was measured on a {gpu}; calibrate one first")
     from calibrate.collective import shard
 
-    spec = shard(get_model(MODEL), args.tp) if args.tp > 1 else get_model(MODEL)
+    spec = shard(get_model(args.model), args.tp) if args.tp > 1 else get_model(args.model)
     model = RandomLlama(spec, spec.n_layers, "compiled")
     steps = (
         TP_STEPS
@@ -215,11 +218,11 @@ def main() -> int:
     with ClockSampler() as clocks, torch.inference_mode():
         records = []
         for step in steps:
-            records.append(study(model, step, clocks, profile_name, args.tp))
+            records.append(study(model, step, clocks, profile_name, args.model, args.tp))
             torch.cuda.empty_cache()
     result = {
         "environment": environment(),
-        "model": MODEL,
+        "model": args.model,
         "tensor_parallel": args.tp,
         "profile": profile_name,
         "records": records,

@@ -19,10 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from calibrate.e2e import ENGINES
 from calibrate.power import ClockSampler
 from calibrate.shapes import FAMILIES
 from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR, load_calibrated_profile
-from hwmodels.models import ModelSpec
+from hwmodels.models import MODELS, ModelSpec
 from traces.atomic import write_text_atomic
 
 RAW_FILE = "raw.json"
@@ -54,6 +55,13 @@ def _gpu_out_dir(command: str, out: str) -> Path:
     return path
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     out = _gpu_out_dir("run", args.out)
     from calibrate.bench import run_all
@@ -72,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_power(out, raw["environment"], args.quick, clocks)
         if not args.no_e2e:
             specs = [get_model(m) for m in args.e2e_model]
-            _write_e2e(out, raw["environment"], specs, 2 if args.quick else None, clocks)
+            _write_e2e(out, raw["environment"], specs, 2 if args.quick else None, clocks, ENGINES)
     return 0
 
 
@@ -83,7 +91,8 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     from hwmodels.models import get_model
 
     with ClockSampler() as clocks:
-        _write_e2e(out, environment(), [get_model(m) for m in args.e2e_model], 2 if args.quick else None, clocks)
+        specs = [get_model(m) for m in args.e2e_model]
+        _write_e2e(out, environment(), specs, 2 if args.quick else args.layers, clocks, tuple(args.engine))
     return 0
 
 
@@ -129,13 +138,25 @@ def _write_power(out: Path, env: dict, quick: bool, clocks: ClockSampler | None)
     print(f"wrote {out / POWER_FILE}: {len(result['mixes'])} mixes, {len(result['recovery'])} recovery probes")
 
 
-def _write_e2e(out: Path, env: dict, specs: list[ModelSpec], n_layers: int | None, clocks: ClockSampler | None) -> None:
+def _write_e2e(
+    out: Path,
+    env: dict,
+    specs: list[ModelSpec],
+    n_layers: int | None,
+    clocks: ClockSampler | None,
+    engines: tuple[str, ...],
+) -> None:
+    """Time each model's steps, rewriting ``e2e.json`` after each: a model that fails (out of
+    memory) loses only its own steps. ``n_layers``: at most this many layers of each model."""
     from calibrate.e2e import measure
 
-    records = [r for spec in specs for r in measure(spec, n_layers=n_layers, clocks=clocks)]
-    write_text_atomic(out / E2E_FILE, json.dumps({"environment": env, "records": records}, indent=1) + "\n")
-    steps = sum(r["op"] != "reference_gemm" for r in records)
-    print(f"wrote {out / E2E_FILE}: {steps} end-to-end steps of {', '.join(s.name for s in specs)}")
+    records: list[dict] = []
+    for spec in specs:
+        layers = min(n_layers, spec.n_layers) if n_layers else None
+        records += measure(spec, n_layers=layers, engines=engines, clocks=clocks)
+        write_text_atomic(out / E2E_FILE, json.dumps({"environment": env, "records": records}, indent=1) + "\n")
+        steps = sum(r["op"] != "reference_gemm" for r in records)
+        print(f"wrote {out / E2E_FILE}: {steps} end-to-end steps, up to {spec.name}", flush=True)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -232,16 +253,36 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True)
     run.add_argument("--quick", action="store_true", help="a few points of each benchmark (smoke test)")
     run.add_argument("--io-dir", default=None, help="directory on the disk to measure (default: the temp dir)")
-    run.add_argument("--e2e-model", nargs="+", default=["llama-3-8b"], help="one or more shipped models")
+    run.add_argument(
+        "--e2e-model",
+        nargs="+",
+        default=["llama-3-8b"],
+        choices=sorted(MODELS),
+        metavar="MODEL",
+        help=f"one or more of {', '.join(sorted(MODELS))}",
+    )
     run.add_argument("--no-e2e", action="store_true")
     run.add_argument(
         "--only", nargs="+", choices=FAMILIES, default=list(FAMILIES), metavar="FAMILY",
         help=f"only these microbenchmark families (of {', '.join(FAMILIES)}); default all",
     )  # fmt: skip
     e2e = sub.add_parser("e2e", help="only the end-to-end steps, compiled and eager (needs a CUDA GPU)")
+    e2e.add_argument(
+        "--engine", nargs="+", choices=ENGINES, default=list(ENGINES), help="which engines to time (default both)"
+    )
     e2e.add_argument("--out", required=True)
     e2e.add_argument("--quick", action="store_true", help="two layers instead of the model's all")
-    e2e.add_argument("--e2e-model", nargs="+", default=["llama-3-8b"], help="one or more shipped models")
+    e2e.add_argument(
+        "--layers", type=_positive, default=None, help="at most this many layers of each model (one that fills the GPU)"
+    )
+    e2e.add_argument(
+        "--e2e-model",
+        nargs="+",
+        default=["llama-3-8b"],
+        choices=sorted(MODELS),
+        metavar="MODEL",
+        help=f"one or more of {', '.join(sorted(MODELS))}",
+    )
     power = sub.add_parser("power", help="only the sustained-load clock of GEMM/copy mixes (needs a CUDA GPU)")
     power.add_argument("--out", required=True)
     power.add_argument("--quick", action="store_true", help="three mixes and three recovery probes")

@@ -182,6 +182,34 @@ def test_measuring_without_a_gpu_says_so_and_fails(tmp_path, command: str) -> No
     assert not (tmp_path / "raw.json").exists() and not (tmp_path / "e2e.json").exists()
 
 
+def test_an_end_to_end_check_that_fails_on_one_model_keeps_the_models_before_it(tmp_path, monkeypatch) -> None:
+    """``e2e.json`` is rewritten after each model: a model that runs out of GPU memory costs
+    only its own steps. ``--layers`` caps each model's layers, never raises them."""
+    import calibrate.e2e
+    from calibrate.cli import _write_e2e
+    from hwmodels.models import get_model
+
+    seen = []
+
+    def measure(spec, n_layers, engines, clocks):
+        seen.append((spec.name, n_layers, engines))
+        if spec.name == "qwen-2.5-14b":
+            raise RuntimeError("CUDA out of memory")
+        return [{"op": "e2e_decode", "model": spec.name, "layers": n_layers}]
+
+    monkeypatch.setattr(calibrate.e2e, "measure", measure)
+    specs = [get_model(name) for name in ("llama-3.2-1b", "qwen-3-8b", "qwen-2.5-14b")]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _write_e2e(tmp_path, {"device_name": "test"}, specs, 24, None, ("compiled",))
+    assert seen == [
+        ("llama-3.2-1b", 16, ("compiled",)),
+        ("qwen-3-8b", 24, ("compiled",)),
+        ("qwen-2.5-14b", 24, ("compiled",)),
+    ]
+    kept = json.loads((tmp_path / "e2e.json").read_text())["records"]
+    assert [r["model"] for r in kept] == ["llama-3.2-1b", "qwen-3-8b"]
+
+
 @pytest.mark.parametrize("with_power", [True, False])
 def test_fit_and_report_commands_write_a_loadable_profile(tmp_path, with_power: bool) -> None:
     """With the sustained-load clock measured (power.json), the profile carries its model, the
