@@ -7,8 +7,9 @@ the fitted parameters with NumPy only (no torch in the simulator):
 
 * GEMM: per measured ``(k, n)`` shape, log-log interpolation of time over the token count
   ``m`` (GEMM efficiency is a staircase of tile and wave effects no single formula fits);
-  beyond the measured range, time grows linearly in ``m``; an unmeasured shape uses the pooled
-  achieved-FLOP/s curve over ``m`` with an HBM-bandwidth floor.
+  beyond the measured range, time grows linearly in ``m``; an unmeasured shape borrows the
+  nearest measured one (its work scaled by the weight size, its fixed latency kept whole), or
+  if none is near, the pooled achieved-FLOP/s curve over ``m`` with an HBM-bandwidth floor.
 * Prefill attention: log-log interpolation of the causal part over sequence length per head
   configuration, plus a fitted linear cost for attending to a cached prefix.
 * Decode attention: ``a + b * batch + c * batch * context`` per head configuration (a
@@ -94,6 +95,13 @@ def tile_rows(m: ArrayLike) -> ArrayLike:
 
 
 DEFAULT_SMS = 132  # H100 and H200
+# Tensor-core FLOPs a Hopper GPU does in the time of one exponential: 989 TFLOP/s of dense
+# bf16 against 3.9 T exponentials/s from its special-function units (the FlashAttention-3
+# paper's figures). At head dimension 128 a prefill kernel's softmax costs half as long as its
+# matrix work again, and runs mostly beside it rather than hidden under it: Llama-3.2-1B's
+# attention at head dimension 64 took 0.62-0.65 of what the (32, 8, 128) measurements say for
+# 128 (H100, 2026-11-23), where the FLOPs alone say 0.5 and this ratio says 0.66.
+MATMUL_FLOPS_PER_EXP = 989e12 / 3.9e12
 
 
 def wave_fill(new_tokens: ArrayLike, q_heads: int, sms: int) -> ArrayLike:
@@ -125,19 +133,41 @@ class CalibratedProfile:
         if shape is not None:
             return _loglog(m, shape["log_m"], shape["log_s"])
         nearest = self._nearest_gemm_shape(k, n)
+        latency = self._gemm_latency_s
         if nearest is not None:
-            # A tensor-parallel shard or a sibling model: the closest measured shape, scaled by
-            # the weight size (both the FLOPs and the weight bytes scale with k x n).
+            # A tensor-parallel shard or a sibling model: the closest measured shape, its work
+            # scaled by the weight size (both the FLOPs and the weight bytes scale with k x n),
+            # its fixed latency kept whole.
             (k0, n0), shape = nearest
-            return _loglog(m, shape["log_m"], shape["log_s"]) * (k * n) / (k0 * n0)
+            work = np.maximum(_loglog(m, shape["log_m"], shape["log_s"]) - latency, 0.0)
+            out = latency + work * (k * n) / (k0 * n0)
+            return out if np.ndim(out) else float(out)
         m_arr = np.asarray(m, dtype=np.float64)
         flops_per_s = np.exp(
             np.interp(np.log(np.maximum(m_arr, 1.0)), g["pooled"]["log_m"], g["pooled"]["log_flops_per_s"])
         )
         flops = 2.0 * m_arr * k * n
         nbytes = 2.0 * (m_arr * k + k * n + m_arr * n)
-        out = np.maximum(flops / flops_per_s, nbytes / g["bytes_per_s"])
+        out = latency + np.maximum(flops / flops_per_s, nbytes / g["bytes_per_s"])
         return out if out.ndim else float(out)
+
+    @cached_property
+    def _gemm_latency_s(self) -> float:
+        """A GEMM kernel's fixed latency (launch, ramp-up, the last wave's drain): what the
+        smallest measured shape took at one token row beyond streaming its weights at the
+        profile's bandwidth (2.7 us on the H100, 4.9 us on the H200), the shape where it
+        weighs most. It does not shrink with the shape, so a shape priced from a bigger one
+        keeps it whole: scaled with the weights, Llama-3.2-1B's 2048 x 2048 projection at one
+        row came out 3.6 us on the H100 where it ran 5.4 (README, "Models the calibration
+        never saw")."""
+        g = self.params["gemm"]
+        sizes = {key: tuple(map(int, key.split(","))) for key in g["shapes"]}
+        if not sizes:
+            return 0.0
+        key = min(sizes, key=lambda name: sizes[name][0] * sizes[name][1])
+        k, n = sizes[key]
+        one_row = float(_loglog(1.0, g["shapes"][key]["log_m"], g["shapes"][key]["log_s"]))
+        return max(0.0, one_row - 2.0 * (k + k * n + n) / g["bytes_per_s"])
 
     def _nearest_gemm_shape(self, k: int, n: int) -> tuple[tuple[int, int], dict] | None:
         """The measured ``(k, n)`` closest in log space, if within a factor of 4 on each side."""
@@ -150,12 +180,19 @@ class CalibratedProfile:
         return best
 
     # ------------------------------------------------------------------ attention
-    def _heads(self, table: dict[str, Any], q_heads: int, kv_heads: int, head_dim: int) -> tuple[Any, float]:
+    def _heads(
+        self, table: dict[str, Any], q_heads: int, kv_heads: int, head_dim: int, *, by: str
+    ) -> tuple[Any, float]:
         """Parameters for a head configuration and a scale factor for an unmeasured one.
 
         An unmeasured configuration (a tensor-parallel shard, a new model) borrows the measured
-        one with the same head dimension and closest GQA ratio, scaled by query heads: attention
-        work is proportional to the number of query heads.
+        one with the same head dimension (else any) and the closest GQA ratio, scaled by the
+        work that bounds the kernel: ``by="query"`` for prefill, whose FLOPs follow query heads
+        x head dimension; ``by="kv"`` for decode, which reads the cache and follows KV heads x
+        head dimension. The two differ for a model whose ratio was not measured (Llama-3.2-3B's
+        24 query heads on 8 KV heads borrows 32 on 8: three quarters of the FLOPs, all the KV).
+        Another head dimension scales a prefill's matrix work but not its softmax
+        (:data:`MATMUL_FLOPS_PER_EXP`).
         """
         exact = table.get(_key(q_heads, kv_heads, head_dim))
         if exact is not None:
@@ -163,8 +200,13 @@ class CalibratedProfile:
         ratio = q_heads / max(kv_heads, 1)
         candidates = [tuple(map(int, k.split(","))) for k in table]
         same_dim = [c for c in candidates if c[2] == head_dim] or candidates
-        best = min(same_dim, key=lambda c: (abs(c[0] / c[1] - ratio), abs(c[0] - q_heads)))
-        return table[_key(*best)], q_heads / best[0]
+        q0, kv0, dim0 = min(same_dim, key=lambda c: (abs(c[0] / c[1] - ratio), abs(c[0] - q_heads)))
+        if by == "kv":
+            return table[_key(q0, kv0, dim0)], kv_heads * head_dim / (kv0 * dim0)
+        # Per query-key pair a prefill kernel does 4 x head_dim FLOPs of matrix work and one
+        # exponential, which does not shrink with the head dimension.
+        exp_share = MATMUL_FLOPS_PER_EXP / (4 * dim0)
+        return table[_key(q0, kv0, dim0)], q_heads / q0 * (head_dim / dim0 + exp_share) / (1 + exp_share)
 
     def attention_prefill_s(
         self,
@@ -175,7 +217,7 @@ class CalibratedProfile:
         prefix_len: ArrayLike = 0,
         step_new_tokens: float | None = None,
     ) -> ArrayLike:
-        p, scale = self._heads(self.params["prefill"], q_heads, kv_heads, head_dim)
+        p, scale = self._heads(self.params["prefill"], q_heads, kv_heads, head_dim, by="query")
         seq = np.maximum(np.asarray(seq_len, dtype=np.float64), 1.0)
         prefix = np.asarray(prefix_len, dtype=np.float64)
         causal = scale * _loglog(seq, p["log_seq"], p["log_s"])
@@ -200,7 +242,7 @@ class CalibratedProfile:
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
     ) -> ArrayLike:
-        p, scale = self._heads(self.params["decode"], q_heads, kv_heads, head_dim)
+        p, scale = self._heads(self.params["decode"], q_heads, kv_heads, head_dim, by="kv")
         a, b, c = p
         # The fixed cost of the kernel is the same for every head count (4.7-4.9 us for each
         # measured configuration on an H200); only the per-sequence and per-token work scales.
