@@ -212,6 +212,11 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     capacity = tiers.hbm_blocks
     hw = config.hardware
     lower_names = TIER_NAMES[1:]
+    if hw.hbm_gb is not None:
+        # The HBM tier always has a size in blocks here (the replay mode's default), so a size
+        # in gigabytes would otherwise be dropped without a word, and a sweep over it would
+        # replay the same capacity every time.
+        raise ConfigError("hardware.hbm_gb", "replay mode sizes the cache in blocks: set tiers.hbm_blocks instead")
     for tier in lower_names:
         gb, blocks = getattr(hw, f"{tier}_gb"), getattr(tiers, f"{tier}_blocks")
         if gb and blocks is None:

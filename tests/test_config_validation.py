@@ -159,6 +159,10 @@ def test_replay_refuses_a_tier_sized_in_gigabytes() -> None:
     with pytest.raises(ConfigError) as caught:
         run(config, TRACE)
     assert caught.value.key == "hardware.dram_gb" and "set tiers.dram_blocks" in str(caught.value)
+    config = SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=10), hardware=HardwareConfig(hbm_gb=10.0))
+    with pytest.raises(ConfigError) as caught:
+        run(config, TRACE)
+    assert caught.value.key == "hardware.hbm_gb" and "set tiers.hbm_blocks" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,15 @@ def test_convert_says_when_it_chains_content_ids(tmp_path: Path, capsys: pytest.
     assert f"kvsim-trace: {src}: block ids repeat after different prefixes" in capsys.readouterr().err
     hashes = read_trace(out).block_hashes
     assert len(set(hashes.tolist())) == 4  # block 2 after 1 and after 3 are two blocks
+
+
+def test_stats_of_a_hashed_csv_takes_the_block_size_the_error_asks_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "t.csv"
+    src.write_text("arrival_s,input_tokens,output_tokens,block_hashes\n0.0,64,4,1 2 3 4\n1.0,64,4,1 2 5 6\n")
+    assert main(["stats", str(src), "--format", "csv", "--json"]) == 2
+    assert "pass --block-size N to kvsim-trace" in capsys.readouterr().err
+    assert main(["stats", str(src), "--format", "csv", "--block-size", "16", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["requests"] == 2 and stats["block_accesses"] == 8

@@ -100,6 +100,9 @@ def test_unknown_generator_or_parameter_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="rag generator: docs_per_request=4 exceeds n_prefixes=2"):
         generate("rag", n_requests=10, n_prefixes=2)
     assert len(generate("shared_prompt", n_requests=10, n_prefixes=2)) == 10  # docs_per_request is rag's alone
+    for kind in ("default", "multi_turn", "agent", "rag"):  # the rate given, not a component's share of it
+        with pytest.raises(ValueError, match=r"rate=-1 is out of range"):
+            generate(kind, rate=-1)
 
 
 @pytest.mark.parametrize("n_requests", [1, 2, 3, 7, 1001])
@@ -132,6 +135,8 @@ def test_a_spec_naming_no_trace_says_which_key_to_set(tmp_path) -> None:
         load_trace(TraceSpec(generator=None))
     with pytest.raises(TraceSpecError, match="trace.path and trace.generator=rag both name a trace"):
         load_trace(TraceSpec(path=str(empty), generator="rag"))
+    with pytest.raises(TraceSpecError, match=r"trace.params \(n_requests=500\) are generator parameters.*max_requests"):
+        load_trace(TraceSpec(path=str(empty), format="mooncake", generator=None, params={"n_requests": 500}))
     with pytest.raises(TraceSpecError, match="trace.generator=chats: unknown generator"):
         load_trace(TraceSpec(generator="chats"))
     with pytest.raises(TraceSpecError, match="trace.generator=rag: .*no parameter 'n_request'"):

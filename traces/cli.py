@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="requests, lengths, unique blocks, reuse ratio, per category")
     stats.add_argument("file")
     stats.add_argument("--format", choices=("auto", *FORMATS), default="auto")
+    stats.add_argument("--block-size", type=int, default=None, help="hash block size (csv input; or override)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     gen = sub.add_parser("gen", help="generate a synthetic trace")
     gen.add_argument("kind", choices=KINDS)
@@ -101,7 +102,7 @@ def _main(argv: list[str] | None) -> int:
             write_trace(trace, args.output)
             print(f"wrote {args.output}: {len(trace):,} requests, {trace.n_block_accesses:,} block hashes")
         elif args.command == "stats":
-            stats = trace_stats(open_trace(args.file, args.format))
+            stats = trace_stats(open_trace(args.file, args.format, block_size=args.block_size))
             print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         else:
             params = _params(args.param)

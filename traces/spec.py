@@ -49,6 +49,13 @@ def load_trace(spec: TraceSpec) -> Trace:
                 f"trace.path and trace.generator={spec.generator} both name a trace; for a file use "
                 "trace=file (or its format: trace=mooncake, ...) with trace.path"
             )
+        if spec.params:
+            # +trace.params.n_requests=500 on a file (hydra suggests the +) would run the whole file.
+            given = ", ".join(f"{k}={v}" for k, v in sorted(spec.params.items()))
+            raise TraceSpecError(
+                f"trace.params ({given}) are generator parameters and a trace file takes none; "
+                "to keep the first N requests of a file use trace.max_requests=N"
+            )
         trace = open_trace(spec.path, spec.format, block_size=spec.block_size)
     else:
         trace = _generated(spec)

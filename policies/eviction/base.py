@@ -33,9 +33,10 @@ What the engine guarantees
 Replay fast path
 ----------------
 A policy whose decisions depend on nothing but the key stream (LRU, FIFO) may define
-``replay_hits(keys, capacity_blocks) -> list[bool]``: the cache-only replayer then hands it the
-whole stream at once and skips the per-access hooks. It must give exactly what the hooks would
-(the test suite compares the two). Subclasses do not inherit it: one that overrides a hook is
+``replay_hits(keys, n_keys, capacity_blocks) -> bytearray`` (``keys`` an iterable of
+``n_keys`` block ids; one byte per access, 1 for a hit): the cache-only replayer then hands
+it the whole stream at once and skips the per-access hooks. It must give exactly what the
+hooks would (the test suite compares the two). Subclasses do not inherit it: one that overrides a hook is
 replayed through its hooks.
 
 A policy that also reads the request structure (positions, request boundaries, turns,

@@ -29,6 +29,11 @@ class MixedParams:
     shared_prompt: float = 0.0
     long_context: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Checked here: each component gets a share of the rate, and would name that instead.
+        if not 0 < self.rate < float("inf"):
+            raise ValueError(f"mixed generator: rate={self.rate!r} is out of range")
+
     def shares(self) -> dict[str, float]:
         shares = {k: getattr(self, k) for k in ("chat", "rag", "agent", "shared_prompt", "long_context")}
         if any(v < 0 for v in shares.values()) or sum(shares.values()) <= 0:

@@ -45,6 +45,7 @@ class PromptParams:
     def __post_init__(self) -> None:
         checks = {
             "n_requests": self.n_requests >= 1,
+            "rate": 0 < self.rate < float("inf"),
             "block_size": self.block_size >= 1,
             "n_prefixes": self.n_prefixes >= 1,
             "prefix_median_tokens": self.prefix_median_tokens >= 1,

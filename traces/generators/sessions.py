@@ -48,6 +48,7 @@ class SessionParams:
     def __post_init__(self) -> None:
         checks = {
             "n_requests": self.n_requests >= 1,
+            "rate": 0 < self.rate < float("inf"),
             "block_size": self.block_size >= 1,
             "n_system_prompts": self.n_system_prompts >= 1,
             "system_prompt_tokens": self.system_prompt_tokens >= 0,

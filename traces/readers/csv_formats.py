@@ -242,7 +242,12 @@ def read_canonical_csv(path: Path, *, block_size: int | None = None) -> Trace:
         hashes: list[int] = []
         if row.get("block_hashes"):
             if block_size is None:
-                raise error(line, "block_hashes", "has hashes but no block_size was given (CSV has no metadata)")
+                raise error(
+                    line,
+                    "block_hashes",
+                    "has hashes but no block size was given (CSV has no metadata): pass --block-size N to "
+                    "kvsim-trace, trace.block_size=N to kvsim, or block_size=N to open_trace",
+                )
             try:
                 hashes = [int(h) for h in row["block_hashes"].split()]
             except ValueError:
