@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sim.config import TIER_NAMES
 
 
 def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"  # no finished request to take it over, say
     if isinstance(value, float):
         if unit == "%":
             return f"{100 * value:.1f} %"
@@ -43,16 +44,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         policies = ", ".join(
             [f"eviction={eviction}"] + [f"{f}={get(f)}" for f in ("prefetch", "admission", "scheduler", "routing")]
         )
+        requests = (
+            f"{_fmt(get('n_finished'))} finished, {_fmt(get('n_rejected'))} rejected of {_fmt(get('n_requests'))}"
+        )
+        reasons = {reason: n for reason, n in (get("rejected_by_reason") or {}).items() if n}
+        if reasons:
+            requests += " (" + ", ".join(f"{reason}: {_fmt(n)}" for reason, n in reasons.items()) + ")"
         rows = [
-            (
-                "model / gpu",
-                f"{get('model')} on {get('n_replicas')} x {get('gpu')} (tp {get('tensor_parallel')}), {get('profile')}",
-            ),
+            ("model / gpu", f"{get('model')} on {_gpus(summary)}, {get('profile')}"),
             ("policies", policies),
-            (
-                "requests",
-                f"{_fmt(get('n_finished'))} finished, {_fmt(get('n_rejected'))} rejected of {_fmt(get('n_requests'))}",
-            ),
+            ("requests", requests),
             ("TTFT p50 / p99", f"{_fmt(get('ttft_s_p50'), 's')} / {_fmt(get('ttft_s_p99'), 's')}"),
             ("TPOT p50 / p99", f"{_fmt(get('tpot_s_p50'), 's')} / {_fmt(get('tpot_s_p99'), 's')}"),
             ("E2E p50 / p99", f"{_fmt(get('e2e_s_p50'), 's')} / {_fmt(get('e2e_s_p99'), 's')}"),
@@ -89,9 +90,18 @@ def format_summary(summary: dict[str, Any]) -> str:
                 busy += f"; {_fmt(get('power_cap_slowdown'), '%')} longer than at full clock (power cap)"
             rows.append(("GPU busy", busy))
         if get("energy_per_output_token_j") is not None:
-            rows.append(("energy / output token", f"{get('energy_per_output_token_j'):.3f} J"))
+            rows.append(("energy / output token", f"{_fmt(get('energy_per_output_token_j'))} J"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _gpus(summary: dict[str, Any]) -> str:
+    """``8 x h100-sxm (4 replicas x tp 2)``: every GPU counted, then how they are grouped."""
+    replicas, tp = summary.get("n_replicas"), summary.get("tensor_parallel")
+    if not isinstance(replicas, int) or not isinstance(tp, int):
+        return f"{replicas} x {summary.get('gpu')} (tp {tp})"
+    grouping = f"{replicas} replica{'s' if replicas != 1 else ''} x tp {tp}"
+    return f"{replicas * tp} x {summary.get('gpu')} ({grouping})"
 
 
 def _capacities(summary: dict[str, Any]) -> str:

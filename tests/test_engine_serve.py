@@ -206,6 +206,17 @@ def test_request_too_large_for_hbm_is_rejected_with_a_reason() -> None:
     assert result.summary["rejected_by_reason"]["kv_exceeds_hbm"] == 1
     # Hit and recompute ratios are over the one prompt that reached the cache: all recomputed.
     assert result.summary["recompute_ratio"] == 1.0 and result.summary["token_hit_ratio"] == 0.0
+    assert "1 finished, 1 rejected of 2 (kv_exceeds_hbm: 1)" in format_summary(result.summary)
+
+
+def test_a_run_that_finishes_nothing_says_why_and_prints_no_nan() -> None:
+    trace = Trace.from_columns(
+        arrival_s=[0.0], input_tokens=[30 * BLOCK], output_tokens=[1], block_hashes=[chain(2, 30)], block_size=BLOCK
+    )
+    report = format_summary(run(config(hbm_blocks=20), trace).summary)
+    assert "0 finished, 1 rejected of 1 (kv_exceeds_hbm: 1)" in report
+    assert re.search(r"TTFT p50 / p99 +- / -", report) and "nan" not in report
+    assert "on 1 x h100-sxm (1 replica x tp 1)" in report
 
 
 def test_an_idle_stretch_is_not_sampled_interval_by_interval() -> None:
