@@ -147,3 +147,26 @@ def test_a_spec_naming_no_trace_says_which_key_to_set(tmp_path) -> None:
 @given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 5), max_size=40))
 def test_distinct_count_counts_what_a_set_holds(values: list[int]) -> None:
     assert distinct_count(np.asarray(values, dtype=np.uint64)) == len(set(values))
+
+
+def test_sessions_started_before_the_trace_bring_it_to_the_rate_asked_for() -> None:
+    """A session trace starts with no conversation under way, so for about a session's lifetime
+    its requests arrive below ``rate`` (8 turns of ~55 s think time: 2,000 requests at rate 2
+    come at ~1.4/s). With ``warmup_s`` longer than most sessions last, it starts mid-stream;
+    turns before 0 are left out, their sessions' later turns kept."""
+
+    def mean_rate(**params) -> float:
+        rates = []
+        for seed in range(4):
+            arrival = generate("multi_turn", seed, n_requests=2000, rate=2.0, mean_turns=8, **params).arrival_s
+            rates.append(len(arrival) / arrival[-1])
+        return float(np.mean(rates))
+
+    assert mean_rate() < 1.6
+    assert mean_rate(warmup_s=1500) == pytest.approx(2.0, rel=0.1)
+    started = generate("multi_turn", 1, n_requests=300, warmup_s=600)
+    assert started.turn.min() == 1 and (started.turn > 1).mean() > 0.7  # mostly conversations under way
+    with pytest.raises(ValueError, match="warmup_s=-1"):
+        generate("agent", warmup_s=-1)
+    mixed = generate("default", 0, n_requests=500, warmup_s=600)
+    assert (mixed.turn[np.asarray(mixed.categories)[mixed.category_code] == "chat"] > 1).mean() > 0.7

@@ -28,6 +28,7 @@ class MixedParams:
     agent: float = 0.2
     shared_prompt: float = 0.0
     long_context: float = 0.0
+    warmup_s: float = 0.0  # the conversational components' (chat, agent): see SessionParams
 
     def __post_init__(self) -> None:
         # Checked here: each component gets a share of the rate, and would name that instead.

@@ -26,7 +26,13 @@ from traces.schema import Trace
 @dataclass(frozen=True)
 class SessionParams:
     n_requests: int = 2000
-    rate: float = 4.0  # requests per second, all turns together
+    # Requests per second, all turns together, once sessions of every age are running. The
+    # trace starts with none (a service just opened), so it runs below this rate for about a
+    # session's lifetime (mean_turns x the mean think time: 3-4 minutes by default, 7 at 8
+    # turns); warmup_s starts sessions that many seconds before the trace does, which then
+    # begins mid-stream at the full rate, as a slice of a real trace does.
+    rate: float = 4.0
+    warmup_s: float = 0.0
     arrival: str = "poisson"  # process of session starts: poisson, gamma, on_off
     cv: float = 2.0
     on_s: float = 60.0
@@ -49,6 +55,7 @@ class SessionParams:
         checks = {
             "n_requests": self.n_requests >= 1,
             "rate": 0 < self.rate < float("inf"),
+            "warmup_s": 0 <= self.warmup_s < float("inf"),
             "block_size": self.block_size >= 1,
             "n_system_prompts": self.n_system_prompts >= 1,
             "system_prompt_tokens": self.system_prompt_tokens >= 0,
@@ -92,7 +99,7 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
     out = TraceAssembler()
     n_sessions = 0
     batch = max(16, int(params.n_requests / params.mean_turns * 1.2))
-    next_start = 0.0
+    next_start = -params.warmup_s
     # Later batches only add sessions starting after ``next_start``, so the first n arrivals
     # are final once n requests arrive before it.
     while int(np.count_nonzero(np.asarray(out.arrival) <= next_start)) < params.n_requests:
@@ -124,8 +131,9 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
             head = np.concatenate((sys_ids[p], own))
             at = float(starts[s])
             for k in range(n_turns):
-                n_in = int(prompt_tokens[k])
-                out.add(at, n_in, int(outputs[k]), head[: n_in // bs], session=session, turn=k + 1)
+                if at >= 0:  # a turn before the trace began (warmup_s) is not in it
+                    n_in = int(prompt_tokens[k])
+                    out.add(at, n_in, int(outputs[k]), head[: n_in // bs], session=session, turn=k + 1)
                 at += float(thinks[k])
     return out.build(
         block_size=bs,
