@@ -50,23 +50,48 @@ USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError
 register()
 
 
+def _unknown_key(key: str) -> str | None:
+    """What is wrong with a dotted config key the schema does not have (with the closest key it
+    does), or ``None`` for a known one. Keys below a group's own fields (``trace.params.*``, a
+    policy's parameters, ``tier_eviction.*``) are free-form and not checked here."""
+    groups = typing.get_type_hints(KvsimConf)
+    top, _, rest = key.partition(".")
+    if top not in groups:
+        close = difflib.get_close_matches(top, groups, n=1)
+        return f"{top}: not a kvsim config key" + (f"; did you mean {close[0]}?" if close else "")
+    inner = rest.partition(".")[0]
+    group = groups[top]
+    if inner and dataclasses.is_dataclass(group):
+        fields = [f.name for f in dataclasses.fields(group)]
+        if inner not in fields:
+            close = difflib.get_close_matches(inner, fields, n=1)
+            return f"{top}.{inner}: not a kvsim config key" + (f"; did you mean {top}.{close[0]}?" if close else "")
+    return None
+
+
 def _check_known_keys(plain: dict[str, Any]) -> None:
     """Refuse keys the schema does not have. Hydra's ``+key=value`` adds a key to any config,
     so a misspelt ``+tier_evictoin.dram=lru`` would otherwise run as if it were not there."""
-    groups = typing.get_type_hints(KvsimConf)
     for key, value in plain.items():
-        if key not in groups:
-            close = difflib.get_close_matches(key, groups, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(key, f"not a kvsim config key{hint}")
-        group = groups[key]
-        if dataclasses.is_dataclass(group) and isinstance(value, dict):
-            fields = [f.name for f in dataclasses.fields(group)]
-            for inner in value:
-                if inner not in fields:
-                    close = difflib.get_close_matches(inner, fields, n=1)
-                    hint = f"; did you mean {key}.{close[0]}?" if close else ""
-                    raise ConfigError(f"{key}.{inner}", f"not a kvsim config key{hint}")
+        keys = [f"{key}.{inner}" for inner in value] if isinstance(value, dict) else [key]
+        for dotted in keys or [key]:
+            problem = _unknown_key(dotted)
+            if problem is not None:
+                name, _, message = problem.partition(": ")
+                raise ConfigError(name, message)
+
+
+def _override_key_error(argv: list[str]) -> str | None:
+    """A misspelt key in a plain ``key=value`` override, in one line before hydra starts (hydra
+    would say it in five and suggest ``+key=value``, which adds the misspelt key instead)."""
+    for arg in argv:
+        key, equals, _ = arg.partition("=")
+        if not equals or arg.startswith(("+", "~", "-")) or "/" in key or key.split(".")[0] == "hydra":
+            continue
+        problem = _unknown_key(key)
+        if problem is not None:
+            return problem
+    return None
 
 
 def sim_config(cfg: DictConfig) -> SimConfig:
@@ -226,7 +251,7 @@ def main() -> None:
     """Console entry point; hydra's own stack traces are shortened to the message, a
     misspelt group option is one line before hydra starts, and warnings are one line each."""
     warnings.formatwarning = _one_line_warning
-    problem = _group_choice_error(sys.argv[1:])
+    problem = _override_key_error(sys.argv[1:]) or _group_choice_error(sys.argv[1:])
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -49,8 +49,13 @@ def test_a_tier_gets_its_own_eviction_policy_from_the_command_line(tmp_path: Pat
 
 
 def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_path: Path) -> None:
-    typo = kvsim("hardware.hbm_gbb=3", cwd=tmp_path)
-    assert typo.returncode != 0 and "Key 'hbm_gbb' not in 'HardwareConf'" in typo.stderr
+    for typo, message in (
+        ("hardware.hbm_gbb=3", "hardware.hbm_gbb: not a kvsim config key; did you mean hardware.hbm_gb?"),
+        ("evicton=lru", "evicton: not a kvsim config key; did you mean eviction?"),  # not hydra's "+evicton=lru"
+    ):
+        done = kvsim(typo, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.strip() == f"kvsim: error: {message}"
+    assert not (tmp_path / "outputs").exists()  # refused before a run directory was made
     evictions = "arc, belady, fifo, gdsf, lfu, lru, s3fifo, sieve, workload_aware"
     models = ", ".join(sorted(MODELS))  # the config group has one entry per shipped model
     for args, message in (
