@@ -321,6 +321,9 @@ class _ServeRun:
             preemptions_swap=sum(r.preemptions_swap for r in self.replicas),
             swap_fallbacks=sum(r.swap_fallbacks for r in self.replicas),
             loads_declined_blocks=sum(r.loads_declined_blocks for r in self.replicas),
+            prefetch_staged_blocks=sum(r.prefetch_staged_blocks for r in self.replicas),
+            prefetch_used_blocks=sum(r.prefetch_used_blocks for r in self.replicas),
+            prefetch_wasted_blocks=sum(r.prefetch_wasted_blocks for r in self.replicas),
             bytes_per_block=self.setup.bytes_per_block,
         )
 

@@ -98,6 +98,9 @@ class RunTotals:
     preemptions_swap: int
     swap_fallbacks: int
     loads_declined_blocks: int  # lower-tier hits recomputed because that was faster (kv_load=if_faster)
+    prefetch_staged_blocks: int  # blocks prefetch orders copied up a tier
+    prefetch_used_blocks: int  # of those, found there by a request's lookup
+    prefetch_wasted_blocks: int  # of those, evicted from there before any lookup found them
     bytes_per_block: int
 
 
@@ -219,6 +222,9 @@ def summarise(
     summary["preemptions_swap"] = totals.preemptions_swap
     summary["swap_fallbacks_to_recompute"] = totals.swap_fallbacks
     summary["loads_declined_blocks"] = totals.loads_declined_blocks
+    summary["prefetch_staged_blocks"] = totals.prefetch_staged_blocks
+    summary["prefetch_used_blocks"] = totals.prefetch_used_blocks
+    summary["prefetch_wasted_blocks"] = totals.prefetch_wasted_blocks
     decode_busy_s = totals.gpu_busy_s - totals.gpu_prefill_busy_s
     gpu_energy = (
         totals.n_gpus * power.idle_w * totals.makespan_s

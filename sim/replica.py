@@ -154,6 +154,12 @@ class Replica:
         self.preemptions_swap = 0
         self.swap_fallbacks = 0
         self.loads_declined_blocks = 0
+        # Prefetch accounting: blocks a Stage order copied up, by (tier, block), until a request
+        # looks one up there (used) or the tier evicts it first (wasted).
+        self._staged: dict[tuple[int, int], None] = {}
+        self.prefetch_staged_blocks = 0
+        self.prefetch_used_blocks = 0
+        self.prefetch_wasted_blocks = 0
         self.issued_bytes: dict[str, int] = {name: 0 for name in links}
         self.peak_blocks = [0] * len(cache.tiers)
         env.process(self._loop())
@@ -383,6 +389,8 @@ class Replica:
             and room - len({req.blocks[j] for j in hbm_hits} - self.hbm.pinned.keys()) < need_new
         ):
             return None
+        if self._staged:
+            self._count_staged_hits(req.blocks[:m], tiers[:m])
         for j in hbm_hits:
             cache.pin(HBM, req.blocks[j])
         sources = [(j, tiers[j]) for j in lower]
@@ -580,7 +588,11 @@ class Replica:
         """Issue the copies evictions caused; return when the HBM slots they freed are
         reusable (once their old contents have left HBM), or now if none was written."""
         down: dict[tuple[int, int], list[int]] = {}
+        staged = self._staged
         for move in moves:
+            if staged and (move.src, move.block) in staged:
+                del staged[move.src, move.block]
+                self.prefetch_wasted_blocks += 1
             if move.dst != DROPPED:
                 down.setdefault((move.src, move.dst), []).append(move.block)
         slots_free_at = self.env.now
@@ -922,12 +934,22 @@ class Replica:
             else:
                 self.cache.unpin(t, blocks[j])
         self._stall_until = max(self._stall_until, self._pay(moves))
+        for j, _ in placed:
+            self._staged[dest, blocks[j]] = None
+        self.prefetch_staged_blocks += len(placed)
         loads = self._load_up(blocks, placed, dest)
         if loads:
             # One load per source tier; the staged blocks stay pinned until every one has landed.
             moved = [blocks[j] for j, _ in placed]
             done = loads[0] if len(loads) == 1 else self.env.all_of(loads)
             done.callbacks.append(lambda _e: self._unpin_later(dest, moved))
+
+    def _count_staged_hits(self, blocks: Sequence[int], tiers: Sequence[int]) -> None:
+        """An admitted request uses staged blocks where a prefetch put them: it was used."""
+        for block, tier in zip(blocks, tiers, strict=False):
+            if (tier, block) in self._staged:
+                del self._staged[tier, block]
+                self.prefetch_used_blocks += 1
 
     def _unpin_all(self, tier: int, blocks: list[int]) -> None:
         for block in blocks:

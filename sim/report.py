@@ -74,6 +74,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             rows.append(
                 ("  lower-tier hits recomputed", f"{_fmt(get('loads_declined_blocks'))} blocks (faster than loading)")
             )
+        if get("prefetch_staged_blocks"):
+            staged = get("prefetch_staged_blocks")
+            rows.append(
+                (
+                    "prefetched blocks",
+                    f"{_fmt(staged)}: {_fmt(get('prefetch_used_blocks') / staged, '%')} used, "
+                    f"{_fmt(get('prefetch_wasted_blocks') / staged, '%')} evicted unused",
+                )
+            )
         links = _link_utilisation(summary)
         if links:
             rows.append(("link utilisation", links))

@@ -113,6 +113,9 @@ def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> No
         assert summary["token_hit_ratio"] + summary["recompute_ratio"] == pytest.approx(1.0)
     hit_columns = [c for c in requests.columns if c.endswith("_hit_tokens")]
     assert (done[hit_columns].sum(axis=1) + done["recomputed_tokens"] == done["input_tokens"]).all()
+    staged = summary["prefetch_staged_blocks"]
+    assert summary["prefetch_used_blocks"] + summary["prefetch_wasted_blocks"] <= staged
+    assert staged == 0 or config.prefetch != "none"
     per_block = summary["bytes_per_block"]
     for key, value in summary.items():
         if key.startswith("link_") and key.endswith("_bytes"):
@@ -202,6 +205,19 @@ def test_a_request_waiting_for_held_or_staged_room_runs_once_it_is_free(case) ->
         warnings.simplefilter("error")  # a stalled run warns
         result = run(config, trace)
     assert result.requests["finished"].all()
+
+
+def test_staged_blocks_are_counted_used_or_evicted_unused() -> None:
+    """On its arrival the last request's prefix is staged up from DRAM (50 blocks: the room
+    HBM has); the request before it then takes that room once the blocks have landed, evicting
+    40 of them unused, and the last request is admitted on the 10 still there (its lookup finds
+    the rest in DRAM again)."""
+    config, trace = staged_room_case()
+    result = run(config, trace)
+    summary, last = result.summary, result.requests.iloc[-1]
+    assert summary["prefetch_staged_blocks"] == 50
+    assert summary["prefetch_used_blocks"] == last["hbm_hit_tokens"] // BLOCK == 10
+    assert summary["prefetch_wasted_blocks"] == 50 - 10
 
 
 def test_a_run_that_stalls_ends_and_reports_its_requests_unfinished(monkeypatch: pytest.MonkeyPatch) -> None:
