@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sim.results import higher_is_better, load_sweep, rank_runs
+from sim.results import check_metrics, higher_is_better, load_sweep, rank_runs
 from traces.atomic import atomic_path
 
 
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         found = "no summary.json, error.json or overrides.json"
         print(f"kvsim-collect: error: {args.sweep_dir}: no kvsim runs in it ({found})", file=sys.stderr)
         return 2
+    if args.rank:
+        try:  # before anything is written: a misspelt metric is the user's to fix first
+            check_metrics(table, args.rank)
+        except KeyError as exc:
+            print(f"kvsim-collect: error: {exc.args[0]}", file=sys.stderr)
+            return 2
     out = args.output or args.sweep_dir / "collected.parquet"
     if out.is_dir():
         print(f"kvsim-collect: error: {out} is a directory; give -o a file name", file=sys.stderr)
@@ -48,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for _, row in failed.iterrows():
         print(f"  failed: {row['run_dir']}: {row['error']}")
     if args.rank:
-        try:
-            ranked = rank_runs(table, args.rank)
-        except KeyError as exc:
-            print(f"kvsim-collect: error: {exc.args[0]}", file=sys.stderr)
-            return 2
+        ranked = rank_runs(table, args.rank)
         order = ", ".join(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)" for m in args.rank)
         print(f"\nranked by {order}:")
         print(ranked.to_string(float_format=lambda v: f"{v:.4g}"))

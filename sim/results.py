@@ -85,19 +85,35 @@ def higher_is_better(metric: str) -> bool:
     return any(word in metric for word in HIGHER_IS_BETTER)
 
 
+def check_metrics(table: pd.DataFrame, metrics: list[str]) -> None:
+    """``KeyError`` naming the first of ``metrics`` that is not a numeric summary column of the
+    sweep table, with the closest one (a config column such as ``eviction`` cannot rank)."""
+    known = [
+        c
+        for c in table.columns
+        if not c.startswith("override.")
+        and c not in ("run_dir", "status")
+        and pd.api.types.is_numeric_dtype(table[c])
+        and not pd.api.types.is_bool_dtype(table[c])
+    ]
+    for metric in metrics:
+        if metric not in known:
+            what = "not a numeric metric" if metric in table.columns else "no metric"
+            close = difflib.get_close_matches(metric, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"metrics: {', '.join(sorted(known))}"
+            raise KeyError(f"{what} {metric!r} in the sweep; {hint}")
+
+
 def rank_runs(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """The completed runs of a sweep table (:func:`load_sweep`), best first by ``metrics[0]``
     (the rest break ties, each in its own direction: see :data:`HIGHER_IS_BETTER`): the
-    overrides that differ between runs, then the metrics. What answers "which configuration
-    wins on my traffic" after ``kvsim -m``."""
-    for metric in metrics:
-        if metric not in table.columns:
-            known = [c for c in table.columns if not c.startswith("override.") and c not in ("run_dir", "status")]
-            close = difflib.get_close_matches(metric, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"metrics: {', '.join(sorted(known))}"
-            raise KeyError(f"no metric {metric!r} in the sweep; {hint}")
-    done = table[table["status"] == "ok"]
-    varying = [c for c in done.columns if c.startswith("override.") and done[c].astype(str).nunique() > 1]
+    overrides that differ between runs (``default`` where a run left one at its default), then
+    the metrics. What answers "which configuration wins on my traffic" after ``kvsim -m``."""
+    check_metrics(table, metrics)
+    done = table[table["status"] == "ok"].copy()
+    overrides = [c for c in done.columns if c.startswith("override.")]
+    done[overrides] = done[overrides].astype(object).where(done[overrides].notna(), "default")
+    varying = [c for c in overrides if done[c].astype(str).nunique() > 1]
     ordered = done.sort_values(
         metrics + ["run_dir"], ascending=[not higher_is_better(m) for m in metrics] + [True], kind="stable"
     )

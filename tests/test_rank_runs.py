@@ -39,6 +39,14 @@ def test_a_misspelt_metric_names_the_closest_one() -> None:
         rank_runs(sweep_table(), ["ttft_p99"])
 
 
+def test_a_config_column_cannot_rank_and_a_default_override_says_default() -> None:
+    table = sweep_table().assign(eviction=["lru", "arc", "sieve", "fifo"])
+    with pytest.raises(KeyError, match="not a numeric metric 'eviction'"):
+        rank_runs(table, ["eviction"])
+    table.loc[table["run_dir"] == "a", "override.seed"] = None  # a run that left seed at its default
+    assert rank_runs(table, ["ttft_s_p99"])["seed"].tolist() == [1, "default", 1]
+
+
 def test_the_collect_command_prints_the_ranking(tmp_path, capsys) -> None:
     for row in sweep_table().to_dict("records"):
         run_dir = tmp_path / row["run_dir"]
@@ -55,4 +63,6 @@ def test_the_collect_command_prints_the_ranking(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     ranked = out.split("ranked by ttft_s_p99 (lower is better):")[1].splitlines()
     assert [line.split()[1] for line in ranked[2:5]] == ["fifo", "lru", "arc"]
+    (tmp_path / "collected.parquet").unlink()
     assert collect([str(tmp_path), "--rank", "ttft"]) == 2
+    assert not (tmp_path / "collected.parquet").exists()  # refused before writing
