@@ -284,7 +284,28 @@ class _ServeRun:
             power=GpuPower.resolve(self.config.power, self.setup.gpu),
         )
         summary = {**self._describe(), **summary}
+        self._warn_if_overloaded(frame)
         return Result(summary, frame, pd.DataFrame(self.timeseries_rows))
+
+    def _warn_if_overloaded(self, frame: pd.DataFrame) -> None:
+        """Half the requests queued for longer than the TTFT objective: the replicas could not
+        keep up, the backlog grew through the run, and its latencies measure the backlog more
+        than any policy. Said once, as a comparison of policies on such a run misleads."""
+        done = frame[frame["finished"]]
+        if not len(done):
+            return
+        queue_p50 = float(done["queue_s"].median())
+        if queue_p50 <= self.config.slo.ttft_s:
+            return
+        last_arrival = float(self.trace.arrival_s[-1])
+        drain = float((done["arrival_s"] + done["e2e_s"]).max()) - last_arrival
+        warnings.warn(
+            f"overloaded: half the requests queued over {queue_p50:.3g} s (TTFT objective {self.config.slo.ttft_s} s) "
+            f"and the last finished {drain:.4g} s after the last arrival; latencies measure the backlog: lower "
+            "the load (trace.time_scale > 1) or add replicas (hardware.n_replicas)",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _totals(self, frame: pd.DataFrame) -> RunTotals:
         finish = frame["e2e_s"].to_numpy() + frame["arrival_s"].to_numpy()

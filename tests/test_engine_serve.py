@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -364,3 +365,18 @@ def test_a_request_that_does_not_fit_leaves_its_prefix_hits_and_the_policy_as_th
     assert requests["arrival_s"][2] + requests["queue_s"][2] >= b_ends - 1e-9  # C waited for B
     assert requests["hbm_hit_tokens"][2] == 7 * BLOCK  # and then used A's prefix
     assert Counting.unpinned == 0
+
+
+def test_an_overloaded_run_says_so_and_a_light_one_does_not() -> None:
+    from dataclasses import replace as replace_columns
+
+    from traces import generate
+
+    light = generate("rag", seed=4, n_requests=200)
+    crushed = replace_columns(light, arrival_s=np.asarray(light.arrival_s) * 0.005)  # 200 x the load
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(SimConfig(), light)
+    with pytest.warns(UserWarning, match=r"overloaded: half the requests queued over .* \(TTFT objective 2.0 s\)"):
+        summary = run(SimConfig(), crushed).summary
+    assert summary["queue_s_p50"] > 2.0
