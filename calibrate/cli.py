@@ -244,6 +244,17 @@ def format_e2e(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _add_e2e_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--e2e-model",
+        nargs="+",
+        default=["llama-3-8b"],
+        choices=sorted(MODELS),
+        metavar="MODEL",
+        help=f"one or more of {', '.join(sorted(MODELS))}",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvsim-calibrate", description="Measure a GPU and fit kvsim's cost models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,14 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True)
     run.add_argument("--quick", action="store_true", help="a few points of each benchmark (smoke test)")
     run.add_argument("--io-dir", default=None, help="directory on the disk to measure (default: the temp dir)")
-    run.add_argument(
-        "--e2e-model",
-        nargs="+",
-        default=["llama-3-8b"],
-        choices=sorted(MODELS),
-        metavar="MODEL",
-        help=f"one or more of {', '.join(sorted(MODELS))}",
-    )
+    _add_e2e_models(run)
     run.add_argument("--no-e2e", action="store_true")
     run.add_argument(
         "--only", nargs="+", choices=FAMILIES, default=list(FAMILIES), metavar="FAMILY",
@@ -275,14 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e.add_argument(
         "--layers", type=_positive, default=None, help="at most this many layers of each model (one that fills the GPU)"
     )
-    e2e.add_argument(
-        "--e2e-model",
-        nargs="+",
-        default=["llama-3-8b"],
-        choices=sorted(MODELS),
-        metavar="MODEL",
-        help=f"one or more of {', '.join(sorted(MODELS))}",
-    )
+    _add_e2e_models(e2e)
     power = sub.add_parser("power", help="only the sustained-load clock of GEMM/copy mixes (needs a CUDA GPU)")
     power.add_argument("--out", required=True)
     power.add_argument("--quick", action="store_true", help="three mixes and three recovery probes")
