@@ -197,11 +197,15 @@ def _parse_overrides(overrides: list[str]) -> dict[str, str]:
 @hydra.main(version_base=None, config_path=".", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        execute(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+        execute(cfg, run_dir, list(hydra_cfg.overrides.task))
     except USER_ERRORS as exc:
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the launcher records it; error.json is already in the run directory
+            # Each failed run in one line as it fails (hydra reports only the first, at the end,
+            # with its stack); error.json is already in the run directory for kvsim-collect.
+            print(f"kvsim: error: {run_dir}: {exc}", file=sys.stderr, flush=True)
+            raise
         # A bad config or trace is the user's to fix: one line, no stack trace.
         print(f"kvsim: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -101,6 +101,8 @@ def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) ->
     args = ("-m", SMALL, "eviction=lru,belady", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")
     first = kvsim(*args, cwd=tmp_path)
     assert first.returncode != 0 and "ConfigError" in first.stderr  # the hbm_gb=-1 runs fail
+    failures = [line for line in first.stderr.splitlines() if line.startswith("kvsim: error: ")]
+    assert len(failures) == 2 and all("hardware.hbm_gb: must be a positive number" in f for f in failures)
     collected = subprocess.run(
         [sys.executable, "-m", "conf.collect", str(sweep)], cwd=tmp_path, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
