@@ -53,7 +53,7 @@ OTHER_SEEDS = (1, 2)  # the synthetic kinds drawn again, to show what does not h
 TARGETS = {2000: 0.155, 8000: 0.27}  # issue #8, Mooncake, single tier
 SPEED_TARGET = 1e6  # accesses/s
 SPEED_REPEAT = 5
-# Serve mode: 4 replicas of Llama-3-8B on H100 (one is overloaded by the slice's 3.4 req/s of
+# Serve mode: 4 replicas of Llama-3.1-8B on H100 (one is overloaded by the slice's 3.4 req/s of
 # ~12k-token prompts), prefix-affinity routing, HBM as vLLM sizes it (~880 blocks of 512 tokens)
 # and a DRAM tier per replica; DRAM sizes from none to a few thousand blocks, where the hit
 # ratio moves TTFT.
@@ -723,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             md += [
                 "## Serve mode on Mooncake (TTFT)",
                 "",
-                "Llama-3-8B on H100 (datasheet roofline), 512-token blocks (64 MiB), HBM as vLLM sizes it, a DRAM "
+                "Llama-3.1-8B on H100 (datasheet roofline), 512-token blocks (64 MiB), HBM as vLLM sizes it, a DRAM "
                 "tier per replica, write-back demotion (the default `ssd_spill` admission); the same policy evicts "
                 "in every tier. One H100 cannot keep up with the slice's 3.4 req/s of ~12k-token prompts, so: 4 "
                 "replicas with prefix-affinity routing at several DRAM sizes, and one replica of 4 GPUs "

@@ -36,10 +36,11 @@ class TraceConf:
 
 @dataclass
 class ModelConf:
-    name: str = "llama-3-8b"
+    name: str = "llama-3.1-8b"
     config_json: str | None = None
     kv_bytes_per_element: float | None = None
     kv_compression_ratio: float = 1.0
+    max_context_tokens: int | None = None
 
 
 @dataclass

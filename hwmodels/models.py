@@ -29,6 +29,9 @@ class ModelSpec:
     kv_bytes_per_element: float = 2.0  # bf16 KV; 1.0 models FP8 KV
     kv_compression_ratio: float = 1.0  # < 1 models KV quantisation / compression
     tied_embeddings: bool = False  # the LM head reuses the embedding matrix (small models)
+    # The longest sequence (prompt + output) the model serves: its config's
+    # max_position_embeddings, which vLLM takes as max_model_len. None: not limited.
+    max_context_tokens: int | None = None
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -62,18 +65,22 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     m.name: m
     for m in (
-        ModelSpec("llama-3-8b", 32, 4096, 32, 8, 128, 14336, 128256),
-        ModelSpec("llama-3-70b", 80, 8192, 64, 8, 128, 28672, 128256),
-        ModelSpec("qwen-2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064),
-        ModelSpec("qwen-2.5-32b", 64, 5120, 40, 8, 128, 27648, 152064),
+        # Llama 3 was trained to 8K positions; Llama 3.1 has the same shapes with RoPE scaled to 128K.
+        ModelSpec("llama-3-8b", 32, 4096, 32, 8, 128, 14336, 128256, max_context_tokens=8192),
+        ModelSpec("llama-3-70b", 80, 8192, 64, 8, 128, 28672, 128256, max_context_tokens=8192),
+        ModelSpec("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256, max_context_tokens=131072),
+        ModelSpec("llama-3.1-70b", 80, 8192, 64, 8, 128, 28672, 128256, max_context_tokens=131072),
+        # Qwen 2.5 ships 32K positions (128K only with YaRN switched on in the config).
+        ModelSpec("qwen-2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064, max_context_tokens=32768),
+        ModelSpec("qwen-2.5-32b", 64, 5120, 40, 8, 128, 27648, 152064, max_context_tokens=32768),
         # Priced from the calibrated profiles' nearest measured shapes, not their own
         # (calibrate.shapes.CALIBRATION_MODELS); README, "Models the calibration never saw".
-        ModelSpec("llama-3.2-1b", 16, 2048, 32, 8, 64, 8192, 128256, tied_embeddings=True),
-        ModelSpec("llama-3.2-3b", 28, 3072, 24, 8, 128, 8192, 128256, tied_embeddings=True),
-        ModelSpec("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32768),  # v0.3
-        ModelSpec("qwen-2.5-14b", 48, 5120, 40, 8, 128, 13824, 152064),
-        ModelSpec("qwen-2.5-72b", 80, 8192, 64, 8, 128, 29568, 152064),
-        ModelSpec("qwen-3-8b", 36, 4096, 32, 8, 128, 12288, 151936),
+        ModelSpec("llama-3.2-1b", 16, 2048, 32, 8, 64, 8192, 128256, tied_embeddings=True, max_context_tokens=131072),
+        ModelSpec("llama-3.2-3b", 28, 3072, 24, 8, 128, 8192, 128256, tied_embeddings=True, max_context_tokens=131072),
+        ModelSpec("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32768, max_context_tokens=32768),  # v0.3
+        ModelSpec("qwen-2.5-14b", 48, 5120, 40, 8, 128, 13824, 152064, max_context_tokens=32768),
+        ModelSpec("qwen-2.5-72b", 80, 8192, 64, 8, 128, 29568, 152064, max_context_tokens=32768),
+        ModelSpec("qwen-3-8b", 36, 4096, 32, 8, 128, 12288, 151936, max_context_tokens=40960),
     )
 }
 
@@ -103,7 +110,8 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     Read: ``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``,
     ``intermediate_size``, ``vocab_size`` (required); ``num_key_value_heads`` (default: the
     attention heads, plain multi-head attention), ``head_dim`` (default: hidden size over
-    heads) and ``tie_word_embeddings`` (default false). A multimodal config's ``text_config``
+    heads), ``tie_word_embeddings`` (default false) and ``max_position_embeddings`` (the
+    context limit; default none). A multimodal config's ``text_config``
     is used where present. ``name``: the spec's name, else the config's ``_name_or_path``, else
     its directory's name.
 
@@ -145,6 +153,7 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     tied = config.get("tie_word_embeddings", False)
     if not isinstance(tied, bool):
         raise ValueError(f"{path}: field 'tie_word_embeddings' must be true or false, got {tied!r}")
+    context = count("max_position_embeddings") if config.get("max_position_embeddings") is not None else None
     label = name or config.get("_name_or_path") or path.resolve().parent.name
     return ModelSpec(
         name=str(label),
@@ -156,4 +165,5 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         intermediate_size=count("intermediate_size"),
         vocab_size=count("vocab_size"),
         tied_embeddings=tied,
+        max_context_tokens=context,
     )

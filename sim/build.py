@@ -292,6 +292,17 @@ def _model(config: SimConfig) -> ModelSpec:
             f"must be in (0, 1], got {config.model.kv_compression_ratio}",
         )
     changes["kv_compression_ratio"] = float(config.model.kv_compression_ratio)
+    limit = config.model.max_context_tokens
+    if limit is not None:
+        if not is_integer(limit) or limit < 1:
+            raise ConfigError("model.max_context_tokens", f"must be a positive integer, got {limit!r}")
+        if model.max_context_tokens is not None and limit > model.max_context_tokens:
+            raise ConfigError(
+                "model.max_context_tokens",
+                f"{limit} is beyond {model.name}'s {model.max_context_tokens} positions (vLLM refuses it too); "
+                "pick a longer-context model (llama-3.1-8b serves 131,072)",
+            )
+        changes["max_context_tokens"] = int(limit)
     return model.with_overrides(**changes)
 
 

@@ -31,12 +31,15 @@ KV_LOAD_MODES = ("always", "if_faster")
 class ModelConfig:
     """Which model is served; overrides change how its KV cache is stored."""
 
-    name: str = "llama-3-8b"  # one of hwmodels.models.MODELS
+    name: str = "llama-3.1-8b"  # one of hwmodels.models.MODELS
     # A Hugging Face config.json to read the model's shape from instead (name is then ignored):
     # any dense decoder with grouped-query attention and a gated MLP (hwmodels.models).
     config_json: str | None = None
     kv_bytes_per_element: float | None = None  # None: the model's (2 = bf16); 1 = FP8 KV
     kv_compression_ratio: float = 1.0  # bytes kept / bytes raw, for KV compression schemes
+    # vLLM's max_model_len: requests whose prompt + output exceed it are refused. None: the
+    # model's own limit; a value may lower it, never raise it past what the model was trained on.
+    max_context_tokens: int | None = None
 
 
 @dataclass

@@ -284,8 +284,25 @@ class _ServeRun:
             power=GpuPower.resolve(self.config.power, self.setup.gpu),
         )
         summary = {**self._describe(), **summary}
+        self._warn_if_too_long(summary)
         self._warn_if_overloaded(frame)
         return Result(summary, frame, pd.DataFrame(self.timeseries_rows))
+
+    def _warn_if_too_long(self, summary: dict) -> None:
+        """Requests longer than the model's context were refused, as vLLM refuses them; said
+        once with the share, since a trace written for a longer-context model loses its
+        longest (and most cache-hungry) requests this way and its hit ratios shift with them."""
+        refused = summary["rejected_by_reason"]["exceeds_context"]
+        if not refused:
+            return
+        model = self.setup.model
+        warnings.warn(
+            f"{refused:,} of {len(self.trace):,} requests ({refused / len(self.trace):.1%}) are longer than "
+            f"{model.name}'s context of {model.max_context_tokens:,} tokens and were refused; serve a longer-context "
+            "model (model=llama-3.1-8b serves 131,072) to keep them",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _warn_if_overloaded(self, frame: pd.DataFrame) -> None:
         """Half the requests queued for longer than the TTFT objective: the replicas could not

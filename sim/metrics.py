@@ -30,6 +30,7 @@ REJECT_REASONS = (
     "",
     "kv_exceeds_hbm",  # the request's prompt + output KV can never fit in HBM
     "unfinished",  # the simulation ended with the request still in the system (an engine bug)
+    "exceeds_context",  # prompt + output are longer than the model serves (vLLM's max_model_len)
 )
 
 

@@ -33,7 +33,7 @@ from policies.prefetch.base import Hold, Order, PrefetchPolicy, Stage
 from policies.scheduler.base import Scheduler
 from sim.kvcache import DROPPED, InvariantError, Move, TieredCache
 from sim.links import Link
-from sim.metrics import RequestLog
+from sim.metrics import REJECT_REASONS, RequestLog
 from sim.queue import WaitingQueue
 from sim.request import Request, State
 
@@ -99,6 +99,7 @@ class Replica:
         self.token_budget = max_num_batched_tokens
         self.preemption = preemption
         self.kv_load = kv_load
+        self.max_context_tokens = execution.model.max_context_tokens
         # GPU seconds per prompt token in a full chunked-prefill step (weights amortised):
         # what recomputing a token costs once it is the GPU's turn.
         full_step = execution.iteration_s([max_num_batched_tokens], [0], 0, 0) - execution.iteration_overhead_s
@@ -185,21 +186,30 @@ class Replica:
 
     # ================================================================== arrivals
     def submit(self, req: Request) -> None:
-        """A request routed here; rejected at once if its KV could never fit in HBM."""
+        """A request routed here; rejected at once if it is longer than the model serves (as
+        vLLM's API server answers 400 to prompt + max_tokens over max_model_len) or if its KV
+        could never fit in HBM."""
         if self.block_tokens == 0:
             self.block_tokens = req.block_tokens
         req.replica = self.index
         self.log.replica[req.index] = self.index
-        if req.kv_blocks_for(req.input_tokens + req.output_tokens) > self.hbm.capacity:
-            req.state = State.REJECTED
-            self.log.reject_reason[req.index] = 1
-            self._on_done(req)
+        length = req.input_tokens + req.output_tokens
+        if self.max_context_tokens is not None and length > self.max_context_tokens:
+            self._reject(req, REJECT_REASONS.index("exceeds_context"))
+            return
+        if req.kv_blocks_for(length) > self.hbm.capacity:
+            self._reject(req, REJECT_REASONS.index("kv_exceeds_hbm"))
             return
         self.outstanding_tokens_total += req.input_tokens + req.output_tokens
         self.waiting.push(req, self.env.now)
         self._queue_dirty = True
         self._execute(self.prefetch.on_arrival(req, self))
         self._notify()
+
+    def _reject(self, req: Request, reason: int) -> None:
+        req.state = State.REJECTED
+        self.log.reject_reason[req.index] = reason
+        self._on_done(req)
 
     def _notify(self) -> None:
         if not self._wake.triggered:

@@ -30,6 +30,7 @@ LLAMA_32_1B = {
     "hidden_act": "silu",
     "hidden_size": 2048,
     "intermediate_size": 8192,
+    "max_position_embeddings": 131072,
     "num_attention_heads": 32,
     "num_hidden_layers": 16,
     "num_key_value_heads": 8,
@@ -42,12 +43,16 @@ LLAMA_32_1B = {
 LLAMA_3_8B = {
     "hidden_size": 4096,
     "intermediate_size": 14336,
+    "max_position_embeddings": 8192,
     "num_attention_heads": 32,
     "num_hidden_layers": 32,
     "num_key_value_heads": 8,
     "tie_word_embeddings": False,
     "vocab_size": 128256,
 }
+
+# Llama-3.1-8B: Llama-3-8B's shapes with RoPE scaled to 128K positions.
+LLAMA_31_8B = {**LLAMA_3_8B, "max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3"}}
 
 
 def write_config(tmp_path: Path, config: dict, name: str = "config.json") -> Path:
@@ -65,11 +70,13 @@ def test_a_hugging_face_config_gives_the_shipped_spec(tmp_path: Path) -> None:
 
 
 def test_missing_optional_fields_take_the_architecture_defaults(tmp_path: Path) -> None:
-    mha = {k: v for k, v in LLAMA_3_8B.items() if k not in ("num_key_value_heads", "tie_word_embeddings")}
+    optional = ("num_key_value_heads", "tie_word_embeddings", "max_position_embeddings")
+    mha = {k: v for k, v in LLAMA_3_8B.items() if k not in optional}
     spec = spec_from_hf_config(write_config(tmp_path, mha, "plain.json"))
     assert (spec.n_q_heads, spec.n_kv_heads, spec.head_dim) == (32, 32, 128)
     assert spec.kv_bytes_per_token == 4 * get_model("llama-3-8b").kv_bytes_per_token  # 32 KV heads, not 8
     assert not spec.tied_embeddings
+    assert spec.max_context_tokens is None  # no limit where the config names none
 
 
 def test_a_multimodal_config_uses_its_text_model(tmp_path: Path) -> None:
@@ -93,6 +100,7 @@ def test_tied_embeddings_count_the_vocabulary_matrix_once() -> None:
         ({"num_local_experts": 8}, "num_local_experts=8: a mixture-of-experts MLP is not modelled"),
         ({"kv_lora_rank": 512}, "kv_lora_rank=512: multi-head latent attention is not modelled"),
         ({"tie_word_embeddings": "yes"}, "'tie_word_embeddings' must be true or false"),
+        ({"max_position_embeddings": 0}, "field 'max_position_embeddings' must be a positive integer, got 0"),
     ],
 )
 def test_a_bad_config_names_the_file_and_the_field(tmp_path: Path, change: dict, text: str) -> None:
@@ -118,10 +126,10 @@ def test_a_run_from_a_config_file_equals_the_run_of_the_shipped_model(tmp_path: 
     trace = generate("multi_turn", seed=2, n_requests=60)
     hardware = HardwareConfig(hbm_gb=2.0, dram_gb=4)
     shipped = run(SimConfig(hardware=hardware), trace).summary
-    config_json = str(write_config(tmp_path, LLAMA_3_8B))
+    config_json = str(write_config(tmp_path, LLAMA_31_8B))
     from_file = run(SimConfig(model=ModelConfig(name="ignored", config_json=config_json), hardware=hardware), trace)
     assert from_file.summary.pop("model") == str(tmp_path.name)  # no _name_or_path: the directory's name
-    assert shipped.pop("model") == "llama-3-8b"
+    assert shipped.pop("model") == "llama-3.1-8b"
     assert from_file.summary == shipped
 
 
@@ -130,6 +138,36 @@ def test_a_bad_model_config_file_is_a_config_error_naming_the_key(tmp_path: Path
     with pytest.raises(ConfigError) as caught:
         build_setup(SimConfig(model=ModelConfig(config_json=str(tmp_path / "none.json"))), trace)
     assert caught.value.key == "model.config_json" and "none.json" in str(caught.value)
+
+
+def test_llama_3_1_is_llama_3_with_sixteen_times_the_context() -> None:
+    three, three_one = get_model("llama-3-8b"), get_model("llama-3.1-8b")
+    assert (three.max_context_tokens, three_one.max_context_tokens) == (8192, 131072)
+    assert dataclasses.replace(three_one, name=three.name, max_context_tokens=three.max_context_tokens) == three
+
+
+def test_requests_longer_than_the_context_are_refused_and_the_rest_served() -> None:
+    trace = generate("multi_turn", seed=2, n_requests=60)
+    length = trace.input_tokens.astype(int) + trace.output_tokens.astype(int)
+    limit = int(np.median(length))  # half the requests are too long for it
+    too_long = length > limit
+    config = SimConfig(model=ModelConfig(max_context_tokens=limit), hardware=HardwareConfig(hbm_gb=2.0))
+    with pytest.warns(UserWarning, match=f"{int(too_long.sum())} of 60 requests .* context of {limit:,} tokens"):
+        result = run(config, trace)
+    frame = result.requests
+    assert list(frame["reject_reason"] == "exceeds_context") == list(too_long)
+    assert frame.loc[~too_long, "finished"].all()
+    assert result.summary["rejected_by_reason"]["exceeds_context"] == too_long.sum() > 0
+
+
+def test_the_context_limit_may_be_lowered_but_not_raised_past_the_model() -> None:
+    trace = generate("multi_turn", seed=2, n_requests=5)
+    for limit, text in ((8193, "beyond llama-3-8b's 8192 positions"), (0, "must be a positive integer")):
+        with pytest.raises(ConfigError) as caught:
+            build_setup(SimConfig(model=ModelConfig(name="llama-3-8b", max_context_tokens=limit)), trace)
+        assert caught.value.key == "model.max_context_tokens" and text in str(caught.value)
+    lowered = build_setup(SimConfig(model=ModelConfig(name="llama-3-8b", max_context_tokens=4096)), trace)
+    assert lowered.model.max_context_tokens == 4096
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
