@@ -117,9 +117,10 @@ class DatasheetProfile:
     flops_efficiency: float = 0.7
     hbm_efficiency: float = 0.8
     pcie_efficiency: float = 0.8
-    pageable_slowdown: float = 2.0  # pageable copies are staged through a bounce buffer
+    pageable_slowdown: float = 4.0  # pageable copies are staged through a bounce buffer
     kernel_launch_s: float = 4e-6
-    copy_latency_s: float = 10e-6
+    copy_latency_s: float = 3e-6  # a pinned host<->device copy's issue and completion
+    pageable_copy_latency_s: float = 25e-6
     clock: ClockModel | None = None  # a datasheet says nothing of the power cap's effect
 
     @property
@@ -186,9 +187,11 @@ class DatasheetProfile:
             # A device-to-device copy reads and writes every byte.
             return n_copies * (self.kernel_launch_s + 2.0 * nbytes_each / self._hbm_bps)
         bps = self.gpu.pcie_gbps * 1e9 * self.pcie_efficiency
+        latency = self.copy_latency_s
         if kind.endswith("_pageable"):
             bps /= self.pageable_slowdown
-        return n_copies * (self.copy_latency_s + nbytes_each / bps)
+            latency = self.pageable_copy_latency_s
+        return n_copies * (latency + nbytes_each / bps)
 
     def allreduce_s(self, nbytes: ArrayLike, tp: int) -> ArrayLike:
         return ring_allreduce_s(nbytes, tp, self.gpu.nvlink_gbps)
