@@ -102,7 +102,7 @@ class PowerConf:
 @dataclass
 class OutputConf:
     plots: bool = True  # PNG plots in the run directory
-    progress: bool = True  # progress bar on stderr (only when it is a terminal)
+    progress: bool = True  # on stderr: a bar on a terminal, a line per tenth of the requests elsewhere
     resume: bool = True  # skip a run whose directory already holds a complete, identical result
 
 

@@ -28,13 +28,15 @@ from sim.result import Result
 from traces.schema import Trace
 
 
-def run_serve(config: SimConfig, trace: Trace, *, progress: bool = False) -> Result:
+def run_serve(config: SimConfig, trace: Trace, *, progress: bool = False, progress_label: str = "") -> Result:
     setup = build_setup(config, trace)
-    return _ServeRun(config, trace, setup, progress).run()
+    last_arrival = float(trace.arrival_s[-1]) if len(trace) else 0.0
+    tracker = SimProgress(last_arrival, len(trace), progress_label) if progress else None
+    return _ServeRun(config, trace, setup, tracker).run()
 
 
 class _ServeRun:
-    def __init__(self, config: SimConfig, trace: Trace, setup: Setup, progress: bool) -> None:
+    def __init__(self, config: SimConfig, trace: Trace, setup: Setup, progress: SimProgress | None) -> None:
         self.config = config
         self.trace = trace
         self.setup = setup
@@ -59,7 +61,7 @@ class _ServeRun:
         self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
         self.router = setup.policies["routing"]()
         self.timeseries_rows: list[dict[str, float]] = []
-        self.progress = SimProgress(float(trace.arrival_s[-1]) if len(trace) else 0.0, len(trace)) if progress else None
+        self.progress = progress
 
     # ------------------------------------------------------------------ construction
     def _recompute_cost_by_position(self) -> np.ndarray:
