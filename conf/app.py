@@ -29,12 +29,13 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from conf.schema import KvsimConf, register
-from policies.registry import UnknownPolicyError
+from conf.schema import CONF_DIR, KvsimConf, policy_parameters, register
+from policies.registry import UnknownPolicyError, available, resolve
 from sim.build import ConfigError
 from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
 from sim.report import format_summary
@@ -48,6 +49,12 @@ POLICY_FAMILIES = ("eviction", "prefetch", "admission", "scheduler", "routing")
 USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError, FileNotFoundError)
 
 register()
+
+
+class SweepRunFailed(CompactHydraException):
+    """A run of a sweep failed on bad input. Hydra waits for the whole sweep, then raises the
+    first failed run's exception in the launching process and prints its stack, unless the
+    exception is a compact one, which it prints as its message alone."""
 
 
 def _unknown_key(key: str) -> str | None:
@@ -88,9 +95,46 @@ def _override_key_error(argv: list[str]) -> str | None:
         key, equals, _ = arg.partition("=")
         if not equals or arg.startswith(("+", "~", "-")) or "/" in key or key.split(".")[0] == "hydra":
             continue
-        problem = _unknown_key(key)
+        problem = _unknown_key(key) or _policy_parameter_error(key, argv)
         if problem is not None:
             return problem
+    return None
+
+
+def _policy_parameter_error(key: str, argv: list[str]) -> str | None:
+    """A ``family.param`` override that the chosen shipped policy has no parameter for, in one
+    line with its parameters (hydra would say "not in struct" over five). Left to hydra where
+    the choice is not one shipped policy (a sweep over several, a ``_target_`` of one's own)."""
+    family, _, param = key.partition(".")
+    if family not in POLICY_FAMILIES or not param or "." in param or param.startswith("_"):
+        return None
+    chosen = _chosen_option(family, argv)
+    if chosen is None or any(arg.lstrip("+").startswith(f"{family}._target_=") for arg in argv):
+        return None
+    yaml_file = CONF_DIR / family / f"{chosen}.yaml"
+    if yaml_file.exists():
+        params = [k for k in OmegaConf.load(yaml_file) if not str(k).startswith("_")]
+    elif chosen in available(family):
+        params = list(policy_parameters(resolve(family, chosen)))
+    else:
+        return None
+    if param in params:
+        return None
+    close = difflib.get_close_matches(param, params, n=1)
+    hint = f"did you mean {family}.{close[0]}? " if close else ""
+    listed = ", ".join(params) if params else "none"
+    return f"{key}: {family}={chosen} has no parameter {param!r}; {hint}its parameters: {listed}"
+
+
+def _chosen_option(family: str, argv: list[str]) -> str | None:
+    """The one option of a config group this command line selects (the last ``family=...``,
+    else the default in ``config.yaml``); ``None`` for a sweep over several."""
+    picked = [arg.partition("=")[2] for arg in argv if arg.lstrip("+").partition("=")[0] == family]
+    if picked:
+        return None if "," in picked[-1] else picked[-1]
+    for entry in OmegaConf.load(CONF_DIR / "config.yaml").defaults:
+        if isinstance(entry, DictConfig) and family in entry:
+            return str(entry[family])
     return None
 
 
@@ -155,8 +199,9 @@ def _record_failure(run_dir: Path, exc: BaseException) -> None:
     write_text_atomic(run_dir / ERROR_FILE, json.dumps(error, indent=2) + "\n")
 
 
-def execute(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
-    """Run one simulation into ``run_dir``; ``None`` when skipped as already complete."""
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], progress_label: str = "") -> dict[str, Any] | None:
+    """Run one simulation into ``run_dir``; ``None`` when skipped as already complete.
+    ``progress_label`` heads the run's progress lines (a sweep's workers share stderr)."""
     from sim.run import run  # imported late so that `kvsim --help` stays fast
 
     identity = _identity(cfg)
@@ -170,7 +215,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, A
         config = sim_config(cfg)
         spec = trace_spec(cfg)
         trace = load_trace(spec)
-        result = run(config, trace, progress=cfg.output.progress and sys.stderr.isatty())
+        result = run(config, trace, progress=cfg.output.progress, progress_label=progress_label)
         write_text_atomic(run_dir / CONFIG_FILE, identity)
         if cfg.output.plots:
             from sim.plots import plot_run
@@ -198,14 +243,18 @@ def _parse_overrides(overrides: list[str]) -> dict[str, str]:
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        execute(cfg, run_dir, list(hydra_cfg.overrides.task))
+        execute(cfg, run_dir, list(hydra_cfg.overrides.task), progress_label=run_dir.name if sweeping else "")
     except USER_ERRORS as exc:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            # Each failed run in one line as it fails (hydra reports only the first, at the end,
-            # with its stack); error.json is already in the run directory for kvsim-collect.
+        if sweeping:
+            # Each failed run in one line as it fails; error.json is already in the run
+            # directory for kvsim-collect. Hydra ends the sweep with the first one's message.
             print(f"kvsim: error: {run_dir}: {exc}", file=sys.stderr, flush=True)
-            raise
+            raise SweepRunFailed(
+                f"kvsim: error: the sweep has failed runs (the first: {run_dir.name}; each has error.json, "
+                f"and kvsim-collect {run_dir.parent} lists them)"
+            ) from None
         # A bad config or trace is the user's to fix: one line, no stack trace.
         print(f"kvsim: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -4,12 +4,14 @@ These mirror the library's plain dataclasses (:mod:`sim.config`, :class:`traces.
 with OmegaConf-friendly types, so a misspelt key fails before anything runs
 (``Key 'hbm_gbb' not in 'HardwareConf'``). Policies are nodes with a ``_target_`` (a class)
 and ``_partial_: true`` plus the policy's own parameters; every policy shipped in
-``policies/<family>/`` is registered here under its module name, so adding a policy file makes
-it selectable as ``eviction=<name>`` with no YAML needed.
+``policies/<family>/`` is registered here under its module name, with its constructor's
+parameters and their defaults, so adding a policy file makes it selectable as
+``eviction=<name>`` and its parameters settable as ``eviction.<param>=...`` with no YAML needed.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,9 +129,26 @@ class KvsimConf:
     output: OutputConf = field(default_factory=OutputConf)
 
 
+def policy_parameters(factory: Any) -> dict[str, Any]:
+    """A policy's constructor parameters that a command line can set, with their defaults
+    (``MISSING`` for a required one). A parameter whose default is not a plain value (a tuple,
+    an object) is left out: ``+family.param=...`` still passes it."""
+    plain = (bool, int, float, str, type(None))
+    params: dict[str, Any] = {}
+    for param in inspect.signature(factory).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is param.empty:
+            params[param.name] = MISSING
+        elif isinstance(param.default, plain):
+            params[param.name] = param.default
+    return params
+
+
 def policy_node(family: str, name: str) -> dict[str, Any]:
     factory = resolve(family, name)
-    return {"_target_": f"{factory.__module__}.{factory.__qualname__}", "_partial_": True}
+    target = {"_target_": f"{factory.__module__}.{factory.__qualname__}", "_partial_": True}
+    return {**target, **policy_parameters(factory)}
 
 
 def register() -> None:
