@@ -346,6 +346,7 @@ class _ServeRun:
             gpu_prefill_busy_s=sum(r.prefill_busy_s for r in self.replicas) * tp,
             gpu_full_clock_busy_s=sum(r.full_clock_busy_s for r in self.replicas) * tp,
             gpu_allreduce_busy_s=sum(r.allreduce_busy_s for r in self.replicas) * tp,
+            gpu_sequence_busy_s=sum(r.sequence_busy_s for r in self.replicas) * tp,
             n_gpus=len(self.replicas) * tp,
             link_bytes=link_bytes,
             link_busy_s=link_busy,

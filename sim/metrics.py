@@ -88,6 +88,9 @@ class RunTotals:
     gpu_prefill_busy_s: float  # of gpu_busy_s, in steps with prefill work
     gpu_full_clock_busy_s: float  # what gpu_busy_s would be had every step run at full clock
     gpu_allreduce_busy_s: float  # of gpu_busy_s, in tensor-parallel all-reduces
+    # Sequences in each step times its seconds, summed as gpu_busy_s is: over gpu_busy_s, the
+    # mean batch a busy GPU ran.
+    gpu_sequence_busy_s: float
     n_gpus: int
     link_bytes: dict[str, int]
     link_busy_s: dict[str, float]
@@ -240,6 +243,11 @@ def summarise(
     summary["gpu_busy_fraction"] = float(totals.gpu_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
     summary["gpu_prefill_busy_fraction"] = (
         float(totals.gpu_prefill_busy_s / (totals.n_gpus * span)) if totals.n_gpus else float("nan")
+    )
+    # A GPU "busy" all the time may be decoding one sequence or three hundred: the mean batch
+    # says which (a step with prefill counts each request it prefills).
+    summary["mean_batch_size"] = (
+        float(totals.gpu_sequence_busy_s / totals.gpu_busy_s) if totals.gpu_busy_s else float("nan")
     )
     # What tensor parallelism costs in communication: the share of the GPUs' busy time spent
     # in all-reduces (0 without it).

@@ -149,6 +149,7 @@ class Replica:
         self.full_clock_busy_s = 0.0  # what busy_s would be at full clock
         self.prefill_busy_s = 0.0  # of busy_s, in steps with prefill work (the rest decode only)
         self.allreduce_busy_s = 0.0  # of busy_s, in tensor-parallel all-reduces
+        self.sequence_busy_s = 0.0  # sequences in each step x its seconds (the mean batch, over busy_s)
         self._step_allreduce_s = 0.0  # of each planned step
         self.steps = 0
         self.preemptions_recompute = 0
@@ -229,6 +230,7 @@ class Replica:
                 yield self._wake
                 continue
             prefill, k, durations = plan
+            batch = self.n_decode + len(prefill)
             start, start_counter = env.now, self.counter
             cumulative = np.cumsum(durations)
             if k == 1:
@@ -248,6 +250,7 @@ class Replica:
                     done = j + 1
             elapsed = float(cumulative[done - 1])
             self.busy_s += elapsed
+            self.sequence_busy_s += batch * elapsed
             if self.clock is None:
                 self.full_clock_busy_s += elapsed
             else:

@@ -91,6 +91,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         if get("gpu_busy_fraction") is not None:
             busy = f"{_fmt(get('gpu_busy_fraction'), '%')} of the time"
+            batch = get("mean_batch_size")
+            if batch is not None and not math.isnan(batch):
+                busy += f" (mean batch {batch:,.1f} sequences)"
             if get("gpu_prefill_busy_fraction") is not None:
                 busy += f", {_fmt(get('gpu_prefill_busy_fraction'), '%')} in steps with prefill"
             if get("gpu_allreduce_share"):

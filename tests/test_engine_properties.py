@@ -113,6 +113,8 @@ def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> No
         assert summary["token_hit_ratio"] + summary["recompute_ratio"] == pytest.approx(1.0)
     hit_columns = [c for c in requests.columns if c.endswith("_hit_tokens")]
     assert (done[hit_columns].sum(axis=1) + done["recomputed_tokens"] == done["input_tokens"]).all()
+    if summary["gpu_busy_fraction"] > 0:
+        assert 1.0 <= summary["mean_batch_size"] <= config.engine.max_num_seqs + 1e-9
     staged = summary["prefetch_staged_blocks"]
     assert summary["prefetch_used_blocks"] + summary["prefetch_wasted_blocks"] <= staged
     assert staged == 0 or config.prefetch != "none"
@@ -122,6 +124,32 @@ def test_random_runs_keep_every_invariant(trace: Trace, config: SimConfig) -> No
             assert value % per_block == 0, key
         if key.startswith("link_") and key.endswith("_utilisation"):  # undefined over an empty run
             assert value <= 1.0 + 1e-9 or (np.isnan(value) and summary["makespan_s"] == 0), key
+
+
+def test_the_mean_batch_is_one_when_requests_never_overlap_and_grows_with_the_load() -> None:
+    trace = generate("rag", seed=3, n_requests=40)
+    alone = Trace.from_columns(
+        arrival_s=np.arange(len(trace)) * 1000.0,  # each finishes long before the next arrives
+        input_tokens=trace.input_tokens,
+        output_tokens=trace.output_tokens,
+        block_hashes=[trace.hashes_of(i) for i in range(len(trace))],
+        block_size=trace.block_size,
+    )
+    config = SimConfig(hardware=HardwareConfig(hbm_gb=4.0))
+    assert run(config, alone).summary["mean_batch_size"] == pytest.approx(1.0)
+    batches = []
+    for scale in (1.0, 0.1):
+        squeezed = Trace.from_columns(
+            arrival_s=trace.arrival_s * scale,
+            input_tokens=trace.input_tokens,
+            output_tokens=trace.output_tokens,
+            block_hashes=[trace.hashes_of(i) for i in range(len(trace))],
+            block_size=trace.block_size,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tenfold load overloads the replica, as intended
+            batches.append(run(config, squeezed).summary["mean_batch_size"])
+    assert 1.0 < batches[0] < batches[1]
 
 
 def pressure_trace() -> Trace:

@@ -146,7 +146,8 @@ def test_energy_is_idle_power_plus_prefill_and_decode_steps_at_their_own_draw(
     assert summary["gpu_prefill_busy_fraction"] == pytest.approx(prefill_s / row["e2e_s"])
     share = f"{100 * prefill_s / row['e2e_s']:.1f} %"
     assert re.search(
-        rf"GPU busy +100\.0 % of the time, {re.escape(share)} in steps with prefill", format_summary(summary)
+        rf"GPU busy +100\.0 % of the time \(mean batch 1\.0 sequences\), {re.escape(share)} in steps with prefill",
+        format_summary(summary),
     )
     cfg.power.gpu_decode_w = 300.0  # an explicit figure overrides the GPU's
     assert run(cfg, make_trace([(0.0, chain(1))], output=output)).summary["energy_j"] == pytest.approx(
