@@ -49,6 +49,9 @@ POLICY_FAMILIES = ("eviction", "prefetch", "admission", "scheduler", "routing")
 USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError, FileNotFoundError)
 
 register()
+# A sweep's run directory is named by its overrides; a path among them (trace.path=a/b.jsonl)
+# would nest directories in it, so its slashes are escaped as in a URL (conf/config.yaml).
+OmegaConf.register_new_resolver("path_safe", lambda name: name.replace("/", "%2F"), replace=True)
 
 
 class SweepRunFailed(CompactHydraException):

@@ -264,3 +264,20 @@ def test_a_policy_parameter_is_set_as_a_plain_key_and_a_misspelt_one_is_named() 
     # A sweep over several policies, or a policy of one's own, is left to hydra.
     assert _policy_parameter_error("prefetch.dpth", ["prefetch=lookahead,none"]) is None
     assert _policy_parameter_error("eviction.x", ["eviction._target_=my.Policy"]) is None
+
+
+def test_a_sweep_over_trace_files_gives_one_directory_per_file_not_nested_ones(tmp_path: Path) -> None:
+    paths = []
+    for name, n in (("a", 4), ("b", 6)):
+        rows = [{"timestamp": 10 * i, "input_length": 600, "output_length": 4, "hash_ids": [1, i]} for i in range(n)]
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "trace.jsonl")
+        paths[-1].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    sweep = tmp_path / "sweep"
+    args = ("-m", "trace=mooncake", f"trace.path={paths[0]},{paths[1]}", "mode=replay", "tiers.hbm_blocks=4")
+    done = kvsim(*args, f"hydra.sweep.dir={sweep}", "output.plots=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = sorted(p.parent for p in sweep.rglob("summary.json"))
+    assert [run.parent for run in runs] == [sweep, sweep]  # siblings, each named by its escaped path
+    assert [json.loads((run / "summary.json").read_text())["n_requests"] for run in runs] == [4, 6]
+    assert all(str(path).replace("/", "%2F") in run.name for run, path in zip(runs, paths, strict=True))
