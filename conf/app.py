@@ -194,9 +194,12 @@ def _forget_previous_result(run_dir: Path) -> None:
 
 
 def _record_failure(run_dir: Path, exc: BaseException) -> None:
+    message = str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        message = "interrupted before it finished; running the same command again redoes it"
     error = {
         "type": type(exc).__name__,
-        "message": str(exc),
+        "message": message,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
     write_text_atomic(run_dir / ERROR_FILE, json.dumps(error, indent=2) + "\n")
@@ -244,6 +247,7 @@ def _parse_overrides(overrides: list[str]) -> dict[str, str]:
 
 @hydra.main(version_base=None, config_path=".", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    warnings.formatwarning = _one_line_warning  # again here: a sweep's workers do not run main()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
@@ -311,7 +315,15 @@ def main() -> None:
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        # Ctrl-C. In a sweep every finished run is complete on disk and no interrupted one
+        # looks complete, so the same command picks up where this one stopped.
+        sweep = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+        rest = "; finished runs are kept, the same command again runs the rest" if sweep else ""
+        print(f"\nkvsim: interrupted{rest}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

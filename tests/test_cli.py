@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -281,3 +283,30 @@ def test_a_sweep_over_trace_files_gives_one_directory_per_file_not_nested_ones(t
     assert [run.parent for run in runs] == [sweep, sweep]  # siblings, each named by its escaped path
     assert [json.loads((run / "summary.json").read_text())["n_requests"] for run in runs] == [4, 6]
     assert all(str(path).replace("/", "%2F") in run.name for run, path in zip(runs, paths, strict=True))
+
+
+def test_ctrl_c_mid_sweep_says_how_to_resume_and_leaves_the_interrupted_runs_to_redo(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = ("-m", "trace.params.n_requests=30000", "hardware.hbm_gb=20,40", f"hydra.sweep.dir={sweep}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conf.app", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C finds it
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(sweep.glob("*/overrides.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # both runs have started simulating
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "kvsim: interrupted; finished runs are kept, the same command again runs the rest"
+    )
+    # Neither run finished; each is listed as interrupted (its worker may have been stopped
+    # before it could write error.json), so the same command redoes both.
+    table = load_sweep(sweep)
+    assert len(table) == 2 and set(table["status"]) <= {"incomplete", "failed"}
+    failed = table[table["status"] == "failed"]
+    assert failed["error"].str.startswith("KeyboardInterrupt: interrupted before it finished").all()
