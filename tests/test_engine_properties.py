@@ -288,8 +288,11 @@ def test_a_request_preempted_while_its_step_is_planned_gets_no_credit_for_that_s
         admission="write_back",
         scheduler="priority",
     )
-    trace = generate("default", seed=104479, n_requests=348, rate=0.69)
-    summary = run(config, trace).summary  # check_invariants is on by default
+    # A seed that fails without the fix (re-found when the mixed generator changed; the
+    # prompts beyond Llama-3's 8K context are refused, and the warning says so).
+    trace = generate("default", seed=2, n_requests=348, rate=0.69)
+    with pytest.warns(UserWarning, match="longer than llama-3-70b's context"):
+        summary = run(config, trace).summary  # check_invariants is on by default
     assert summary["preemptions_swap"] > 100
     assert summary["n_finished"] + summary["n_rejected"] == len(trace)
 

@@ -319,8 +319,30 @@ class Trace:
             source=source,
         )
 
+    def _contiguous(self, start: int, stop: int) -> Trace:
+        """Rows ``start:stop``: their hashes are one stretch of the flat array, no gather needed
+        (the first N requests of a trace of millions)."""
+        stop = max(start, stop)
+        first, last = int(self.block_offsets[start]), int(self.block_offsets[stop])
+        return Trace(
+            request_id=self.request_id[start:stop].copy(),
+            arrival_s=self.arrival_s[start:stop].copy(),
+            input_tokens=self.input_tokens[start:stop].copy(),
+            output_tokens=self.output_tokens[start:stop].copy(),
+            block_offsets=self.block_offsets[start : stop + 1] - first,
+            block_hashes=self.block_hashes[first:last].copy(),
+            session_id=self.session_id[start:stop].copy(),
+            turn=self.turn[start:stop].copy(),
+            category_code=self.category_code[start:stop].copy(),
+            categories=self.categories,
+            block_size=self.block_size,
+            source=self.source,
+        )
+
     def select(self, rows: np.ndarray | slice) -> Trace:
         """A new trace holding only the given rows (in the given order), hashes included."""
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            return self._contiguous(*rows.indices(len(self))[:2])
         idx = np.arange(len(self))[rows]
         starts, ends = self.block_offsets[idx], self.block_offsets[idx + 1]
         lengths = ends - starts

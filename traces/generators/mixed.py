@@ -1,8 +1,9 @@
 """A service that hosts several workloads at once, and the default workload built from it.
 
 Components are generated independently (each with its own seed drawn from the mixed seed)
-at a share of the total rate and merged by arrival time; each keeps its category so per-class
-results can be split apart.
+at a share of the total rate and merged by arrival time, and the trace is the first
+``n_requests`` of the merged stream, so every component runs through all of it; each keeps its
+category so per-class results can be split apart.
 """
 
 from __future__ import annotations
@@ -23,17 +24,23 @@ class MixedParams:
     on_s: float = 60.0
     off_s: float = 60.0
     block_size: int = 16
-    chat: float = 0.55  # shares of requests per component
+    chat: float = 0.55  # shares of the request rate per component
     rag: float = 0.25
     agent: float = 0.2
     shared_prompt: float = 0.0
     long_context: float = 0.0
-    warmup_s: float = 0.0  # the conversational components' (chat, agent): see SessionParams
+    # The conversational components' (chat, agent; see SessionParams): sessions start this long
+    # before the trace does, so it opens mid-stream with conversations of every age under way
+    # and each component at its share of the rate throughout (from a cold start, chat and agent
+    # traffic would take minutes to ramp up to it while the single-shot components ran at once).
+    warmup_s: float = 600.0
 
     def __post_init__(self) -> None:
         # Checked here: each component gets a share of the rate, and would name that instead.
         if not 0 < self.rate < float("inf"):
             raise ValueError(f"mixed generator: rate={self.rate!r} is out of range")
+        if self.n_requests < 1:
+            raise ValueError(f"mixed generator: n_requests must be >= 1, got {self.n_requests}")
 
     def shares(self) -> dict[str, float]:
         shares = {k: getattr(self, k) for k in ("chat", "rag", "agent", "shared_prompt", "long_context")}
@@ -41,19 +48,6 @@ class MixedParams:
             raise ValueError(f"mixed generator: shares must be >= 0 with a positive sum, got {shares}")
         total = sum(shares.values())
         return {k: v / total for k, v in shares.items() if v > 0}
-
-    def counts(self) -> dict[str, int]:
-        """Requests per component: ``n_requests`` split by share, largest remainders rounded up,
-        so the parts add up to exactly ``n_requests`` (a component may get none)."""
-        if self.n_requests < 1:
-            raise ValueError(f"mixed generator: n_requests must be >= 1, got {self.n_requests}")
-        shares = self.shares()
-        exact = {k: self.n_requests * v for k, v in shares.items()}
-        counts = {k: int(v) for k, v in exact.items()}
-        by_remainder = sorted(exact, key=lambda k: counts[k] - exact[k])  # largest remainder first
-        for k in by_remainder[: self.n_requests - sum(counts.values())]:
-            counts[k] += 1
-        return counts
 
 
 def merge(parts: list[Trace], *, block_size: int, source: str) -> Trace:
