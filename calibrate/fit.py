@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from hwmodels.calibrated import DEFAULT_SMS, CalibratedProfile, _key, wave_fill
+from hwmodels.calibrated import CalibratedProfile, _key
 from hwmodels.gpus import get_gpu
+from hwmodels.profile import wave_fill
 
 
 def _relative_lstsq(features: np.ndarray, seconds: np.ndarray) -> np.ndarray:
@@ -62,7 +63,7 @@ def _fit_gemm(records: list[dict]) -> dict[str, Any]:
 def _fit_prefill(records: list[dict], sms: int) -> dict[str, Any]:
     """Per head configuration: causal attention of the new tokens interpolated in log space
     by their count, and attention over a cached prefix as ``a + b * work / fill`` (work = new
-    x prefix tokens, fill = :func:`~hwmodels.calibrated.wave_fill`)."""
+    x prefix tokens, fill = :func:`~hwmodels.profile.wave_fill`)."""
     out = {}
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -297,7 +298,7 @@ def fit_profile(
 ) -> dict[str, Any]:
     """Profile parameters from a raw measurement file (``kvsim-calibrate run`` output) and,
     where measured, the sustained-load clock (``power.json``) and the all-reduce (``tp.json``)."""
-    get_gpu(gpu)  # an unknown GPU name fails here, before any fitting
+    spec = get_gpu(gpu)  # an unknown GPU name fails here, before any fitting
     fit = [r for r in raw["records"] if r.get("split") == "fit"]
 
     def of(op: str) -> list[dict]:
@@ -308,7 +309,7 @@ def fit_profile(
         "gpu": gpu,
         "environment": raw["environment"],
         "gemm": _fit_gemm(of("gemm")),
-        "prefill": _fit_prefill(of("prefill_attention"), int(raw["environment"].get("multiprocessors", DEFAULT_SMS))),
+        "prefill": _fit_prefill(of("prefill_attention"), int(raw["environment"].get("multiprocessors", spec.n_sms))),
         "decode": _fit_decode(of("decode_attention")),
         "copy": _fit_copies(of("copy")),
         "elementwise": _fit_elementwise(of("elementwise")),

@@ -34,7 +34,14 @@ import numpy as np
 
 from hwmodels.clock import ClockModel
 from hwmodels.gpus import GpuSpec, get_gpu
-from hwmodels.profile import ArrayLike, check_copy_kind, check_layer_kernel, ring_allreduce_s
+from hwmodels.profile import (
+    MATMUL_FLOPS_PER_EXP,
+    ArrayLike,
+    check_copy_kind,
+    check_layer_kernel,
+    ring_allreduce_s,
+    wave_fill,
+)
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FILE = "profile.json"
@@ -70,7 +77,6 @@ def _loglog(x: ArrayLike, xs: list[float], ys: list[float]) -> ArrayLike:
     return out if out.ndim else float(out)
 
 
-QUERY_TILE = 128  # query rows per thread block of flash-style prefill kernels at head dim 128
 GEMM_TILE_ROWS = 64  # token-row granularity of cuBLAS's GEMMs on Hopper past a few tiles
 GEMM_ROUNDING_FROM = 128  # rows below which a GEMM is priced at its own count (weight-read bound)
 
@@ -92,31 +98,6 @@ def tile_rows(m: ArrayLike) -> ArrayLike:
     rows = np.asarray(m, dtype=np.float64)
     out = np.where(rows > GEMM_ROUNDING_FROM, np.ceil(rows / GEMM_TILE_ROWS) * GEMM_TILE_ROWS, rows)
     return out if out.ndim else float(out)
-
-
-DEFAULT_SMS = 132  # H100 and H200
-# Tensor-core FLOPs a Hopper GPU does in the time of one exponential: 989 TFLOP/s of dense
-# bf16 against 3.9 T exponentials/s from its special-function units (the FlashAttention-3
-# paper's figures). At head dimension 128 a prefill kernel's softmax costs half as long as its
-# matrix work again, and runs mostly beside it rather than hidden under it: Llama-3.2-1B's
-# attention at head dimension 64 took 0.62-0.65 of what the (32, 8, 128) measurements say for
-# 128 (H100, 2026-11-23), where the FLOPs alone say 0.5 and this ratio says 0.66.
-MATMUL_FLOPS_PER_EXP = 989e12 / 3.9e12
-
-
-def wave_fill(new_tokens: ArrayLike, q_heads: int, sms: int) -> ArrayLike:
-    """Share of the GPU's thread-block slots a prefill's attention keeps busy.
-
-    Flash-style kernels (FlashAttention, cuDNN) run one thread block per (query tile, query
-    head), one per SM at head dim 128, in waves of ``sms`` blocks. Attention over a long
-    cached prefix is nearly all full tiles, so its time is its work over the throughput of
-    the blocks that run: 256 new tokens of 32 heads make 64 blocks, half an H100's 132 SMs,
-    and run at half the rate of 1,024 or more (measured on the H100: 350 TFLOP/s over a 16k
-    prefix, against 660-690 for 1,024-2,048 new tokens); 768 tokens make 192 blocks, a wave
-    and a half (480). A conversation's next turn on a long cached history is that case.
-    """
-    blocks = np.ceil(np.maximum(np.asarray(new_tokens, dtype=np.float64), 1.0) / QUERY_TILE) * q_heads
-    return blocks / (np.ceil(blocks / sms) * sms)
 
 
 @dataclass(frozen=True)
@@ -237,7 +218,7 @@ class CalibratedProfile:
         return float(wave_fill(step_new_tokens, q_heads, self._sms()))
 
     def _sms(self) -> int:
-        return int(self.params.get("environment", {}).get("multiprocessors", DEFAULT_SMS))
+        return int(self.params.get("environment", {}).get("multiprocessors", self.gpu.n_sms))
 
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int

@@ -27,6 +27,32 @@ LAYER_KERNELS = ("add_rms_norm", "rope", "kv_write", "silu_mul")
 
 ArrayLike = float | np.ndarray
 
+QUERY_TILE = 128  # query rows per thread block of flash-style prefill kernels at head dim 128
+
+# Tensor-core FLOPs a Hopper GPU does in the time of one exponential: 989 TFLOP/s of dense
+# bf16 against 3.9 T exponentials/s from its special-function units (the FlashAttention-3
+# paper's figures). At head dimension 128 a prefill kernel's softmax costs half as long as its
+# matrix work again, and runs mostly beside it rather than hidden under it: Llama-3.2-1B's
+# attention at head dimension 64 took 0.62-0.65 of what the (32, 8, 128) measurements say for
+# 128 (H100, 2026-11-23), where the FLOPs alone say 0.5 and this ratio says 0.66.
+MATMUL_FLOPS_PER_EXP = 989e12 / 3.9e12
+ATTENTION_HEAD_DIM = 128  # the head dimension the prefill kernels' efficiencies are quoted at
+
+
+def wave_fill(new_tokens: ArrayLike, q_heads: int, sms: int) -> ArrayLike:
+    """Share of the GPU's thread-block slots a prefill's attention keeps busy.
+
+    Flash-style kernels (FlashAttention, cuDNN) run one thread block per (query tile, query
+    head), one per SM at head dim 128, in waves of ``sms`` blocks. Attention over a long
+    cached prefix is nearly all full tiles, so its time is its work over the throughput of
+    the blocks that run: 256 new tokens of 32 heads make 64 blocks, half an H100's 132 SMs,
+    and run at half the rate of 1,024 or more (measured on the H100: 350 TFLOP/s over a 16k
+    prefix, against 660-690 for 1,024-2,048 new tokens); 768 tokens make 192 blocks, a wave
+    and a half (480). A conversation's next turn on a long cached history is that case.
+    """
+    blocks = np.ceil(np.maximum(np.asarray(new_tokens, dtype=np.float64), 1.0) / QUERY_TILE) * q_heads
+    return blocks / (np.ceil(blocks / sms) * sms)
+
 
 @runtime_checkable
 class GpuProfile(Protocol):
@@ -108,14 +134,17 @@ class DatasheetProfile:
     """A roofline from datasheet numbers, derated by efficiencies typical of real kernels.
 
     Each operation costs ``max(flops / achievable_flops, bytes / achievable_bandwidth)`` plus a
-    kernel launch. The default efficiencies (70 % of peak bf16 for large GEMMs, 80 % of HBM
-    bandwidth, 80 % of nominal PCIe) are what well-tuned kernels reach on Hopper/Ampere; they
-    are deliberately simple, and a calibrated profile replaces them with fitted curves.
+    kernel launch. The default efficiencies (70 % of peak bf16 for large GEMMs, 88 % of HBM
+    bandwidth, 80 % of nominal PCIe) are what well-tuned kernels reach on Hopper/Ampere (the
+    HBM figure is the rate at which the calibration measured a kernel streaming its operands
+    on an H100 and an H200, 89 % and 87 %: at 80 % decode steps, which stream the weights, came
+    out 8-12 % long); they are deliberately simple, and a calibrated profile replaces them with
+    fitted curves.
     """
 
     gpu: GpuSpec
     flops_efficiency: float = 0.7
-    hbm_efficiency: float = 0.8
+    hbm_efficiency: float = 0.88
     pcie_efficiency: float = 0.8
     pageable_slowdown: float = 4.0  # pageable copies are staged through a bounce buffer
     kernel_launch_s: float = 4e-6
@@ -152,12 +181,21 @@ class DatasheetProfile:
         prefix_len: ArrayLike = 0,
         step_new_tokens: float | None = None,
     ) -> ArrayLike:
-        # Each new token attends to the prefix and, causally, to half of the new tokens. A
-        # roofline has no notion of how full the GPU is: step_new_tokens does not enter.
+        # Each new token attends to the prefix and, causally, to half of the new tokens. The
+        # FLOPs run only on the SMs the kernel's thread blocks fill (:func:`wave_fill`, over
+        # the whole step's new tokens, as a varlen kernel runs every chunk in one launch): a
+        # short turn on a long cached history keeps half an H100 busy and takes twice its FLOPs'
+        # time (measured: 256 new tokens on 32,512 cached, 21 ms a step where the full-GPU
+        # roofline said 14).
+        # Per query-key pair: 4 x head_dim FLOPs of matrix work and an exponential, which a
+        # smaller head dimension does not shrink (MATMUL_FLOPS_PER_EXP); the efficiency holds
+        # at head dimension 128, where both were measured together.
         keys_per_query = prefix_len + (seq_len + 1) / 2.0
-        flops = 4.0 * q_heads * head_dim * seq_len * keys_per_query
+        pair_work = (4.0 * head_dim + MATMUL_FLOPS_PER_EXP) / (4.0 * ATTENTION_HEAD_DIM + MATMUL_FLOPS_PER_EXP)
+        flops = 4.0 * ATTENTION_HEAD_DIM * pair_work * q_heads * seq_len * keys_per_query
         nbytes = 2.0 * (2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim)
-        return self._roofline(flops, nbytes)
+        fill = wave_fill(seq_len if step_new_tokens is None else step_new_tokens, q_heads, self.gpu.n_sms)
+        return np.maximum(flops / (self._flops * fill), nbytes / self._hbm_bps) + self.kernel_launch_s
 
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
@@ -167,8 +205,8 @@ class DatasheetProfile:
         return self._roofline(flops, nbytes)
 
     def attention_wave_fill(self, step_new_tokens: float, q_heads: int) -> float:
-        """A roofline has no notion of how full the GPU is."""
-        return 1.0
+        """The share of the GPU's SMs a step's prefill attention keeps busy (:func:`wave_fill`)."""
+        return float(wave_fill(step_new_tokens, q_heads, self.gpu.n_sms))
 
     def elementwise_s(self, nbytes: ArrayLike) -> ArrayLike:
         return nbytes / self._hbm_bps + self.kernel_launch_s
