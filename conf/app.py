@@ -51,7 +51,7 @@ USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError
 register()
 # A sweep's run directory is named by its overrides; a path among them (trace.path=a/b.jsonl)
 # would nest directories in it, so its slashes are escaped as in a URL (conf/config.yaml).
-OmegaConf.register_new_resolver("path_safe", lambda name: name.replace("/", "%2F"), replace=True)
+OmegaConf.register_new_resolver("path_safe", lambda name: name.replace("%", "%25").replace("/", "%2F"), replace=True)
 
 
 class SweepRunFailed(CompactHydraException):
@@ -129,12 +129,18 @@ def _policy_parameter_error(key: str, argv: list[str]) -> str | None:
     return f"{key}: {family}={chosen} has no parameter {param!r}; {hint}its parameters: {listed}"
 
 
+_OTHER_CONFIG_FLAGS = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"}
+
+
 def _chosen_option(family: str, argv: list[str]) -> str | None:
     """The one option of a config group this command line selects (the last ``family=...``,
-    else the default in ``config.yaml``); ``None`` for a sweep over several."""
+    else the default in ``config.yaml``); ``None`` for a sweep over several, or where another
+    primary config may set the default (``--config-name``, ``--config-dir``, ``--config-path``)."""
     picked = [arg.partition("=")[2] for arg in argv if arg.lstrip("+").partition("=")[0] == family]
     if picked:
         return None if "," in picked[-1] else picked[-1]
+    if any(arg.split("=")[0] in _OTHER_CONFIG_FLAGS for arg in argv):
+        return None
     for entry in OmegaConf.load(CONF_DIR / "config.yaml").defaults:
         if isinstance(entry, DictConfig) and family in entry:
             return str(entry[family])

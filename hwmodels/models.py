@@ -8,6 +8,7 @@ derived from them (a SwiGLU MLP), so a new model needs only its shape: add it to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,9 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     Read: ``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``,
     ``intermediate_size``, ``vocab_size`` (required); ``num_key_value_heads`` (default: the
     attention heads, plain multi-head attention), ``head_dim`` (default: hidden size over
-    heads), ``tie_word_embeddings`` (default false) and ``max_position_embeddings`` (the
-    context limit; default none). A multimodal config's ``text_config``
+    heads), ``tie_word_embeddings`` (default false) and ``max_position_embeddings`` with
+    ``rope_scaling`` (the context limit, derived as vLLM derives ``max_model_len``; default
+    none). A multimodal config's ``text_config``
     is used where present. ``name``: the spec's name, else the config's ``_name_or_path``, else
     its directory's name.
 
@@ -153,7 +155,7 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     tied = config.get("tie_word_embeddings", False)
     if not isinstance(tied, bool):
         raise ValueError(f"{path}: field 'tie_word_embeddings' must be true or false, got {tied!r}")
-    context = count("max_position_embeddings") if config.get("max_position_embeddings") is not None else None
+    context = _context_limit(path, config, count)
     label = name or config.get("_name_or_path") or path.resolve().parent.name
     return ModelSpec(
         name=str(label),
@@ -167,3 +169,29 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         tied_embeddings=tied,
         max_context_tokens=context,
     )
+
+
+# RoPE scaling types whose max_position_embeddings already states the scaled context (vLLM does
+# not multiply these by the factor); any other type with a factor stretches the context by it.
+_ROPE_TYPES_ALREADY_SCALED = {"llama3", "su", "longrope", "default", "mrope"}
+
+
+def _context_limit(path: Path, config: dict[str, Any], count: Callable[[str], int]) -> int | None:
+    """The longest sequence a config's model serves: ``max_position_embeddings``, times the
+    RoPE scaling factor where the scaling extends it (YaRN, linear, dynamic: a Qwen-2.5 config
+    with YaRN x4 serves 131,072 tokens on 32,768 positions), as vLLM derives ``max_model_len``."""
+    if config.get("max_position_embeddings") is None:
+        return None
+    limit = count("max_position_embeddings")
+    scaling = config.get("rope_scaling")
+    if not isinstance(scaling, dict):
+        return limit
+    kind = scaling.get("rope_type") or scaling.get("type")
+    factor = scaling.get("factor")
+    if kind in _ROPE_TYPES_ALREADY_SCALED or factor is None:
+        return limit
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
+        raise ValueError(f"{path}: field 'rope_scaling.factor' must be a number >= 1, got {factor!r}")
+    if kind == "yarn" and isinstance(scaling.get("original_max_position_embeddings"), int):
+        limit = scaling["original_max_position_embeddings"]
+    return int(limit * factor)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from hwmodels.models import MODELS
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import policy_label
 from sim.blocks import AccessOracle, remap_blocks
@@ -260,7 +261,7 @@ class _ServeRun:
             env.run()
         finally:
             if self.progress:
-                self.progress.close()
+                self.progress.close(env.now, len(self.trace) - self.remaining)
         return self._result()
 
     def _result(self) -> Result:
@@ -298,10 +299,16 @@ class _ServeRun:
         if not refused:
             return
         model = self.setup.model
+        longest = max(m.max_context_tokens or 0 for m in MODELS.values())
+        if self.config.model.max_context_tokens is not None:
+            advice = "model.max_context_tokens set that limit; raise it, up to the model's own, to keep them"
+        elif model.max_context_tokens < longest:
+            advice = f"serve a longer-context model (model=llama-3.1-8b serves {longest:,}) to keep them"
+        else:
+            advice = "no shipped model serves them"
         warnings.warn(
             f"{refused:,} of {len(self.trace):,} requests ({refused / len(self.trace):.1%}) are longer than "
-            f"{model.name}'s context of {model.max_context_tokens:,} tokens and were refused; serve a longer-context "
-            "model (model=llama-3.1-8b serves 131,072) to keep them",
+            f"{model.name}'s context of {model.max_context_tokens:,} tokens and were refused; {advice}",
             UserWarning,
             stacklevel=3,
         )

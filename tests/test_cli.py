@@ -266,6 +266,7 @@ def test_a_policy_parameter_is_set_as_a_plain_key_and_a_misspelt_one_is_named() 
     # A sweep over several policies, or a policy of one's own, is left to hydra.
     assert _policy_parameter_error("prefetch.dpth", ["prefetch=lookahead,none"]) is None
     assert _policy_parameter_error("eviction.x", ["eviction._target_=my.Policy"]) is None
+    assert _policy_parameter_error("routing.load_cap", ["--config-name", "mine"]) is None  # its default, not ours
 
 
 def test_a_sweep_over_trace_files_gives_one_directory_per_file_not_nested_ones(tmp_path: Path) -> None:

@@ -146,13 +146,30 @@ def test_llama_3_1_is_llama_3_with_sixteen_times_the_context() -> None:
     assert dataclasses.replace(three_one, name=three.name, max_context_tokens=three.max_context_tokens) == three
 
 
+def test_the_context_limit_follows_rope_scaling_as_vllm_derives_it(tmp_path: Path) -> None:
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    cases = [
+        ({"max_position_embeddings": 32768, "rope_scaling": yarn}, 131072),  # Qwen-2.5 with YaRN on
+        ({"max_position_embeddings": 8192, "rope_scaling": {"type": "linear", "factor": 2.0}}, 16384),
+        (LLAMA_31_8B, 131072),  # llama3 scaling: the positions already say 128K
+        ({"max_position_embeddings": 32768, "rope_scaling": None}, 32768),
+    ]
+    for i, (change, limit) in enumerate(cases):
+        spec = spec_from_hf_config(write_config(tmp_path, {**LLAMA_3_8B, **change}, f"c{i}.json"))
+        assert spec.max_context_tokens == limit, change
+    bad = {**LLAMA_3_8B, "rope_scaling": {"type": "yarn", "factor": "4"}}
+    with pytest.raises(ValueError, match="field 'rope_scaling.factor' must be a number >= 1, got '4'"):
+        spec_from_hf_config(write_config(tmp_path, bad, "bad.json"))
+
+
 def test_requests_longer_than_the_context_are_refused_and_the_rest_served() -> None:
     trace = generate("multi_turn", seed=2, n_requests=60)
     length = trace.input_tokens.astype(int) + trace.output_tokens.astype(int)
     limit = int(np.median(length))  # half the requests are too long for it
     too_long = length > limit
     config = SimConfig(model=ModelConfig(max_context_tokens=limit), hardware=HardwareConfig(hbm_gb=2.0))
-    with pytest.warns(UserWarning, match=f"{int(too_long.sum())} of 60 requests .* context of {limit:,} tokens"):
+    expected = f"{int(too_long.sum())} of 60 requests .* context of {limit:,} tokens .* model.max_context_tokens set"
+    with pytest.warns(UserWarning, match=expected):
         result = run(config, trace)
     frame = result.requests
     assert list(frame["reject_reason"] == "exceeds_context") == list(too_long)

@@ -52,6 +52,27 @@ def test_a_short_run_writes_no_lines() -> None:
     assert stream.getvalue() == ""
 
 
+def test_a_bar_on_a_terminal_ends_at_the_final_count_on_a_line_of_its_own(monkeypatch) -> None:
+    monkeypatch.setattr(sim.progress, "LINE_INTERVAL_S", 0.0)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = SimProgress(10.0, 100, stream=stream)
+    for done in range(0, 91, 10):  # the last sample before the run ends: 90 done
+        progress.update(now_s=float(done), done=done)
+    progress.close(now_s=25.0, done=100)
+    final = stream.getvalue().split("\r")[-1]
+    assert "100/100 requests" in final and "draining, sim 15 s after" in final and final.endswith("\n")
+    # A sweep's run (labelled) shares the terminal with others: lines, not a bar.
+    shared = Terminal()
+    labelled = SimProgress(10.0, 100, "eviction=lru", stream=shared)
+    labelled.update(now_s=5.0, done=50)
+    assert shared.getvalue().startswith("kvsim: eviction=lru: 50/100 requests done") and "\r" not in shared.getvalue()
+
+
 def test_an_overloaded_run_reports_its_drain(monkeypatch, capsys) -> None:
     monkeypatch.setattr(sim.progress, "LINE_INTERVAL_S", 0.0)
     trace = generate("rag", seed=1, n_requests=200)
