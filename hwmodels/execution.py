@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwmodels.models import ModelSpec
-from hwmodels.profile import GpuProfile
+from hwmodels.profile import QUERY_TILE, GpuProfile
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,9 @@ class ExecutionModel:
         q_heads, kv_heads = self._heads()
         new = np.asarray(new_tokens, dtype=np.float64)
         prefix = np.asarray(prefix_tokens, dtype=np.float64)
+        step = _tiled_tokens(new)
         return float(
-            np.sum(
-                self.profile.attention_prefill_s(new, q_heads, kv_heads, self.model.head_dim, prefix, float(new.sum()))
-            )
+            np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, self.model.head_dim, prefix, step))
         )
 
     def clock_bound_s(
@@ -204,7 +203,7 @@ class ExecutionModel:
         if not len(prefill_new_tokens):
             return bound
         q_heads, _ = self._heads()
-        idle = 1.0 - self.profile.attention_wave_fill(float(sum(prefill_new_tokens)), q_heads)
+        idle = 1.0 - self.profile.attention_wave_fill(_tiled_tokens(prefill_new_tokens), q_heads)
         return bound - idle * self.model.n_layers * self._prefill_attention_s(prefill_new_tokens, prefill_prefix_tokens)
 
     def decode_steps_s(self, n_decode: int, decode_context_sum: int, n_steps: int) -> np.ndarray:
@@ -221,3 +220,11 @@ class ExecutionModel:
             "lm_head", n_decode, self._lm_head_s
         )
         return self.model.n_layers * attention + fixed + self.iteration_overhead_s
+
+
+def _tiled_tokens(new_tokens: Sequence[int] | np.ndarray) -> float:
+    """A step's prefill chunks as its attention kernel's thread blocks see them, in tokens: a
+    varlen kernel runs all chunks in one launch but tiles each on its own, so eight 100-token
+    chunks fill eight query tiles, not the seven their 800 tokens would (``wave_fill``)."""
+    new = np.asarray(new_tokens, dtype=np.float64)
+    return float(np.sum(np.ceil(np.maximum(new, 1.0) / QUERY_TILE)) * QUERY_TILE)

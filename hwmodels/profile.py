@@ -79,7 +79,8 @@ class GpuProfile(Protocol):
         """Causal attention of ``seq_len`` new tokens over ``prefix_len`` cached + themselves.
 
         ``step_new_tokens``, where given, is the new tokens of every prefill sequence in the
-        step: one kernel runs them together, so how full the GPU is depends on them all.
+        step, each rounded up to whole query tiles: one kernel runs them together, tiling each
+        on its own, so how full the GPU is depends on them all.
         """
 
     def attention_decode_s(

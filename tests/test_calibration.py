@@ -391,3 +391,19 @@ def test_the_datasheet_roofline_prices_the_measured_steps_within_its_stated_erro
     assert max(abs(e) for e in [*seen.values(), *unseen.values()]) < 0.21
     # A short turn on a long cached history: the kernel fills half the SMs (full: 33-37 % short).
     assert all(abs(e) < 0.10 for step, e in seen.items() if "on 32512 cached" in step)
+
+
+@pytest.mark.parametrize("profile_name", ["h100-sxm", "h100-sxm-calibrated"])
+def test_a_step_of_many_short_chunks_fills_a_query_tile_per_chunk(profile_name: str) -> None:
+    """Eight 100-token chunks are eight query tiles of 32 heads (256 thread blocks, 97 % of an
+    H100's 264 slots in two waves), not the seven of their 800 tokens (224 blocks, 85 %)."""
+    from hwmodels.execution import _tiled_tokens
+
+    profile = load_profile(profile_name)
+    model = ExecutionModel(get_model("llama-3.1-8b"), profile)
+    assert _tiled_tokens([100] * 8) == 1024 and _tiled_tokens([300, 1]) == 512
+    assert profile.attention_wave_fill(_tiled_tokens([100] * 8), 32) == pytest.approx(256 / 264)
+    each = profile.attention_prefill_s(100, 32, 8, 128, 16_000, 1024.0)
+    assert model._prefill_attention_s([100] * 8, [16_000] * 8) == pytest.approx(8 * each)
+    as_one_sequence = profile.attention_prefill_s(100, 32, 8, 128, 16_000, 800.0)
+    assert each < as_one_sequence  # the fuller GPU finishes the same work sooner
