@@ -319,50 +319,40 @@ class Trace:
             source=source,
         )
 
-    def _contiguous(self, start: int, stop: int) -> Trace:
-        """Rows ``start:stop``: their hashes are one stretch of the flat array, no gather needed
-        (the first N requests of a trace of millions)."""
-        stop = max(start, stop)
-        first, last = int(self.block_offsets[start]), int(self.block_offsets[stop])
-        return Trace(
-            request_id=self.request_id[start:stop].copy(),
-            arrival_s=self.arrival_s[start:stop].copy(),
-            input_tokens=self.input_tokens[start:stop].copy(),
-            output_tokens=self.output_tokens[start:stop].copy(),
-            block_offsets=self.block_offsets[start : stop + 1] - first,
-            block_hashes=self.block_hashes[first:last].copy(),
-            session_id=self.session_id[start:stop].copy(),
-            turn=self.turn[start:stop].copy(),
-            category_code=self.category_code[start:stop].copy(),
-            categories=self.categories,
-            block_size=self.block_size,
-            source=self.source,
-        )
-
     def select(self, rows: np.ndarray | slice) -> Trace:
-        """A new trace holding only the given rows (in the given order), hashes included."""
+        """A new trace holding only the given rows (in the given order), hashes included. A
+        contiguous range takes its hashes as one stretch of the flat array, with no gather
+        (the first N requests of a trace of millions)."""
         if isinstance(rows, slice) and rows.step in (None, 1):
-            return self._contiguous(*rows.indices(len(self))[:2])
+            start, stop, _ = rows.indices(len(self))
+            stop = max(start, stop)
+            first, last = int(self.block_offsets[start]), int(self.block_offsets[stop])
+            offsets = self.block_offsets[start : stop + 1] - first
+            return self._with_rows(slice(start, stop), offsets, self.block_hashes[first:last])
         idx = np.arange(len(self))[rows]
         starts, ends = self.block_offsets[idx], self.block_offsets[idx + 1]
-        lengths = ends - starts
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        np.cumsum(ends - starts, out=offsets[1:])
         flat = (
             np.concatenate([self.block_hashes[s:e] for s, e in zip(starts, ends, strict=True)])
             if offsets[-1]
             else np.zeros(0, dtype=np.uint64)
         )
+        return self._with_rows(idx, offsets, flat)
+
+    def _with_rows(self, rows: np.ndarray | slice, offsets: np.ndarray, flat: np.ndarray) -> Trace:
+        """The trace of ``rows`` with their hashes laid out as ``offsets``/``flat``; copies, so
+        that a selection does not keep the whole of a large trace alive."""
         return Trace(
-            request_id=self.request_id[idx],
-            arrival_s=self.arrival_s[idx],
-            input_tokens=self.input_tokens[idx],
-            output_tokens=self.output_tokens[idx],
+            request_id=self.request_id[rows].copy(),
+            arrival_s=self.arrival_s[rows].copy(),
+            input_tokens=self.input_tokens[rows].copy(),
+            output_tokens=self.output_tokens[rows].copy(),
             block_offsets=offsets,
-            block_hashes=flat,
-            session_id=self.session_id[idx],
-            turn=self.turn[idx],
-            category_code=self.category_code[idx],
+            block_hashes=flat.copy(),
+            session_id=self.session_id[rows].copy(),
+            turn=self.turn[rows].copy(),
+            category_code=self.category_code[rows].copy(),
             categories=self.categories,
             block_size=self.block_size,
             source=self.source,
