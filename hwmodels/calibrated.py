@@ -35,8 +35,8 @@ import numpy as np
 from hwmodels.clock import ClockModel
 from hwmodels.gpus import GpuSpec, get_gpu
 from hwmodels.profile import (
-    MATMUL_FLOPS_PER_EXP,
     ArrayLike,
+    attention_pair_work,
     check_copy_kind,
     check_layer_kernel,
     ring_allreduce_s,
@@ -173,7 +173,7 @@ class CalibratedProfile:
         head dimension. The two differ for a model whose ratio was not measured (Llama-3.2-3B's
         24 query heads on 8 KV heads borrows 32 on 8: three quarters of the FLOPs, all the KV).
         Another head dimension scales a prefill's matrix work but not its softmax
-        (:data:`MATMUL_FLOPS_PER_EXP`).
+        (:func:`~hwmodels.profile.attention_pair_work`).
         """
         exact = table.get(_key(q_heads, kv_heads, head_dim))
         if exact is not None:
@@ -184,10 +184,7 @@ class CalibratedProfile:
         q0, kv0, dim0 = min(same_dim, key=lambda c: (abs(c[0] / c[1] - ratio), abs(c[0] - q_heads)))
         if by == "kv":
             return table[_key(q0, kv0, dim0)], kv_heads * head_dim / (kv0 * dim0)
-        # Per query-key pair a prefill kernel does 4 x head_dim FLOPs of matrix work and one
-        # exponential, which does not shrink with the head dimension.
-        exp_share = MATMUL_FLOPS_PER_EXP / (4 * dim0)
-        return table[_key(q0, kv0, dim0)], q_heads / q0 * (head_dim / dim0 + exp_share) / (1 + exp_share)
+        return table[_key(q0, kv0, dim0)], q_heads / q0 * attention_pair_work(head_dim, dim0)
 
     def attention_prefill_s(
         self,

@@ -86,6 +86,12 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def longest_context_model() -> ModelSpec:
+    """The shipped model that serves the longest sequences: what to suggest for a trace whose
+    requests are longer than the chosen model serves."""
+    return max(MODELS.values(), key=lambda m: m.max_context_tokens or 0)
+
+
 def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]

@@ -39,6 +39,13 @@ MATMUL_FLOPS_PER_EXP = 989e12 / 3.9e12
 ATTENTION_HEAD_DIM = 128  # the head dimension the prefill kernels' efficiencies are quoted at
 
 
+def attention_pair_work(head_dim: int, reference_dim: int) -> float:
+    """A prefill kernel's work per query-key pair at ``head_dim`` relative to ``reference_dim``:
+    4 x head_dim FLOPs of matrix work and one exponential, which a smaller head dimension does
+    not shrink (:data:`MATMUL_FLOPS_PER_EXP`)."""
+    return (4.0 * head_dim + MATMUL_FLOPS_PER_EXP) / (4.0 * reference_dim + MATMUL_FLOPS_PER_EXP)
+
+
 def wave_fill(new_tokens: ArrayLike, q_heads: int, sms: int) -> ArrayLike:
     """Share of the GPU's thread-block slots a prefill's attention keeps busy.
 
@@ -165,8 +172,9 @@ class DatasheetProfile:
     def _hbm_bps(self) -> float:
         return self.gpu.hbm_tbps * 1e12 * self.hbm_efficiency
 
-    def _roofline(self, flops: ArrayLike, nbytes: ArrayLike) -> ArrayLike:
-        return np.maximum(flops / self._flops, nbytes / self._hbm_bps) + self.kernel_launch_s
+    def _roofline(self, flops: ArrayLike, nbytes: ArrayLike, fill: ArrayLike = 1.0) -> ArrayLike:
+        """``fill``: the share of the SMs the kernel keeps busy, which its FLOPs run on."""
+        return np.maximum(flops / (self._flops * fill), nbytes / self._hbm_bps) + self.kernel_launch_s
 
     def gemm_s(self, m: ArrayLike, k: int, n: int) -> ArrayLike:
         flops = 2.0 * m * k * n
@@ -188,15 +196,14 @@ class DatasheetProfile:
         # short turn on a long cached history keeps half an H100 busy and takes twice its FLOPs'
         # time (measured: 256 new tokens on 32,512 cached, 21 ms a step where the full-GPU
         # roofline said 14).
-        # Per query-key pair: 4 x head_dim FLOPs of matrix work and an exponential, which a
-        # smaller head dimension does not shrink (MATMUL_FLOPS_PER_EXP); the efficiency holds
-        # at head dimension 128, where both were measured together.
+        # The efficiency holds at head dimension 128, matrix work and softmax measured together
+        # (attention_pair_work scales it to another).
         keys_per_query = prefix_len + (seq_len + 1) / 2.0
-        pair_work = (4.0 * head_dim + MATMUL_FLOPS_PER_EXP) / (4.0 * ATTENTION_HEAD_DIM + MATMUL_FLOPS_PER_EXP)
-        flops = 4.0 * ATTENTION_HEAD_DIM * pair_work * q_heads * seq_len * keys_per_query
+        pair_flops = 4.0 * ATTENTION_HEAD_DIM * attention_pair_work(head_dim, ATTENTION_HEAD_DIM)
+        flops = pair_flops * q_heads * seq_len * keys_per_query
         nbytes = 2.0 * (2 * seq_len * q_heads * head_dim + 2 * (prefix_len + seq_len) * kv_heads * head_dim)
         fill = wave_fill(seq_len if step_new_tokens is None else step_new_tokens, q_heads, self.gpu.n_sms)
-        return np.maximum(flops / (self._flops * fill), nbytes / self._hbm_bps) + self.kernel_launch_s
+        return self._roofline(flops, nbytes, fill)
 
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int

@@ -16,7 +16,7 @@ from typing import Any
 
 from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
-from hwmodels.models import MODELS, ModelSpec, get_model, spec_from_hf_config
+from hwmodels.models import MODELS, ModelSpec, get_model, longest_context_model, spec_from_hf_config
 from hwmodels.profile import GpuProfile, load_profile
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
@@ -297,10 +297,11 @@ def _model(config: SimConfig) -> ModelSpec:
         if not is_integer(limit) or limit < 1:
             raise ConfigError("model.max_context_tokens", f"must be a positive integer, got {limit!r}")
         if model.max_context_tokens is not None and limit > model.max_context_tokens:
+            longest = longest_context_model()
             raise ConfigError(
                 "model.max_context_tokens",
                 f"{limit} is beyond {model.name}'s {model.max_context_tokens} positions (vLLM refuses it too); "
-                "pick a longer-context model (llama-3.1-8b serves 131,072)",
+                f"pick a longer-context model ({longest.name} serves {longest.max_context_tokens:,})",
             )
         changes["max_context_tokens"] = int(limit)
     return model.with_overrides(**changes)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from hwmodels.models import MODELS
+from hwmodels.models import longest_context_model
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import policy_label
 from sim.blocks import AccessOracle, remap_blocks
@@ -299,11 +299,11 @@ class _ServeRun:
         if not refused:
             return
         model = self.setup.model
-        longest = max(m.max_context_tokens or 0 for m in MODELS.values())
+        longest = longest_context_model()
         if self.config.model.max_context_tokens is not None:
             advice = "model.max_context_tokens set that limit; raise it, up to the model's own, to keep them"
-        elif model.max_context_tokens < longest:
-            advice = f"serve a longer-context model (model=llama-3.1-8b serves {longest:,}) to keep them"
+        elif model.max_context_tokens < (longest.max_context_tokens or 0):
+            advice = f"serve a longer-context model (model={longest.name} serves {longest.max_context_tokens:,})"
         else:
             advice = "no shipped model serves them"
         warnings.warn(

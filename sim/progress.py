@@ -60,11 +60,10 @@ class SimProgress:
             self._line(wall)
             self._next_step = step + 1
 
-    def close(self, now_s: float | None = None, done: int | None = None) -> None:
+    def close(self, now_s: float, done: int) -> None:
         """End the report at the run's final state: the bar completes its line (so what is
         printed next starts a line of its own), and a run that wrote lines ends with one."""
-        if now_s is not None and done is not None:
-            self._now_s, self._done = now_s, done
+        self._now_s, self._done = now_s, done
         if self._bar is not None:
             self._show_on_bar()
             self._bar.close()

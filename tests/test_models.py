@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import hwmodels.calibrated
+import hwmodels.profile
 from calibrate.validate import validate
 from hwmodels import load_profile
 from hwmodels.calibrated import PROFILES_DIR, CalibratedProfile
@@ -259,7 +260,7 @@ def test_the_small_models_need_the_gemm_latency_and_the_softmax_share(tmp_path: 
 
     priced = small_model_errors()
     monkeypatch.setattr(CalibratedProfile, "_gemm_latency_s", property(lambda self: 0.0))
-    monkeypatch.setattr(hwmodels.calibrated, "MATMUL_FLOPS_PER_EXP", 0.0)
+    monkeypatch.setattr(hwmodels.profile, "MATMUL_FLOPS_PER_EXP", 0.0)
     without = small_model_errors()
     assert np.median(without) >= 1.5 * np.median(priced)
     assert without.max() >= 1.3 * priced.max()

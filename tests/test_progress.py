@@ -26,7 +26,7 @@ def test_plain_lines_come_at_each_tenth_of_the_requests_with_the_run_label(monke
     progress = SimProgress(100.0, 50, "eviction=lru", stream=stream)
     for done in range(51):
         progress.update(now_s=2.0 * done, done=done)
-    progress.close()
+    progress.close(now_s=100.0, done=50)
     lines = lines_of(stream)
     assert len(lines) == 10 and all(line.startswith("kvsim: eviction=lru: ") for line in lines)
     assert [int(re.search(r"(\d+)/50 requests done", line).group(1)) for line in lines] == list(range(5, 51, 5))
