@@ -24,8 +24,10 @@ the fitted parameters with NumPy only (no torch in the simulator):
 
 from __future__ import annotations
 
+import bisect
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -69,12 +71,29 @@ def _key(*parts: int) -> str:
 
 def _loglog(x: ArrayLike, xs: list[float], ys: list[float]) -> ArrayLike:
     """Interpolate ``log y`` over ``log x``; linear growth in ``x`` beyond the last point."""
+    if isinstance(x, (int, float)):
+        return _loglog_scalar(float(x), xs, ys)
     lx = np.log(np.maximum(np.asarray(x, dtype=np.float64), 1e-12))
     xs_a, ys_a = np.asarray(xs), np.asarray(ys)
     inside = np.exp(np.interp(lx, xs_a, ys_a))
     beyond = np.exp(ys_a[-1]) * np.exp(lx - xs_a[-1])
     out = np.where(lx > xs_a[-1], beyond, inside)
     return out if out.ndim else float(out)
+
+
+def _loglog_scalar(x: float, xs: list[float], ys: list[float]) -> float:
+    """:func:`_loglog` for one number, in plain floats: a simulation prices one step at a time,
+    and NumPy's per-call overhead on a 0-d array is most of a step's pricing."""
+    lx = math.log(max(x, 1e-12))
+    if lx > xs[-1]:
+        return math.exp(ys[-1] + lx - xs[-1])
+    if lx <= xs[0]:
+        return math.exp(ys[0])
+    j = bisect.bisect_right(xs, lx) - 1
+    if j >= len(xs) - 1:
+        return math.exp(ys[-1])
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    return math.exp(ys[j] + slope * (lx - xs[j]))
 
 
 GEMM_TILE_ROWS = 64  # token-row granularity of cuBLAS's GEMMs on Hopper past a few tiles
@@ -95,6 +114,8 @@ def tile_rows(m: ArrayLike) -> ArrayLike:
     holds it). Below 128 rows a GEMM is bound by reading its weights and the count barely
     matters, so it is kept.
     """
+    if isinstance(m, (int, float)):
+        return float(math.ceil(m / GEMM_TILE_ROWS) * GEMM_TILE_ROWS) if m > GEMM_ROUNDING_FROM else float(m)
     rows = np.asarray(m, dtype=np.float64)
     out = np.where(rows > GEMM_ROUNDING_FROM, np.ceil(rows / GEMM_TILE_ROWS) * GEMM_TILE_ROWS, rows)
     return out if out.ndim else float(out)
@@ -105,6 +126,10 @@ class CalibratedProfile:
     name: str
     gpu: GpuSpec
     params: dict[str, Any]
+    # Head configurations already looked up: a run asks for the same one at every step.
+    _heads_memo: dict[tuple[str, int, int, int], tuple[Any, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     # ------------------------------------------------------------------ GEMM
     def gemm_s(self, m: ArrayLike, k: int, n: int) -> ArrayLike:
@@ -161,7 +186,16 @@ class CalibratedProfile:
         return best
 
     # ------------------------------------------------------------------ attention
-    def _heads(
+    def _heads(self, table_name: str, q_heads: int, kv_heads: int, head_dim: int, *, by: str) -> tuple[Any, float]:
+        key = (table_name, q_heads, kv_heads, head_dim)
+        found = self._heads_memo.get(key)
+        if found is None:
+            found = self._heads_memo[key] = self._match_heads(
+                self.params[table_name], q_heads, kv_heads, head_dim, by=by
+            )
+        return found
+
+    def _match_heads(
         self, table: dict[str, Any], q_heads: int, kv_heads: int, head_dim: int, *, by: str
     ) -> tuple[Any, float]:
         """Parameters for a head configuration and a scale factor for an unmeasured one.
@@ -195,7 +229,7 @@ class CalibratedProfile:
         prefix_len: ArrayLike = 0,
         step_new_tokens: float | None = None,
     ) -> ArrayLike:
-        p, scale = self._heads(self.params["prefill"], q_heads, kv_heads, head_dim, by="query")
+        p, scale = self._heads("prefill", q_heads, kv_heads, head_dim, by="query")
         seq = np.maximum(np.asarray(seq_len, dtype=np.float64), 1.0)
         prefix = np.asarray(prefix_len, dtype=np.float64)
         causal = scale * _loglog(seq, p["log_seq"], p["log_s"])
@@ -220,7 +254,7 @@ class CalibratedProfile:
     def attention_decode_s(
         self, batch: int, ctx_len: ArrayLike, q_heads: int, kv_heads: int, head_dim: int
     ) -> ArrayLike:
-        p, scale = self._heads(self.params["decode"], q_heads, kv_heads, head_dim, by="kv")
+        p, scale = self._heads("decode", q_heads, kv_heads, head_dim, by="kv")
         a, b, c = p
         # The fixed cost of the kernel is the same for every head count (4.7-4.9 us for each
         # measured configuration on an H200); only the per-sequence and per-token work scales.

@@ -10,8 +10,10 @@ datasheet and calibrated profiles.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,9 @@ class ExecutionModel:
     iteration_overhead_s: float = 0.0  # host-side scheduling and launch per engine step
     # Per-layer costs by token count: a simulation prices the same few counts over and over.
     _memo: dict[tuple[str, int], float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # The last step's prefill attention: a step asks for it up to three times (its time, its
+    # clock-bound and its power-bound share), and its chunks' lengths rarely repeat across steps.
+    _last_prefill: list[Any] = field(default_factory=lambda: [None, 0.0], init=False, repr=False, compare=False)
 
     def _memoised(self, kind: str, count: int, price: Callable[[int], float | np.ndarray]) -> float:
         key = (kind, count)
@@ -159,13 +164,18 @@ class ExecutionModel:
     def _prefill_attention_s(self, new_tokens: Sequence[int], prefix_tokens: Sequence[int]) -> float:
         if not len(new_tokens):
             return 0.0
+        key = (tuple(new_tokens), tuple(prefix_tokens))
+        if self._last_prefill[0] == key:
+            return self._last_prefill[1]
         q_heads, kv_heads = self._heads()
         new = np.asarray(new_tokens, dtype=np.float64)
         prefix = np.asarray(prefix_tokens, dtype=np.float64)
         step = _tiled_tokens(new)
-        return float(
+        seconds = float(
             np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, self.model.head_dim, prefix, step))
         )
+        self._last_prefill[:] = [key, seconds]
+        return seconds
 
     def clock_bound_s(
         self, prefill_new_tokens: Sequence[int], prefill_prefix_tokens: Sequence[int], n_decode: int
@@ -226,5 +236,4 @@ def _tiled_tokens(new_tokens: Sequence[int] | np.ndarray) -> float:
     """A step's prefill chunks as its attention kernel's thread blocks see them, in tokens: a
     varlen kernel runs all chunks in one launch but tiles each on its own, so eight 100-token
     chunks fill eight query tiles, not the seven their 800 tokens would (``wave_fill``)."""
-    new = np.asarray(new_tokens, dtype=np.float64)
-    return float(np.sum(np.ceil(np.maximum(new, 1.0) / QUERY_TILE)) * QUERY_TILE)
+    return float(sum(math.ceil(max(float(tokens), 1.0) / QUERY_TILE) for tokens in new_tokens) * QUERY_TILE)

@@ -7,6 +7,7 @@ fails at once rather than an hour in.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -422,6 +423,8 @@ def _pcie_models(config: SimConfig, profile: GpuProfile, tp: int) -> tuple[Durat
     if hw.pcie_gbps is None and hw.pcie_latency_s is None:
 
         def from_profile(kind: str) -> DurationModel:
+            # Cached: a run moves blocks of one size in a few counts, over and over.
+            @functools.lru_cache(maxsize=4096)
             def duration(nbytes: int, n_copies: int) -> float:
                 return float(profile.copy_many_s(n_copies, nbytes / tp / n_copies, kind))
 

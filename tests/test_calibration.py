@@ -17,7 +17,7 @@ import pytest
 
 from calibrate.fit import fit_profile, heldout_errors
 from hwmodels import ExecutionModel, GpuProfile, get_model, load_profile
-from hwmodels.calibrated import PROFILES_DIR, load_calibrated_profile, profile_measured_on
+from hwmodels.calibrated import PROFILES_DIR, _loglog, load_calibrated_profile, profile_measured_on
 
 H100 = PROFILES_DIR / "h100-sxm-calibrated"
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +158,15 @@ def test_execution_model_prices_decode_steps_with_the_calibrated_profile() -> No
     steps = model.decode_steps_s(32, 32 * 2048, 100)
     assert steps.shape == (100,) and np.all(np.diff(steps) >= 0)
     assert model.iteration_s([4096], [0], 0, 0) > model.iteration_s([1024], [0], 0, 0)
+
+
+def test_one_number_is_interpolated_as_an_array_of_them_is() -> None:
+    """The scalar path of the profile's log-log interpolation (what a simulation's step pricing
+    takes) agrees with the array path inside, below and beyond the measured points."""
+    xs, ys = list(np.log([1.0, 2.0, 8.0, 64.0, 512.0])), list(np.log([3e-6, 4e-6, 9e-6, 3e-5, 2e-4]))
+    points = [*np.random.default_rng(0).uniform(0.01, 5000.0, 500), 1.0, 2.0, 64.0, 512.0, 0.0]
+    for x in points:
+        assert _loglog(float(x), xs, ys) == pytest.approx(float(_loglog(np.array([x]), xs, ys)[0]), rel=1e-12)
 
 
 def test_unknown_profile_lists_the_shipped_ones() -> None:
