@@ -723,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             md += [
                 "## Serve mode on Mooncake (TTFT)",
                 "",
-                "Llama-3.1-8B on H100 (datasheet roofline), 512-token blocks (64 MiB), HBM as vLLM sizes it, a DRAM "
+                "Llama-3.1-8B on H100 (its calibrated profile, power-cap clock included), 512-token blocks (64 MiB), "
+                "HBM as vLLM sizes it, a DRAM "
                 "tier per replica, write-back demotion (the default `ssd_spill` admission); the same policy evicts "
                 "in every tier. One H100 cannot keep up with the slice's 3.4 req/s of ~12k-token prompts, so: 4 "
                 "replicas with prefix-affinity routing at several DRAM sizes, and one replica of 4 GPUs "

@@ -35,8 +35,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from conf.schema import CONF_DIR, KvsimConf, policy_parameters, register
+from hwmodels.calibrated import calibrated_profile_file
+from hwmodels.gpus import get_gpu
 from policies.registry import UnknownPolicyError, available, resolve
-from sim.build import ConfigError
+from sim.build import ConfigError, timing_profile_name
 from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
 from sim.report import format_summary
 from sim.result import PLOT_FILES, REQUESTS_FILE, SUMMARY_FILE, TIMESERIES_FILE
@@ -172,13 +174,23 @@ def trace_spec(cfg: DictConfig) -> TraceSpec:
 
 
 def _identity(cfg: DictConfig) -> str:
-    """The resolved config minus output switches, plus the SHA-256 of each input file (the
-    trace, a model's config.json): two runs with equal identity are the same run. The digests
-    are there because a file rewritten in place (a new slice, a fixed row) keeps its path, and
-    resume must not keep results for the old one."""
+    """The resolved config minus output switches, plus the timing profile it resolves to and
+    the SHA-256 of each input file (the trace, a model's config.json, a calibrated profile's
+    fit): two runs with equal identity are the same run. The digests are there because a file
+    rewritten in place (a new slice, a fixed row, a refitted profile) keeps its path, and the
+    profile's name because ``hardware.profile: null`` means whichever one ships for the GPU;
+    resume must not keep results for the old ones."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("output", None)
-    for key, path in (("trace_sha256", cfg.trace.get("path")), ("model_config_sha256", cfg.model.get("config_json"))):
+    files = {"trace_sha256": cfg.trace.get("path"), "model_config_sha256": cfg.model.get("config_json")}
+    try:
+        profile = timing_profile_name(get_gpu(cfg.hardware.gpu).name, cfg.hardware.profile)
+    except ValueError:
+        pass  # an unknown GPU fails later, naming the key
+    else:
+        plain["timing_profile"] = profile
+        files["timing_profile_sha256"] = calibrated_profile_file(profile)
+    for key, path in files.items():
         if path is not None and Path(path).is_file():  # a missing file fails later, naming the path
             with open(path, "rb") as file:
                 plain[key] = hashlib.file_digest(file, "sha256").hexdigest()

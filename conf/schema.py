@@ -48,7 +48,7 @@ class ModelConf:
 @dataclass
 class HardwareConf:
     gpu: str = "h100-sxm"
-    profile: str | None = None
+    profile: str | None = None  # None: the GPU's shipped calibrated profile, else its datasheet; "datasheet"
     tensor_parallel: int = 1
     n_replicas: int = 1
     gpu_memory_utilization: float = 0.9

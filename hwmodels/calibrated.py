@@ -65,6 +65,19 @@ def profile_measured_on(device_name: str) -> str | None:
     return None
 
 
+def shipped_profile_for_gpu(gpu_name: str) -> str | None:
+    """The shipped calibrated profile measured on ``gpu_name`` (a :data:`~hwmodels.gpus.GPUS`
+    key), if any: what a replica of that GPU is timed by unless a config names another.
+
+    A fitted profile is the more faithful default (within about 3 % of the measured compiled
+    steps where the datasheet roofline is 8-10 % short, README "Calibration"), so where one
+    was measured it is used; the first by name if several were."""
+    for name in available_profiles():
+        if json.loads((PROFILES_DIR / name / PROFILE_FILE).read_text()).get("gpu") == gpu_name:
+            return name
+    return None
+
+
 def _key(*parts: int) -> str:
     return ",".join(str(p) for p in parts)
 
@@ -317,11 +330,17 @@ class CalibratedProfile:
         return self.params.get("ssd", {})
 
 
-def load_calibrated_profile(name: str) -> CalibratedProfile:
-    """A shipped profile by directory name (``h100-sxm-calibrated``) or a path to one."""
+def calibrated_profile_file(name: str) -> Path:
+    """The ``profile.json`` of a shipped profile named ``name`` or of the directory ``name``
+    (which may not exist)."""
     path = Path(name.removeprefix("calibrated:"))
     directory = path if path.is_dir() else PROFILES_DIR / name
-    file = directory / PROFILE_FILE
+    return directory / PROFILE_FILE
+
+
+def load_calibrated_profile(name: str) -> CalibratedProfile:
+    """A shipped profile by directory name (``h100-sxm-calibrated``) or a path to one."""
+    file = calibrated_profile_file(name)
     if not file.exists():
         shipped = ", ".join(available_profiles()) or "none"
         raise ValueError(f"unknown calibrated profile {name!r}; shipped profiles: {shipped}")

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hwmodels.calibrated import shipped_profile_for_gpu
 from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
 from hwmodels.models import MODELS, ModelSpec, get_model, longest_context_model, spec_from_hf_config
 from hwmodels.profile import GpuProfile, load_profile
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
-from sim.config import KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
+from sim.config import DATASHEET_PROFILE, KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
 from sim.links import DurationModel, linear_duration
 from traces.schema import Trace
 
@@ -318,8 +319,19 @@ def _gpu(config: SimConfig) -> GpuSpec:
         ) from None
 
 
+def timing_profile_name(gpu: str, requested: str | None) -> str:
+    """The profile :func:`~hwmodels.profile.load_profile` is given for ``hardware.profile =
+    requested`` on ``gpu``: unset, the GPU's shipped calibrated profile where one was measured,
+    else its datasheet roofline (the GPU's own name)."""
+    if requested is None:
+        return shipped_profile_for_gpu(gpu) or gpu
+    if requested == DATASHEET_PROFILE:
+        return gpu
+    return requested
+
+
 def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
-    name = config.hardware.profile or gpu.name
+    name = timing_profile_name(gpu.name, config.hardware.profile)
     try:
         profile = load_profile(name)
     except (ValueError, FileNotFoundError, KeyError) as exc:
@@ -329,7 +341,8 @@ def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
         raise ConfigError(
             "hardware.profile",
             f"{profile.name} was measured on {profile.gpu.name}, but hardware.gpu is {gpu.name}; "
-            f"set hardware.gpu={profile.gpu.name} or pick a profile of {gpu.name} (or none: its datasheet)",
+            f"set hardware.gpu={profile.gpu.name} or pick a profile of {gpu.name} "
+            f"(or {DATASHEET_PROFILE}: its datasheet roofline)",
         )
     return profile
 

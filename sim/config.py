@@ -25,6 +25,7 @@ TIER_NAMES = ("hbm", "dram", "ssd", "remote")  # top first
 SHARED_TIERS = ("remote",)  # one pool for all replicas; the others are per replica
 PREEMPTION_MODES = ("recompute", "swap")
 KV_LOAD_MODES = ("always", "if_faster")
+DATASHEET_PROFILE = "datasheet"  # hardware.profile value: the GPU's datasheet roofline, measured profile or not
 
 
 @dataclass
@@ -57,7 +58,10 @@ class HardwareConfig:
     """
 
     gpu: str = "h100-sxm"
-    profile: str | None = None  # timing profile; None = the GPU's datasheet roofline
+    # Timing profile: None = the shipped calibrated profile measured on this GPU where there is
+    # one (H100 SXM, H200), else its datasheet roofline; "datasheet" = the roofline regardless;
+    # or a profile's name or directory (kvsim-calibrate fit).
+    profile: str | None = None
     tensor_parallel: int = 1
     n_replicas: int = 1
     gpu_memory_utilization: float = 0.9

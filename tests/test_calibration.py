@@ -18,6 +18,9 @@ import pytest
 from calibrate.fit import fit_profile, heldout_errors
 from hwmodels import ExecutionModel, GpuProfile, get_model, load_profile
 from hwmodels.calibrated import PROFILES_DIR, _loglog, load_calibrated_profile, profile_measured_on
+from sim.config import HardwareConfig, SimConfig
+from sim.run import run
+from traces import Trace
 
 H100 = PROFILES_DIR / "h100-sxm-calibrated"
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +161,26 @@ def test_execution_model_prices_decode_steps_with_the_calibrated_profile() -> No
     steps = model.decode_steps_s(32, 32 * 2048, 100)
     assert steps.shape == (100,) and np.all(np.diff(steps) >= 0)
     assert model.iteration_s([4096], [0], 0, 0) > model.iteration_s([1024], [0], 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "requested", "timed_by"),
+    [
+        ("h100-sxm", None, "h100-sxm-calibrated"),
+        ("h200", None, "h200-calibrated"),
+        ("a100-80gb", None, "a100-80gb-datasheet"),  # no profile was measured on one
+        ("h100-sxm", "datasheet", "h100-sxm-datasheet"),
+        ("h200", "h200-calibrated", "h200-calibrated"),
+    ],
+)
+def test_a_gpu_is_timed_by_its_shipped_calibrated_profile_unless_the_datasheet_is_asked_for(
+    gpu: str, requested: str | None, timed_by: str
+) -> None:
+    trace = Trace.from_columns(
+        arrival_s=[0.0], input_tokens=[1000], output_tokens=[4], block_hashes=[[1, 2, 3]], block_size=256
+    )
+    summary = run(SimConfig(hardware=HardwareConfig(gpu=gpu, profile=requested)), trace).summary
+    assert summary["profile"] == timed_by
 
 
 def test_one_number_is_interpolated_as_an_array_of_them_is() -> None:

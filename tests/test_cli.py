@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hwmodels.calibrated import PROFILES_DIR
 from hwmodels.models import MODELS
 from sim.results import load_sweep
 
@@ -144,6 +146,27 @@ def test_resume_redoes_a_run_whose_trace_file_changed_under_the_same_path(tmp_pa
     assert "skipping" not in changed.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["n_finished"] + summary["n_rejected"] == 7
+
+
+def test_resume_redoes_a_run_whose_timing_profile_was_refitted(tmp_path: Path) -> None:
+    """A profile refitted in place keeps its name; the run's identity carries its digest (and,
+    for ``hardware.profile: null``, the name it resolved to), so resume redoes the run."""
+    profile = tmp_path / "my-h100-calibrated"
+    shutil.copytree(PROFILES_DIR / "h100-sxm-calibrated", profile)
+    args = (SMALL, f"hardware.profile={profile}", "output.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
+    first = kvsim(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    tpot = json.loads((tmp_path / "run" / "summary.json").read_text())["tpot_s_p50"]
+    assert "skipping" in kvsim(*args, cwd=tmp_path).stdout
+    params = json.loads((profile / "profile.json").read_text())
+    params["decode"] = {heads: [2 * x for x in fit] for heads, fit in params["decode"].items()}  # a slower GPU
+    (profile / "profile.json").write_text(json.dumps(params))
+    second = kvsim(*args, cwd=tmp_path)
+    assert second.returncode == 0 and "skipping" not in second.stdout
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["tpot_s_p50"] > 1.05 * tpot
+    default = kvsim(SMALL, "output.plots=false", f"hydra.run.dir={tmp_path / 'default'}", cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["timing_profile"] == "h100-sxm-calibrated"
 
 
 def test_a_model_from_a_config_json_runs_and_resume_sees_the_file_change(tmp_path: Path) -> None:

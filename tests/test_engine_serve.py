@@ -45,7 +45,10 @@ def make_trace(rows: list[tuple[float, list[int]]], *, prompt: int = PROMPT, out
 
 def config(**tiers: int) -> SimConfig:
     return SimConfig(
-        hardware=HardwareConfig(pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1),
+        # The datasheet roofline: its steps are what execution() prices, with no power-cap clock.
+        hardware=HardwareConfig(
+            profile="datasheet", pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1
+        ),
         tiers=TierConfig(**tiers),
         admission="write_back",
     )

@@ -37,7 +37,7 @@ def pool_config(
 ) -> SimConfig:
     return SimConfig(
         hardware=HardwareConfig(
-            pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, n_replicas=n_replicas,
+            profile="datasheet", pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, n_replicas=n_replicas,
             net_gbps=net_gbps, net_latency_s=NET_LATENCY_S, pool_gbps=pool_gbps,
         ),
         tiers=TierConfig(remote_blocks=remote_blocks, **tiers),
