@@ -8,6 +8,7 @@ derived from them (a SwiGLU MLP), so a new model needs only its shape: add it to
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,10 +87,25 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def longest_context_model() -> ModelSpec:
-    """The shipped model that serves the longest sequences: what to suggest for a trace whose
-    requests are longer than the chosen model serves."""
-    return max(MODELS.values(), key=lambda m: m.max_context_tokens or 0)
+def _architecture(model: ModelSpec) -> tuple[int, ...]:
+    m = model
+    return (m.n_layers, m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, m.vocab_size)
+
+
+def longer_context_model(model: ModelSpec, tokens: int) -> ModelSpec | None:
+    """The shipped model to suggest where ``model`` cannot serve sequences of ``tokens``: of
+    those that can, one of the same shape if any (Llama 3 → Llama 3.1: the same weights' cost
+    with a longer context), else the nearest in size, so that the suggestion changes the
+    context and not the GPU time per token; ``None`` if none serves that many."""
+    able = [m for m in MODELS.values() if m.max_context_tokens is None or m.max_context_tokens >= tokens]
+    if not able:
+        return None
+
+    def preference(candidate: ModelSpec) -> tuple[bool, float, str]:
+        same_shape = _architecture(candidate) == _architecture(model)
+        return not same_shape, abs(math.log(candidate.n_params / model.n_params)), candidate.name
+
+    return min(able, key=preference)
 
 
 def get_model(name: str) -> ModelSpec:

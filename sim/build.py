@@ -18,7 +18,7 @@ from typing import Any
 from hwmodels.calibrated import shipped_profile_for_gpu
 from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
-from hwmodels.models import MODELS, ModelSpec, get_model, longest_context_model, spec_from_hf_config
+from hwmodels.models import MODELS, ModelSpec, get_model, longer_context_model, spec_from_hf_config
 from hwmodels.profile import GpuProfile, load_profile
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
@@ -299,11 +299,16 @@ def _model(config: SimConfig) -> ModelSpec:
         if not is_integer(limit) or limit < 1:
             raise ConfigError("model.max_context_tokens", f"must be a positive integer, got {limit!r}")
         if model.max_context_tokens is not None and limit > model.max_context_tokens:
-            longest = longest_context_model()
+            suggestion = longer_context_model(model, int(limit))
+            advice = (
+                f"pick a longer-context model ({suggestion.name} serves {suggestion.max_context_tokens:,})"
+                if suggestion is not None
+                else "no shipped model serves that many"
+            )
             raise ConfigError(
                 "model.max_context_tokens",
-                f"{limit} is beyond {model.name}'s {model.max_context_tokens} positions (vLLM refuses it too); "
-                f"pick a longer-context model ({longest.name} serves {longest.max_context_tokens:,})",
+                f"{limit} is beyond {model.name}'s {model.max_context_tokens} positions "
+                f"(vLLM refuses it too); {advice}",
             )
         changes["max_context_tokens"] = int(limit)
     return model.with_overrides(**changes)

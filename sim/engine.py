@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from hwmodels.models import longest_context_model
+from hwmodels.models import longer_context_model
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import policy_label
 from sim.blocks import AccessOracle, remap_blocks
@@ -299,13 +299,14 @@ class _ServeRun:
         if not refused:
             return
         model = self.setup.model
-        longest = longest_context_model()
+        longest_request = int((self.trace.input_tokens.astype(np.int64) + self.trace.output_tokens).max())
+        suggestion = longer_context_model(model, longest_request)
         if self.config.model.max_context_tokens is not None:
             advice = "model.max_context_tokens set that limit; raise it, up to the model's own, to keep them"
-        elif model.max_context_tokens < (longest.max_context_tokens or 0):
-            advice = f"serve a longer-context model (model={longest.name} serves {longest.max_context_tokens:,})"
+        elif suggestion is not None:
+            advice = f"serve a longer-context model (model={suggestion.name} serves {suggestion.max_context_tokens:,})"
         else:
-            advice = "no shipped model serves them"
+            advice = f"no shipped model serves the longest ({longest_request:,} tokens)"
         warnings.warn(
             f"{refused:,} of {len(self.trace):,} requests ({refused / len(self.trace):.1%}) are longer than "
             f"{model.name}'s context of {model.max_context_tokens:,} tokens and were refused; {advice}",

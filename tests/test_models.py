@@ -17,11 +17,11 @@ import hwmodels.profile
 from calibrate.validate import validate
 from hwmodels import load_profile
 from hwmodels.calibrated import PROFILES_DIR, CalibratedProfile
-from hwmodels.models import MODELS, get_model, spec_from_hf_config
+from hwmodels.models import MODELS, get_model, longer_context_model, spec_from_hf_config
 from sim.build import ConfigError, build_setup
 from sim.config import HardwareConfig, ModelConfig, SimConfig
 from sim.run import run
-from traces import generate
+from traces import Trace, generate
 
 # Llama-3.2-1B's published config.json, trimmed to what a reader might look at.
 LLAMA_32_1B = {
@@ -186,6 +186,29 @@ def test_the_context_limit_may_be_lowered_but_not_raised_past_the_model() -> Non
         assert caught.value.key == "model.max_context_tokens" and text in str(caught.value)
     lowered = build_setup(SimConfig(model=ModelConfig(name="llama-3-8b", max_context_tokens=4096)), trace)
     assert lowered.model.max_context_tokens == 4096
+
+
+def test_a_too_long_trace_is_pointed_at_the_same_model_with_a_longer_context() -> None:
+    """The suggestion changes the context, not the GPU time per token: Llama 3 → Llama 3.1 of
+    the same size; where no same-shape model serves them, the nearest in size that does."""
+    assert longer_context_model(get_model("llama-3-70b"), 20_000).name == "llama-3.1-70b"
+    assert longer_context_model(get_model("llama-3-8b"), 9_000).name == "llama-3.1-8b"
+    assert longer_context_model(get_model("qwen-2.5-72b"), 100_000).name == "llama-3.1-70b"
+    assert longer_context_model(get_model("qwen-2.5-7b"), 40_000).name == "llama-3.1-8b"  # 8.0B params to its 7.6B
+    assert longer_context_model(get_model("llama-3.1-8b"), 10**6) is None
+    trace = Trace.from_columns(
+        arrival_s=[0.0, 1.0],
+        input_tokens=[1000, 20_000],
+        output_tokens=[10, 10],
+        block_hashes=[[1], [2]],
+        block_size=512,
+    )
+    config = SimConfig(model=ModelConfig(name="llama-3-70b"), hardware=HardwareConfig(gpu="h200", tensor_parallel=2))
+    with pytest.warns(UserWarning, match=r"1 of 2 requests .*\(model=llama-3.1-70b serves 131,072\)"):
+        run(config, trace)
+    too_high = SimConfig(model=ModelConfig(name="llama-3-8b", max_context_tokens=9000))
+    with pytest.raises(ConfigError, match=r"beyond llama-3-8b's 8192 positions .*\(llama-3.1-8b serves 131,072\)"):
+        build_setup(too_high, trace)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
