@@ -33,6 +33,9 @@ STORED = ROOT / "tests" / "rankings" / "expected.json"
 MOONCAKE = (ROOT / ".." / "shared" / "traces" / "mooncake_conversation_trace.jsonl").resolve()
 
 MIN_KENDALL_TAU = 0.8  # below this the order changed in substance, not by one neighbour swap
+# A policy that passes two others has changed in substance even where the rest of a long
+# ranking holds tau up (a policy near the bottom that breaks falls only to the bottom).
+MAX_PLACES_MOVED = 1
 TIE = 1e-9
 SCHEDULERS = ("fcfs", "shortest_prompt_first", "prefix_aware", "priority")
 
@@ -112,6 +115,12 @@ def kendall_tau(expected: list[list[Any]], actual: list[list[Any]]) -> float:
     return 1.0 if denom == 0 else float((concordant - discordant) / denom)
 
 
+def places(ranking: list[list[Any]]) -> dict[str, int]:
+    """Each policy's place in a best-first ranking: how many policies scored better than it
+    (by more than :data:`TIE`), so that tied policies share a place."""
+    return {p: sum(1 for q, w in ranking[:i] if abs(w - v) > TIE) for i, (p, v) in enumerate(ranking)}
+
+
 def compare(expected: dict[str, list[list[Any]]], actual: dict[str, list[list[Any]]]) -> list[str]:
     """Human-readable differences that matter; empty when the rankings still hold."""
     problems = []
@@ -130,13 +139,19 @@ def compare(expected: dict[str, list[list[Any]]], actual: dict[str, list[list[An
             continue
         tau = kendall_tau(exp, act)
         top_changed = abs(dict(act)[exp[0][0]] - act[0][1]) > TIE
-        if tau < MIN_KENDALL_TAU or top_changed:
-            was = ", ".join(f"{p} {v:.4g}" for p, v in exp)
-            now = ", ".join(f"{p} {v:.4g}" for p, v in act)
-            reason = (
-                f"top-1 {exp[0][0]} -> {act[0][0]}" if top_changed else f"Kendall tau {tau:.2f} < {MIN_KENDALL_TAU}"
-            )
-            problems.append(f"{key}: {reason}\n    stored: {was}\n    now:    {now}")
+        was_at, now_at = places(exp), places(act)
+        mover = max(was_at, key=lambda p: (abs(now_at[p] - was_at[p]), p))
+        if top_changed:
+            reason = f"top-1 {exp[0][0]} -> {act[0][0]}"
+        elif tau < MIN_KENDALL_TAU:
+            reason = f"Kendall tau {tau:.2f} < {MIN_KENDALL_TAU}"
+        elif abs(now_at[mover] - was_at[mover]) > MAX_PLACES_MOVED:
+            reason = f"{mover} moved from place {was_at[mover] + 1} to {now_at[mover] + 1}"
+        else:
+            continue
+        was = ", ".join(f"{p} {v:.4g}" for p, v in exp)
+        now = ", ".join(f"{p} {v:.4g}" for p, v in act)
+        problems.append(f"{key}: {reason}\n    stored: {was}\n    now:    {now}")
     return problems
 
 

@@ -52,6 +52,22 @@ def test_kendall_tau_counts_swaps_and_ties() -> None:
     assert 0 < rankings.kendall_tau(a, [["y", 3.0], ["x", 2.0], ["z", 1.0]]) < 1
 
 
+def test_a_policy_passing_two_others_is_a_change_though_tau_holds() -> None:
+    """Nine policies, one falls from seventh to last: tau stays 0.89, but that policy changed."""
+    names = [f"p{i}" for i in range(9)]
+    stored = {"w/hit": [[p, 0.9 - 0.1 * i] for i, p in enumerate(names)]}
+    fell = {"w/hit": [[p, v] for p, v in stored["w/hit"] if p != "p6"] + [["p6", 0.0]]}
+    assert rankings.kendall_tau(stored["w/hit"], fell["w/hit"]) > rankings.MIN_KENDALL_TAU
+    (problem,) = rankings.compare(stored, fell)
+    assert "p6 moved from place 7 to 9" in problem
+    swapped = {"w/hit": [[p, v] for p, v in stored["w/hit"]]}
+    swapped["w/hit"][6][1], swapped["w/hit"][7][1] = 0.2, 0.3  # neighbours swap: no change that matters
+    swapped["w/hit"].sort(key=lambda pv: -pv[1])
+    tied = {"w/hit": [[p, 0.4 if i in (5, 6) else v] for i, (p, v) in enumerate(stored["w/hit"])]}
+    assert rankings.compare(stored, swapped) == [] and rankings.compare(stored, tied) == []
+    assert rankings.places(tied["w/hit"])["p6"] == rankings.places(tied["w/hit"])["p5"] == 5  # a tie shares a place
+
+
 def test_a_refresh_without_the_mooncake_slice_keeps_its_stored_rankings(tmp_path, monkeypatch) -> None:
     stored = tmp_path / "expected.json"
     stored.write_text(json.dumps({"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.1]]}))
