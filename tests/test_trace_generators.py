@@ -158,10 +158,11 @@ def test_distinct_count_counts_what_a_set_holds(values: list[int]) -> None:
 
 
 def test_sessions_started_before_the_trace_bring_it_to_the_rate_asked_for() -> None:
-    """A session trace starts with no conversation under way, so for about a session's lifetime
-    its requests arrive below ``rate`` (8 turns of ~55 s think time: 2,000 requests at rate 2
-    come at ~1.4/s). With ``warmup_s`` longer than most sessions last, it starts mid-stream;
-    turns before 0 are left out, their sessions' later turns kept."""
+    """From a cold start (``warmup_s=0``) a session trace has no conversation under way, so for
+    about a session's lifetime its requests arrive below ``rate`` (8 turns of ~55 s think time:
+    2,000 requests at rate 2 come at ~1.4/s). With ``warmup_s`` longer than most sessions last,
+    the default's 600 s included, it starts mid-stream; turns before 0 are left out, their
+    sessions' later turns kept."""
 
     def mean_rate(**params) -> float:
         rates = []
@@ -170,8 +171,11 @@ def test_sessions_started_before_the_trace_bring_it_to_the_rate_asked_for() -> N
             rates.append(len(arrival) / arrival[-1])
         return float(np.mean(rates))
 
-    assert mean_rate() < 1.6
+    assert mean_rate(warmup_s=0) < 1.6
     assert mean_rate(warmup_s=1500) == pytest.approx(2.0, rel=0.1)
+    assert mean_rate() == pytest.approx(2.0, rel=0.1)
+    assert generate("agent", 0, n_requests=500).turn.min() == 1
+    assert (generate("agent", 0, n_requests=500).turn > 1).mean() > 0.7  # loops under way from the start
     started = generate("multi_turn", 1, n_requests=300, warmup_s=600)
     assert started.turn.min() == 1 and (started.turn > 1).mean() > 0.7  # mostly conversations under way
     with pytest.raises(ValueError, match="warmup_s=-1"):

@@ -98,7 +98,7 @@ def _default(seed: int, params: dict[str, Any]) -> Trace:
 
 
 #: The bundled workload ``kvsim`` runs with no arguments: a chat service with RAG and agent
-#: traffic, 2,000 requests over about five and a half minutes, sized so one H100 serving
+#: traffic, 2,000 requests over about six minutes, sized so one H100 serving
 #: Llama-3.1-8B is busy but not overloaded and the KV cache matters. Like every mix it opens
 #: mid-stream, conversations of every age under way (MixedParams.warmup_s), as a slice of a
 #: running service's log would.

@@ -33,7 +33,8 @@ class MixedParams:
     # before the trace does, so it opens mid-stream with conversations of every age under way
     # and each component at its share of the rate throughout (from a cold start, chat and agent
     # traffic would take minutes to ramp up to it while the single-shot components ran at once).
-    warmup_s: float = 600.0
+    # None: each component's own default, three of its sessions' mean lifetimes.
+    warmup_s: float | None = None
 
     def __post_init__(self) -> None:
         # Checked here: each component gets a share of the rate, and would name that instead.

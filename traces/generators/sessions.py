@@ -26,13 +26,15 @@ from traces.schema import Trace
 @dataclass(frozen=True)
 class SessionParams:
     n_requests: int = 2000
-    # Requests per second, all turns together, once sessions of every age are running. The
-    # trace starts with none (a service just opened), so it runs below this rate for about a
-    # session's lifetime (mean_turns x the mean think time: 3-4 minutes by default, 7 at 8
-    # turns); warmup_s starts sessions that many seconds before the trace does, which then
-    # begins mid-stream at the full rate, as a slice of a real trace does.
+    # Requests per second, all turns together, once sessions of every age are running.
     rate: float = 4.0
-    warmup_s: float = 0.0
+    # Sessions start this many seconds before the trace does, so that it begins mid-stream at
+    # the full rate, as a slice of a real service's log does. From a cold start (0: a service
+    # just opened, no conversation under way) the trace runs below the rate for about a
+    # session's lifetime, its first requests all first turns. None: three mean lifetimes
+    # (mean_turns x the mean think time; 11 minutes for the chat defaults, 2 for agent loops),
+    # past which a twentieth of the sessions live on (geometric turns).
+    warmup_s: float | None = None
     arrival: str = "poisson"  # process of session starts: poisson, gamma, on_off
     cv: float = 2.0
     on_s: float = 60.0
@@ -55,7 +57,7 @@ class SessionParams:
         checks = {
             "n_requests": self.n_requests >= 1,
             "rate": 0 < self.rate < float("inf"),
-            "warmup_s": 0 <= self.warmup_s < float("inf"),
+            "warmup_s": self.warmup_s is None or 0 <= self.warmup_s < float("inf"),
             "block_size": self.block_size >= 1,
             "n_system_prompts": self.n_system_prompts >= 1,
             "system_prompt_tokens": self.system_prompt_tokens >= 0,
@@ -68,6 +70,14 @@ class SessionParams:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"session generator: {name}={getattr(self, name)!r} is out of range")
+
+
+def warmup_seconds(params: SessionParams) -> float:
+    """How long before the trace its sessions start (:attr:`SessionParams.warmup_s`)."""
+    if params.warmup_s is not None:
+        return params.warmup_s
+    mean_think_s = params.think_median_s * float(np.exp(params.think_sigma**2 / 2))  # lognormal mean
+    return 3.0 * params.mean_turns * mean_think_s
 
 
 AGENT_DEFAULTS = dict(
@@ -99,7 +109,7 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
     out = TraceAssembler()
     n_sessions = 0
     batch = max(16, int(params.n_requests / params.mean_turns * 1.2))
-    next_start = -params.warmup_s
+    next_start = -warmup_seconds(params)
     # Later batches only add sessions starting after ``next_start``, so the first n arrivals
     # are final once n requests arrive before it.
     while int(np.count_nonzero(np.asarray(out.arrival) <= next_start)) < params.n_requests:
