@@ -48,7 +48,9 @@ class ModelConf:
 @dataclass
 class HardwareConf:
     gpu: str = "h100-sxm"
-    profile: str | None = None  # None: the GPU's shipped calibrated profile, else its datasheet; "datasheet"
+    # Timing profile: None, the GPU's shipped calibrated profile (else its datasheet roofline);
+    # "datasheet", the roofline; or a profile's name or directory (sim.config.HardwareConfig).
+    profile: str | None = None
     tensor_parallel: int = 1
     n_replicas: int = 1
     gpu_memory_utilization: float = 0.9

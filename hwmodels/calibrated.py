@@ -65,17 +65,20 @@ def profile_measured_on(device_name: str) -> str | None:
     return None
 
 
+#: The shipped profile that times each GPU unless a config names another. Explicit, so that a
+#: user's own fit written next to them (``kvsim-calibrate fit --name ...``) never becomes a
+#: default by sorting first.
+DEFAULT_PROFILES = {"h100-sxm": "h100-sxm-calibrated", "h200": "h200-calibrated"}
+
+
 def shipped_profile_for_gpu(gpu_name: str) -> str | None:
-    """The shipped calibrated profile measured on ``gpu_name`` (a :data:`~hwmodels.gpus.GPUS`
-    key), if any: what a replica of that GPU is timed by unless a config names another.
+    """The shipped calibrated profile that times ``gpu_name`` (a :data:`~hwmodels.gpus.GPUS`
+    key) by default, if one was measured on it.
 
     A fitted profile is the more faithful default (within about 3 % of the measured compiled
-    steps where the datasheet roofline is 8-10 % short, README "Calibration"), so where one
-    was measured it is used; the first by name if several were."""
-    for name in available_profiles():
-        if json.loads((PROFILES_DIR / name / PROFILE_FILE).read_text()).get("gpu") == gpu_name:
-            return name
-    return None
+    steps where the datasheet roofline is 8-10 % short, README "Calibration")."""
+    name = DEFAULT_PROFILES.get(gpu_name)
+    return name if name is not None and (PROFILES_DIR / name / PROFILE_FILE).is_file() else None
 
 
 def _key(*parts: int) -> str:
@@ -334,7 +337,7 @@ def calibrated_profile_file(name: str) -> Path:
     """The ``profile.json`` of a shipped profile named ``name`` or of the directory ``name``
     (which may not exist)."""
     path = Path(name.removeprefix("calibrated:"))
-    directory = path if path.is_dir() else PROFILES_DIR / name
+    directory = path if path.is_dir() else PROFILES_DIR / path
     return directory / PROFILE_FILE
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,20 +92,23 @@ def _architecture(model: ModelSpec) -> tuple[int, ...]:
     return (m.n_layers, m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, m.vocab_size)
 
 
-def longer_context_model(model: ModelSpec, tokens: int) -> ModelSpec | None:
-    """The shipped model to suggest where ``model`` cannot serve sequences of ``tokens``: of
-    those that can, one of the same shape if any (Llama 3 → Llama 3.1: the same weights' cost
-    with a longer context), else the nearest in size, so that the suggestion changes the
-    context and not the GPU time per token; ``None`` if none serves that many."""
-    able = [m for m in MODELS.values() if m.max_context_tokens is None or m.max_context_tokens >= tokens]
-    if not able:
-        return None
+def longer_context_model(model: ModelSpec, lengths: Sequence[int]) -> tuple[ModelSpec, int] | None:
+    """The shipped model to suggest where ``model`` refused sequences of ``lengths`` tokens, and
+    how many of them it serves: the one that serves the most, and among those one of the same
+    shape if any (Llama 3 → Llama 3.1: the same weights' cost with a longer context), else the
+    nearest in size, so that the suggestion changes the context and not the GPU time per token;
+    ``None`` if no shipped model serves any of them."""
 
-    def preference(candidate: ModelSpec) -> tuple[bool, float, str]:
+    def served(candidate: ModelSpec) -> int:
+        return sum(1 for n in lengths if n <= (candidate.max_context_tokens or 0))
+
+    def preference(candidate: ModelSpec) -> tuple[int, bool, float, str]:
         same_shape = _architecture(candidate) == _architecture(model)
-        return not same_shape, abs(math.log(candidate.n_params / model.n_params)), candidate.name
+        return -served(candidate), not same_shape, abs(math.log(candidate.n_params / model.n_params)), candidate.name
 
-    return min(able, key=preference)
+    best = min(MODELS.values(), key=preference)
+    count = served(best)
+    return (best, count) if count else None
 
 
 def get_model(name: str) -> ModelSpec:

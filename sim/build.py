@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hwmodels.calibrated import shipped_profile_for_gpu
+from hwmodels.calibrated import available_profiles, shipped_profile_for_gpu
 from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
 from hwmodels.models import MODELS, ModelSpec, get_model, longer_context_model, spec_from_hf_config
@@ -299,9 +299,9 @@ def _model(config: SimConfig) -> ModelSpec:
         if not is_integer(limit) or limit < 1:
             raise ConfigError("model.max_context_tokens", f"must be a positive integer, got {limit!r}")
         if model.max_context_tokens is not None and limit > model.max_context_tokens:
-            suggestion = longer_context_model(model, int(limit))
+            suggestion = longer_context_model(model, [int(limit)])
             advice = (
-                f"pick a longer-context model ({suggestion.name} serves {suggestion.max_context_tokens:,})"
+                f"pick a longer-context model ({suggestion[0].name} serves {suggestion[0].max_context_tokens:,})"
                 if suggestion is not None
                 else "no shipped model serves that many"
             )
@@ -340,7 +340,12 @@ def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
     try:
         profile = load_profile(name)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        raise ConfigError("hardware.profile", f"cannot load profile {name!r}: {exc}") from None
+        shipped = ", ".join(available_profiles())
+        raise ConfigError(
+            "hardware.profile",
+            f"cannot load profile {name!r}: {exc}; choose {DATASHEET_PROFILE} (the datasheet roofline), "
+            f"a shipped profile ({shipped}), a profile directory, or leave it unset (null)",
+        ) from None
     if profile.gpu.name != gpu.name:
         # One GPU's memory with another's speed is no real machine.
         raise ConfigError(

@@ -299,14 +299,19 @@ class _ServeRun:
         if not refused:
             return
         model = self.setup.model
-        longest_request = int((self.trace.input_tokens.astype(np.int64) + self.trace.output_tokens).max())
-        suggestion = longer_context_model(model, longest_request)
+        lengths = self.trace.input_tokens.astype(np.int64) + self.trace.output_tokens
+        too_long = lengths[lengths > model.max_context_tokens]
+        suggestion = longer_context_model(model, too_long.tolist())
         if self.config.model.max_context_tokens is not None:
             advice = "model.max_context_tokens set that limit; raise it, up to the model's own, to keep them"
         elif suggestion is not None:
-            advice = f"serve a longer-context model (model={suggestion.name} serves {suggestion.max_context_tokens:,})"
+            other, served = suggestion
+            share = "all of them" if served == len(too_long) else f"{served:,} of them"
+            advice = (
+                f"serve a longer-context model (model={other.name} serves {other.max_context_tokens:,} tokens: {share})"
+            )
         else:
-            advice = f"no shipped model serves the longest ({longest_request:,} tokens)"
+            advice = f"no shipped model serves them (the longest is {int(too_long.max()):,} tokens)"
         warnings.warn(
             f"{refused:,} of {len(self.trace):,} requests ({refused / len(self.trace):.1%}) are longer than "
             f"{model.name}'s context of {model.max_context_tokens:,} tokens and were refused; {advice}",

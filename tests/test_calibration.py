@@ -8,6 +8,7 @@ profile's physical sanity, and the command line's behaviour without a GPU.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import hwmodels.calibrated
 from calibrate.fit import fit_profile, heldout_errors
 from hwmodels import ExecutionModel, GpuProfile, get_model, load_profile
-from hwmodels.calibrated import PROFILES_DIR, _loglog, load_calibrated_profile, profile_measured_on
+from hwmodels.calibrated import (
+    PROFILES_DIR,
+    _loglog,
+    load_calibrated_profile,
+    profile_measured_on,
+    shipped_profile_for_gpu,
+)
 from sim.config import HardwareConfig, SimConfig
 from sim.run import run
 from traces import Trace
@@ -181,6 +189,19 @@ def test_a_gpu_is_timed_by_its_shipped_calibrated_profile_unless_the_datasheet_i
     )
     summary = run(SimConfig(hardware=HardwareConfig(gpu=gpu, profile=requested)), trace).summary
     assert summary["profile"] == timed_by
+
+
+def test_a_users_own_fit_beside_the_shipped_profiles_is_never_a_default(tmp_path, monkeypatch) -> None:
+    """`kvsim-calibrate fit --name` writes next to the shipped profiles; one whose name sorts
+    first must not start timing every H100 run."""
+    for name in ("a-my-h100", "h100-sxm-calibrated"):
+        (tmp_path / name).mkdir()
+        shutil.copy(PROFILES_DIR / "h100-sxm-calibrated" / "profile.json", tmp_path / name)
+    monkeypatch.setattr(hwmodels.calibrated, "PROFILES_DIR", tmp_path)
+    assert hwmodels.calibrated.available_profiles()[0] == "a-my-h100"
+    assert shipped_profile_for_gpu("h100-sxm") == "h100-sxm-calibrated"
+    assert shipped_profile_for_gpu("a100-80gb") is None
+    assert load_profile("calibrated:a-my-h100").gpu.name == "h100-sxm"  # the prefix names a shipped one too
 
 
 def test_one_number_is_interpolated_as_an_array_of_them_is() -> None:
@@ -382,7 +403,6 @@ def test_steps_measured_after_the_model_was_settled_are_predicted_too(gpu: str, 
     chosen (``benchmarks/results/e2e_recheck_*``; one later variant was rejected on it): every step
     from rest to a 4 % median and 8 % at most (3.1 % / 2.6 %, 7.1 % / 7.6 %), under load to a
     4 % median and 12 % at most (2.5 % / 2.7 %, 5.3 % / 10.3 %)."""
-    import shutil
 
     from calibrate.validate import validate
 

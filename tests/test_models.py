@@ -189,22 +189,26 @@ def test_the_context_limit_may_be_lowered_but_not_raised_past_the_model() -> Non
 
 
 def test_a_too_long_trace_is_pointed_at_the_same_model_with_a_longer_context() -> None:
-    """The suggestion changes the context, not the GPU time per token: Llama 3 → Llama 3.1 of
-    the same size; where no same-shape model serves them, the nearest in size that does."""
-    assert longer_context_model(get_model("llama-3-70b"), 20_000).name == "llama-3.1-70b"
-    assert longer_context_model(get_model("llama-3-8b"), 9_000).name == "llama-3.1-8b"
-    assert longer_context_model(get_model("qwen-2.5-72b"), 100_000).name == "llama-3.1-70b"
-    assert longer_context_model(get_model("qwen-2.5-7b"), 40_000).name == "llama-3.1-8b"  # 8.0B params to its 7.6B
-    assert longer_context_model(get_model("llama-3.1-8b"), 10**6) is None
+    """The suggestion serves as many of the refused requests as any shipped model does, and
+    among those changes the context, not the GPU time per token: Llama 3 → Llama 3.1 of the same
+    size; where no same-shape model serves them, the nearest in size that does."""
+
+    def suggest(name: str, *lengths: int) -> tuple[str, int] | None:
+        found = longer_context_model(get_model(name), list(lengths))
+        return None if found is None else (found[0].name, found[1])
+
+    assert suggest("llama-3-70b", 20_000) == ("llama-3.1-70b", 1)
+    assert suggest("llama-3-8b", 9_000) == ("llama-3.1-8b", 1)
+    assert suggest("qwen-2.5-72b", 100_000) == ("llama-3.1-70b", 1)
+    assert suggest("qwen-2.5-7b", 40_000) == ("llama-3.1-8b", 1)  # 8.0B params to its 7.6B
+    assert suggest("llama-3-8b", 20_000, 200_000) == ("llama-3.1-8b", 1)  # one far too long hides nothing
+    assert suggest("llama-3.1-8b", 10**6) is None
     trace = Trace.from_columns(
-        arrival_s=[0.0, 1.0],
-        input_tokens=[1000, 20_000],
-        output_tokens=[10, 10],
-        block_hashes=[[1], [2]],
-        block_size=512,
-    )
+        arrival_s=[0.0, 1.0, 2.0], input_tokens=[1000, 20_000, 300_000], output_tokens=[10, 10, 10],
+        block_hashes=[[1], [2], [3]], block_size=512,
+    )  # fmt: skip
     config = SimConfig(model=ModelConfig(name="llama-3-70b"), hardware=HardwareConfig(gpu="h200", tensor_parallel=2))
-    with pytest.warns(UserWarning, match=r"1 of 2 requests .*\(model=llama-3.1-70b serves 131,072\)"):
+    with pytest.warns(UserWarning, match=r"2 of 3 requests .*\(model=llama-3.1-70b serves 131,072 tokens: 1 of them\)"):
         run(config, trace)
     too_high = SimConfig(model=ModelConfig(name="llama-3-8b", max_context_tokens=9000))
     with pytest.raises(ConfigError, match=r"beyond llama-3-8b's 8192 positions .*\(llama-3.1-8b serves 131,072\)"):

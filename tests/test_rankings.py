@@ -53,19 +53,26 @@ def test_kendall_tau_counts_swaps_and_ties() -> None:
 
 
 def test_a_policy_passing_two_others_is_a_change_though_tau_holds() -> None:
-    """Nine policies, one falls from seventh to last: tau stays 0.89, but that policy changed."""
+    """Nine policies, one falls from seventh to last: tau stays 0.89, but that policy changed.
+    A neighbour swap, or a tie that forms or breaks, is no such change."""
     names = [f"p{i}" for i in range(9)]
     stored = {"w/hit": [[p, 0.9 - 0.1 * i] for i, p in enumerate(names)]}
     fell = {"w/hit": [[p, v] for p, v in stored["w/hit"] if p != "p6"] + [["p6", 0.0]]}
     assert rankings.kendall_tau(stored["w/hit"], fell["w/hit"]) > rankings.MIN_KENDALL_TAU
     (problem,) = rankings.compare(stored, fell)
-    assert "p6 moved from place 7 to 9" in problem
-    swapped = {"w/hit": [[p, v] for p, v in stored["w/hit"]]}
-    swapped["w/hit"][6][1], swapped["w/hit"][7][1] = 0.2, 0.3  # neighbours swap: no change that matters
-    swapped["w/hit"].sort(key=lambda pv: -pv[1])
-    tied = {"w/hit": [[p, 0.4 if i in (5, 6) else v] for i, (p, v) in enumerate(stored["w/hit"])]}
-    assert rankings.compare(stored, swapped) == [] and rankings.compare(stored, tied) == []
-    assert rankings.places(tied["w/hit"])["p6"] == rankings.places(tied["w/hit"])["p5"] == 5  # a tie shares a place
+    assert "p6 changed places with 2 policies (p7, p8)" in problem
+    swapped = {"w/hit": [[p, 0.25 if p == "p6" else v] for p, v in stored["w/hit"]]}  # passes p7 only
+    assert rankings.compare(stored, swapped) == []
+    tied = {"w/hit": [[p, 0.5 if i in (4, 5, 6) else v] for i, (p, v) in enumerate(stored["w/hit"])]}
+    broken = {"w/hit": [[p, 0.5 - 1e-5 if p == "p6" else v] for p, v in tied["w/hit"]]}
+    assert rankings.compare(stored, tied) == [] and rankings.compare(tied, broken) == []
+
+
+def test_a_refresh_refuses_to_store_a_scheduler_ranking_of_an_overloaded_run(monkeypatch) -> None:
+    monkeypatch.setitem(rankings.SCHEDULER_LOAD, "rag", (0.1, 4.0))  # ten times the load, a small KV budget
+    trace = rankings.workloads(include_mooncake=False)["rag"]
+    with pytest.raises(RuntimeError, match="rag: the fcfs run is overloaded .* lighten it in SCHEDULER_LOAD"):
+        rankings.scheduler_rankings("rag", trace, refuse_overload=True)
 
 
 def test_a_refresh_without_the_mooncake_slice_keeps_its_stored_rankings(tmp_path, monkeypatch) -> None:
@@ -73,6 +80,6 @@ def test_a_refresh_without_the_mooncake_slice_keeps_its_stored_rankings(tmp_path
     stored.write_text(json.dumps({"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.1]]}))
     monkeypatch.setattr(rankings, "STORED", stored)
     monkeypatch.setattr(rankings, "MOONCAKE", tmp_path / "absent.jsonl")
-    monkeypatch.setattr(rankings, "compute_rankings", lambda: {"rag/hit@500": [["lru", 0.3]]})
+    monkeypatch.setattr(rankings, "compute_rankings", lambda **_: {"rag/hit@500": [["lru", 0.3]]})
     assert rankings.main(["--refresh"]) == 0
     assert json.loads(stored.read_text()) == {"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.3]]}

@@ -105,6 +105,9 @@ def test_unknown_generator_or_parameter_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="parameter 'n_requests' must be an integer, got 2.5"):
         generate("default", n_requests=2.5)
     assert len(generate("rag", n_requests=30, rate=3)) == 30  # an integer where a number is expected
+    for kind in ("multi_turn", "mixed"):  # an optional number (None: derived) is checked as a number
+        with pytest.raises(ValueError, match="parameter 'warmup_s' must be a number, got 'abc'"):
+            generate(kind, warmup_s="abc")
     with pytest.raises(ValueError, match="rag generator: docs_per_request=4 exceeds n_prefixes=2"):
         generate("rag", n_requests=10, n_prefixes=2)
     assert len(generate("shared_prompt", n_requests=10, n_prefixes=2)) == 10  # docs_per_request is rag's alone
@@ -161,8 +164,8 @@ def test_sessions_started_before_the_trace_bring_it_to_the_rate_asked_for() -> N
     """From a cold start (``warmup_s=0``) a session trace has no conversation under way, so for
     about a session's lifetime its requests arrive below ``rate`` (8 turns of ~55 s think time:
     2,000 requests at rate 2 come at ~1.4/s). With ``warmup_s`` longer than most sessions last,
-    the default's 600 s included, it starts mid-stream; turns before 0 are left out, their
-    sessions' later turns kept."""
+    as the default is (three mean lifetimes: 1,320 s here), it starts mid-stream; turns before 0
+    are left out, their sessions' later turns kept."""
 
     def mean_rate(**params) -> float:
         rates = []
@@ -180,8 +183,8 @@ def test_sessions_started_before_the_trace_bring_it_to_the_rate_asked_for() -> N
     assert started.turn.min() == 1 and (started.turn > 1).mean() > 0.7  # mostly conversations under way
     with pytest.raises(ValueError, match="warmup_s=-1"):
         generate("agent", warmup_s=-1)
-    mixed = generate("default", 0, n_requests=500, warmup_s=600)
-    assert (mixed.turn[np.asarray(mixed.categories)[mixed.category_code] == "chat"] > 1).mean() > 0.7
+    for mixed in (generate("default", 0, n_requests=500), generate("default", 0, n_requests=500, warmup_s=600)):
+        assert (mixed.turn[np.asarray(mixed.categories)[mixed.category_code] == "chat"] > 1).mean() > 0.7
 
 
 def test_a_contiguous_selection_equals_the_same_rows_gathered() -> None:

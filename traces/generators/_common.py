@@ -20,12 +20,19 @@ def make_params(cls: type[P], kind: str, params: dict[str, Any]) -> P:
     unknown = sorted(set(params) - valid)
     if unknown:
         raise ValueError(f"{kind} generator has no parameter {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name, value in params.items():
-        expected = _kind_of(defaults[name])
+        field = fields[name]
+        if value is None and field.default is None:
+            continue  # an optional parameter left to its derived default
+        expected = _kind_of(field.default) if field.default is not None else _OPTIONAL.get(str(field.type))
         if expected is not None and _kind_of(value) not in _ACCEPTS[expected]:
             raise ValueError(f"{kind} generator parameter {name!r} must be {expected}, got {value!r}")
     return cls(**params)
+
+
+# Optional parameters (default None: derived from the others) by their annotation.
+_OPTIONAL = {"float | None": "a number", "int | None": "an integer", "str | None": "a string"}
 
 
 # What a parameter whose default is of each kind accepts: an integer where a float is expected,
