@@ -29,6 +29,18 @@ from sim.result import Result
 from traces.schema import Trace
 
 
+def overload_queue_s(requests: pd.DataFrame, ttft_objective_s: float) -> float | None:
+    """The median time finished requests queued, where it exceeds the TTFT objective (else
+    ``None``): the mark of an overloaded run, whose backlog grows throughout and whose
+    latencies measure that backlog more than any policy. ``requests``: a result's per-request
+    frame."""
+    done = requests[requests["finished"]]
+    if not len(done):
+        return None
+    queue_p50 = float(done["queue_s"].median())
+    return queue_p50 if queue_p50 > ttft_objective_s else None
+
+
 def run_serve(config: SimConfig, trace: Trace, *, progress: bool = False, progress_label: str = "") -> Result:
     setup = build_setup(config, trace)
     last_arrival = float(trace.arrival_s[-1]) if len(trace) else 0.0
@@ -323,12 +335,10 @@ class _ServeRun:
         """Half the requests queued for longer than the TTFT objective: the replicas could not
         keep up, the backlog grew through the run, and its latencies measure the backlog more
         than any policy. Said once, as a comparison of policies on such a run misleads."""
+        queue_p50 = overload_queue_s(frame, self.config.slo.ttft_s)
+        if queue_p50 is None:
+            return
         done = frame[frame["finished"]]
-        if not len(done):
-            return
-        queue_p50 = float(done["queue_s"].median())
-        if queue_p50 <= self.config.slo.ttft_s:
-            return
         last_arrival = float(self.trace.arrival_s[-1])
         drain = float((done["arrival_s"] + done["e2e_s"]).max()) - last_arrival
         warnings.warn(

@@ -24,6 +24,7 @@ import numpy as np
 
 from policies.registry import available
 from sim.config import HardwareConfig, SimConfig, TierConfig
+from sim.engine import overload_queue_s
 from sim.run import run
 from traces import Trace, generate, open_trace
 from traces.atomic import write_text_atomic
@@ -95,12 +96,14 @@ def scheduler_rankings(name: str, trace: Trace, *, refuse_overload: bool = False
         config = SimConfig(hardware=HardwareConfig(hbm_gb=hbm_gb), scheduler=scheduler)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="overloaded", category=UserWarning)
-            s = run(config, busy).summary
-        if refuse_overload and s["queue_s_p50"] > config.slo.ttft_s:
+            result = run(config, busy)
+        queued = overload_queue_s(result.requests, config.slo.ttft_s)
+        if refuse_overload and queued is not None:
             raise RuntimeError(
-                f"{name}: the {scheduler} run is overloaded (half its requests queued over "
-                f"{s['queue_s_p50']:.3g} s), which ranks backlogs, not schedulers; lighten it in SCHEDULER_LOAD"
+                f"{name}: the {scheduler} run is overloaded (half its requests queued over {queued:.3g} s), "
+                "which ranks backlogs, not schedulers; lighten it in SCHEDULER_LOAD"
             )
+        s = result.summary
         means[scheduler], tails[scheduler] = s["ttft_s_mean"], s["ttft_s_p99"]
     return {
         f"{name}/scheduler/ttft_mean": _ranked(means, higher_is_better=False),
