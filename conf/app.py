@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from conf.schema import CONF_DIR, KvsimConf, policy_parameters, register
-from hwmodels.calibrated import calibrated_profile_file
+from hwmodels.calibrated import allreduce_source_file, calibrated_profile_file
 from hwmodels.gpus import get_gpu
 from policies.registry import UnknownPolicyError, available, resolve
 from sim.build import ConfigError, timing_profile_name
@@ -190,6 +190,8 @@ def _identity(cfg: DictConfig) -> str:
     else:
         plain["timing_profile"] = profile
         files["timing_profile_sha256"] = calibrated_profile_file(profile)
+        if cfg.hardware.get("tensor_parallel", 1) > 1:
+            files["allreduce_profile_sha256"] = allreduce_source_file(profile)
     for key, path in files.items():
         if path is not None and Path(path).is_file():  # a missing file fails later, naming the path
             with open(path, "rb") as file:

@@ -310,11 +310,30 @@ class CalibratedProfile:
         return out if np.ndim(out) else float(out)
 
     # ------------------------------------------------------------------ tensor parallelism
+    @cached_property
+    def allreduce_measured_on(self) -> str | None:
+        """The profile whose measured all-reduce this one prices: its own where its calibration
+        ran ``kvsim-calibrate tp``, else a shipped profile of a GPU on the same interconnect
+        (:func:`allreduce_lender`), else ``None`` (the datasheet ring)."""
+        if self.params.get("allreduce"):
+            return self.name
+        return allreduce_lender(self.gpu)
+
+    @cached_property
+    def _allreduce_tables(self) -> dict[str, Any] | None:
+        source = self.allreduce_measured_on
+        if source is None:
+            return None
+        if source == self.name:
+            return self.params["allreduce"]
+        return _read_params(source)["allreduce"]
+
     def allreduce_s(self, nbytes: ArrayLike, tp: int) -> ArrayLike:
-        """NCCL's all-reduce as measured (``kvsim-calibrate tp``) at the nearest group size
-        measured, scaled by the ring's share of the message each GPU moves, ``(tp - 1) / tp``,
-        for another; the datasheet's ring where the profile measured none."""
-        tables = self.params.get("allreduce")
+        """NCCL's all-reduce as measured (``kvsim-calibrate tp``, on this GPU or one of the same
+        interconnect) at the nearest group size measured, scaled by the ring's share of the
+        message each GPU moves, ``(tp - 1) / tp``, for another; the datasheet's ring where
+        none was measured."""
+        tables = self._allreduce_tables
         if tp <= 1 or not tables:
             return ring_allreduce_s(nbytes, tp, self.gpu.nvlink_gbps)
         measured = min((int(size) for size in tables), key=lambda size: (abs(np.log2(size / tp)), -size))
@@ -341,11 +360,49 @@ def calibrated_profile_file(name: str) -> Path:
     return directory / PROFILE_FILE
 
 
-def load_calibrated_profile(name: str) -> CalibratedProfile:
-    """A shipped profile by directory name (``h100-sxm-calibrated``) or a path to one."""
+def _read_params(name: str) -> dict[str, Any]:
     file = calibrated_profile_file(name)
     if not file.exists():
         shipped = ", ".join(available_profiles()) or "none"
         raise ValueError(f"unknown calibrated profile {name!r}; shipped profiles: {shipped}")
-    params = json.loads(file.read_text())
+    return json.loads(file.read_text())
+
+
+def allreduce_lender(gpu: GpuSpec) -> str | None:
+    """The shipped profile (first by name) whose calibration measured NCCL's all-reduce on GPUs
+    of ``gpu``'s interconnect, if any.
+
+    Why borrow: an all-reduce of a TP step is NVLink and NCCL work (its fixed latency, the
+    protocol's share of the link, the switch), which the GPUs of one fabric share: an H100 SXM
+    and an H200 sit on the same NVLink 4 and NVSwitch boards, and NCCL's peak all-reduce bus
+    bandwidth on eight of either is the same (about 480 GB/s). Where only one of them was
+    measured in pairs, its all-reduce is a better price for the other than the datasheet ring,
+    which on the H200's TP steps had twice the error of the measured one."""
+    if gpu.interconnect is None:
+        return None
+    for name in available_profiles():
+        params = _read_params(name)
+        if params.get("allreduce") and get_gpu(params["gpu"]).interconnect == gpu.interconnect:
+            return name
+    return None
+
+
+def allreduce_source_file(name: str) -> Path | None:
+    """The ``profile.json`` that calibrated profile ``name`` reads its all-reduce from where
+    that is another profile's (:func:`allreduce_lender`); ``None`` where it is its own, the
+    datasheet ring, or ``name`` is no calibrated profile. Resume digests it: a re-measured
+    lender changes the borrower's TP runs."""
+    try:
+        params = _read_params(name)
+        if params.get("allreduce"):
+            return None
+        lender = allreduce_lender(get_gpu(params["gpu"]))
+    except (ValueError, KeyError):
+        return None  # not a calibrated profile, or a broken one: loading it fails later, naming it
+    return None if lender is None else calibrated_profile_file(lender)
+
+
+def load_calibrated_profile(name: str) -> CalibratedProfile:
+    """A shipped profile by directory name (``h100-sxm-calibrated``) or a path to one."""
+    params = _read_params(name)
     return CalibratedProfile(name=params["name"], gpu=get_gpu(params["gpu"]), params=params)

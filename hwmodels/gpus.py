@@ -22,6 +22,9 @@ class GpuSpec:
     # Measured draw of back-to-back decode steps (memory-bound, below the limit); None where not
     # measured, and the limit stands in for it.
     decode_power_w: float | None = None
+    # The GPU-to-GPU fabric of its usual board (NVLink generation and switch): GPUs that share
+    # it run NCCL's all-reduce alike, so one's measured all-reduce times the other's.
+    interconnect: str | None = None
 
 
 GPUS: dict[str, GpuSpec] = {
@@ -29,10 +32,11 @@ GPUS: dict[str, GpuSpec] = {
     for g in (
         # 81,559 MiB; decode: Llama-3-8B batch 64 x 1,024 and 32 x 8,192, 602 and 572 W
         # (nvidia-smi, 8 s back to back, 2026-11-23, benchmarks/gpu_power_state.py)
-        GpuSpec("h100-sxm", 989.0, 3.35, 85.52, 64.0, 450.0, 700.0, 132, 590.0),
+        GpuSpec("h100-sxm", 989.0, 3.35, 85.52, 64.0, 450.0, 700.0, 132, 590.0, "nvlink4-nvswitch"),
         # 143,771 MiB; decode: the same steps, 620-666 W on two lent H200s (2026-11-23)
-        GpuSpec("h200", 989.0, 4.8, 150.76, 64.0, 450.0, 700.0, 132, 645.0),
-        GpuSpec("a100-80gb", 312.0, 2.0, 85.90, 32.0, 300.0, 400.0, 108),  # 81,920 MiB; SXM4 400 W
+        GpuSpec("h200", 989.0, 4.8, 150.76, 64.0, 450.0, 700.0, 132, 645.0, "nvlink4-nvswitch"),
+        # 81,920 MiB; SXM4 400 W
+        GpuSpec("a100-80gb", 312.0, 2.0, 85.90, 32.0, 300.0, 400.0, 108, interconnect="nvlink3-nvswitch"),
     )
 }
 

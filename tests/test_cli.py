@@ -169,6 +169,27 @@ def test_resume_redoes_a_run_whose_timing_profile_was_refitted(tmp_path: Path) -
     assert json.loads((tmp_path / "default" / "config.json").read_text())["timing_profile"] == "h100-sxm-calibrated"
 
 
+def test_a_tensor_parallel_run_s_identity_carries_the_digest_of_the_allreduce_it_borrows() -> None:
+    """An H100 prices its TP all-reduce from the H200's measurements (same NVLink 4); a
+    re-measured H200 all-reduce changes H100 TP runs, so resume must see that file too, and
+    only for TP runs, whose results it changes."""
+    import hashlib
+
+    from hydra import compose, initialize_config_module
+
+    from conf.app import _identity
+
+    lender = hashlib.sha256((PROFILES_DIR / "h200-calibrated" / "profile.json").read_bytes()).hexdigest()
+    with initialize_config_module(config_module="conf", version_base=None):
+        tp2 = json.loads(_identity(compose("config", overrides=["hardware.tensor_parallel=2"])))
+        tp1 = json.loads(_identity(compose("config")))
+        own = json.loads(_identity(compose("config", overrides=["hardware=h200", "hardware.tensor_parallel=2"])))
+    assert tp2["timing_profile"] == "h100-sxm-calibrated"
+    assert tp2["allreduce_profile_sha256"] == lender
+    assert "allreduce_profile_sha256" not in tp1
+    assert "allreduce_profile_sha256" not in own  # the H200's own all-reduce is in its own digest
+
+
 def test_a_model_from_a_config_json_runs_and_resume_sees_the_file_change(tmp_path: Path) -> None:
     config = tmp_path / "my-model" / "config.json"
     config.parent.mkdir()

@@ -14,8 +14,8 @@ import pytest
 
 from calibrate.fit import fit_allreduce
 from calibrate.validate import validate
-from hwmodels import ExecutionModel, get_model
-from hwmodels.calibrated import PROFILES_DIR, CalibratedProfile, load_calibrated_profile
+from hwmodels import ExecutionModel, calibrated, get_model
+from hwmodels.calibrated import PROFILES_DIR, CalibratedProfile, allreduce_source_file, load_calibrated_profile
 from hwmodels.gpus import get_gpu
 from hwmodels.profile import DatasheetProfile, ring_allreduce_s
 
@@ -26,7 +26,9 @@ def _tp_steps(profile_dir: Path) -> list[dict]:
     return [s for s in validate(profile_dir)["end_to_end"] if s["tp"] > 1]
 
 
-def test_tp_steps_on_two_h200s_are_predicted_with_the_measured_allreduce(tmp_path: Path) -> None:
+def test_tp_steps_on_two_h200s_are_predicted_with_the_measured_allreduce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fourteen TP-2 steps (prefill, prefix, chunked and decode; Llama-3-8B and a 20-layer
     Llama-3-70B), timed from rest, which the fit never saw (it saw only all-reduces on their
     own): to a 4 % median and 8 % at most (3.3 % / 6.1 % measured). Priced with the datasheet's
@@ -38,6 +40,7 @@ def test_tp_steps_on_two_h200s_are_predicted_with_the_measured_allreduce(tmp_pat
     assert np.median(errors) <= 0.04
     assert errors.max() <= 0.08
 
+    monkeypatch.setattr(calibrated, "allreduce_lender", lambda gpu: None)  # no all-reduce to borrow
     datasheet = tmp_path / "datasheet-allreduce"
     shutil.copytree(H200, datasheet)
     params = json.loads((datasheet / "profile.json").read_text())
@@ -59,7 +62,8 @@ def test_tp_steps_measured_on_another_pair_after_the_model_was_settled_are_predi
 
 
 def _with_tp_steps(tmp_path: Path, measured: str, allreduce: bool = True) -> Path:
-    """The H200 profile with another ``tp.json`` (and without its measured all-reduce)."""
+    """The H200 profile with another ``tp.json`` (and without its measured all-reduce, which
+    then needs ``allreduce_lender`` patched for the datasheet ring)."""
     directory = tmp_path / ("measured" if allreduce else "ring")
     shutil.copytree(H200, directory)
     shutil.copy(H200.parents[2] / "benchmarks" / "results" / measured, directory / "tp.json")
@@ -70,7 +74,9 @@ def _with_tp_steps(tmp_path: Path, measured: str, allreduce: bool = True) -> Pat
     return directory
 
 
-def test_tp_steps_of_models_the_check_never_timed_are_predicted_within_what_was_seen(tmp_path: Path) -> None:
+def test_tp_steps_of_models_the_check_never_timed_are_predicted_within_what_was_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Qwen-2.5-7B and a 24-layer Qwen-2.5-32B at TP 2 on two H200s, timed once the model was
     settled (``benchmarks/results/tp_other_models_h200_2026-11-23.json``): shards whose heads
     (14/2, 20/4) and GEMM shapes no benchmark measured. A median 3.5 %, within 7.8 % (4.5 % and
@@ -83,6 +89,7 @@ def test_tp_steps_of_models_the_check_never_timed_are_predicted_within_what_was_
     errors = np.abs([s["rel_error"] for s in steps])
     assert np.median(errors) <= 0.06
     assert errors.max() <= 0.12
+    monkeypatch.setattr(calibrated, "allreduce_lender", lambda gpu: None)
     ring = np.abs([s["rel_error"] for s in _tp_steps(_with_tp_steps(tmp_path, name, allreduce=False))])
     assert np.median(ring) >= 2 * np.median(errors)
 
@@ -133,11 +140,24 @@ def test_an_unmeasured_group_size_scales_by_the_share_of_the_message_each_gpu_mo
     assert profile.allreduce_s(2e6, 2) > 1.5 * ring_allreduce_s(2e6, 2, profile.gpu.nvlink_gbps)
 
 
-def test_a_profile_without_allreduce_measurements_prices_the_datasheet_ring() -> None:
-    h100 = load_calibrated_profile("h100-sxm-calibrated")
+def test_a_profile_without_allreduce_measurements_borrows_one_measured_on_the_same_interconnect() -> None:
+    """No pair of H100s was lent, so the H100 profile prices the all-reduce measured on H200s,
+    which sit on the same NVLink 4 and NVSwitch; a GPU of a fabric nothing was measured on
+    (an A100's NVLink 3), and the datasheet roofline, price the datasheet's ring."""
+    h100, h200 = load_calibrated_profile("h100-sxm-calibrated"), load_calibrated_profile("h200-calibrated")
     assert "allreduce" not in h100.params
+    assert (h100.allreduce_measured_on, h200.allreduce_measured_on) == ("h200-calibrated", "h200-calibrated")
+    nbytes = np.array([8e3, 2e6, 64e6])
     for tp in (2, 4, 8):
-        assert h100.allreduce_s(1e6, tp) == ring_allreduce_s(1e6, tp, h100.gpu.nvlink_gbps)
+        assert h100.allreduce_s(nbytes, tp) == pytest.approx(h200.allreduce_s(nbytes, tp))
+    assert h100.allreduce_s(8e3, 2) > 1.2 * ring_allreduce_s(8e3, 2, h100.gpu.nvlink_gbps)
+    assert allreduce_source_file("h100-sxm-calibrated") == PROFILES_DIR / "h200-calibrated" / "profile.json"
+    assert allreduce_source_file("h200-calibrated") is None
+    assert allreduce_source_file("h100-sxm") is None  # the datasheet roofline is no calibrated profile
+
+    a100 = CalibratedProfile("a100-test", get_gpu("a100-80gb"), h100.params)
+    assert a100.allreduce_measured_on is None
+    assert a100.allreduce_s(1e6, 4) == ring_allreduce_s(1e6, 4, a100.gpu.nvlink_gbps)
     assert DatasheetProfile(get_gpu("h100-sxm")).allreduce_s(1e6, 4) == ring_allreduce_s(
         1e6, 4, get_gpu("h100-sxm").nvlink_gbps
     )
