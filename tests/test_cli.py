@@ -272,6 +272,32 @@ def test_a_users_own_policy_class_is_selected_by_target(tmp_path: Path) -> None:
     assert mru_summary["block_hit_ratio"] != lru_summary["block_hit_ratio"]
 
 
+def test_another_launcher_replaces_the_default_one_whole(tmp_path: Path) -> None:
+    """joblib's n_jobs belongs to kvsim's default launcher option, not to the top-level config,
+    where it was merged into every launcher and refused by those without the key (basic, ray)."""
+    from hydra import compose, initialize_config_module
+
+    import conf.app  # noqa: F401  (registers the policy groups the defaults list names)
+
+    with initialize_config_module(config_module="conf", version_base=None):
+        default = compose("config", return_hydra_config=True).hydra.launcher
+        basic = compose("config", overrides=["hydra/launcher=basic"], return_hydra_config=True).hydra.launcher
+    assert "JoblibLauncher" in default._target_ and default.n_jobs == -1
+    assert "BasicLauncher" in basic._target_ and "n_jobs" not in basic
+    done = kvsim(
+        "-m",
+        "mode=replay",
+        SMALL,
+        "tiers.hbm_blocks=200",
+        "eviction=lru,s3fifo",
+        "hydra/launcher=basic",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "s").rglob("summary.json"))) == 2
+
+
 def test_ray_launcher_runs_the_same_sweep(tmp_path: Path) -> None:
     pytest.importorskip(
         "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher not installed (pip install -e '.[ray]')"
