@@ -258,9 +258,14 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], progress_label
 
 
 def _parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """Each command-line override's key and value as typed, for kvsim-collect's columns. A value
+    hydra quoted (it quotes one with spaces: ``trace.path='/data/my traces/a.jsonl'``) is
+    unquoted, so the column holds the path, not the path in quotes."""
     parsed = {}
     for item in overrides:
         key, _, value = item.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
         parsed[key.lstrip("+~")] = value
     return parsed
 

@@ -381,3 +381,10 @@ def test_ctrl_c_mid_sweep_says_how_to_resume_and_leaves_the_interrupted_runs_to_
     assert len(table) == 2 and set(table["status"]) <= {"incomplete", "failed"}
     failed = table[table["status"] == "failed"]
     assert failed["error"].str.startswith("KeyboardInterrupt: interrupted before it finished").all()
+
+
+def test_override_columns_hold_values_as_typed_without_the_quotes_hydra_adds() -> None:
+    from conf.app import _parse_overrides
+
+    parsed = _parse_overrides(["trace.path='/data/my traces/a.jsonl'", "+trace.params.rate=2", "eviction=lru", "x='"])
+    assert parsed == {"trace.path": "/data/my traces/a.jsonl", "trace.params.rate": "2", "eviction": "lru", "x": "'"}
