@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,43 @@ def test_stats_of_a_hashed_csv_takes_the_block_size_the_error_asks_for(
     assert main(["stats", str(src), "--format", "csv", "--block-size", "16", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["requests"] == 2 and stats["block_accesses"] == 8
+
+
+def test_a_reader_warning_is_one_kvsim_trace_line(tmp_path: Path) -> None:
+    """A skipped row is reported as the command's own line, not as Python's warning format
+    with the source line that raised it (run as a process: pytest records warnings itself)."""
+    src = tmp_path / "azure.csv"
+    src.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,44\n2023-11-16 18:15:47,0,4\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from traces.cli import main; sys.exit(main(sys.argv[1:]))",
+         "convert", str(src), "-o", str(tmp_path / "a.parquet")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("kvsim-trace: warning: ") and "line 3" in done.stderr
+    assert done.stderr.count("\n") == 1 and ".py:" not in done.stderr
+
+
+def test_a_git_lfs_pointer_an_empty_file_and_a_trace_of_no_requests_are_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pointer = tmp_path / "qwen_trace.jsonl"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 123456789\n")
+    for fmt in ("auto", "bailian", "mooncake"):
+        assert main(["stats", str(pointer), "--format", fmt]) == 2
+        err = capsys.readouterr().err
+        assert "is a Git LFS pointer, not the trace" in err and "git lfs pull" in err, fmt
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["stats", str(empty)]) == 2
+    assert capsys.readouterr().err.strip().endswith("empty.jsonl: is empty")
+    header_only = tmp_path / "azure.csv"
+    header_only.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    out = tmp_path / "azure.parquet"
+    assert main(["convert", str(header_only), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith("azure.csv: holds no requests")
+    assert not out.exists()
+    unknown = tmp_path / "odd.txt"
+    unknown.write_text("hello\n")
+    assert main(["stats", str(unknown)]) == 2
+    assert "name it (kvsim-trace --format, kvsim trace.format=)" in capsys.readouterr().err

@@ -14,7 +14,9 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,7 @@ from traces.errors import TraceFormatError
 from traces.generators import KINDS, generate
 from traces.io import write_trace
 from traces.readers import FORMATS, open_trace
+from traces.schema import Trace
 from traces.stats import format_stats, trace_stats
 
 EXIT_BAD_INPUT = 2
@@ -70,23 +73,47 @@ def _parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _reader_notes_to_stderr() -> Iterator[None]:
     """What the readers log about a file (such as block ids chained as read) as a line on
-    stderr, for the command's run only."""
+    stderr, and what they warn of (rows skipped) as ``kvsim-trace: warning:`` lines rather than
+    Python's source-line format, for the command's run only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("kvsim-trace: %(message)s"))
     logger = logging.getLogger("traces")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        warnings.formatwarning = formatwarning
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    return f"kvsim-trace: warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     with _reader_notes_to_stderr():
-        return _main(argv)
+        try:
+            return _main(argv)
+        except BrokenPipeError:
+            # The reader of stdout went away (``kvsim-trace stats ... | head``): nothing is lost.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+
+def _read(path: str, format: str, block_size: int | None) -> Trace:
+    """The trace at ``path``; one with no requests is refused, as ``kvsim`` refuses to run it,
+    rather than converted into an empty file or summarised as zeros."""
+    trace = open_trace(path, format, block_size=block_size)
+    if len(trace) == 0:
+        raise TraceFormatError(path, None, None, "holds no requests")
+    return trace
 
 
 def _main(argv: list[str] | None) -> int:
@@ -98,11 +125,11 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_BAD_INPUT
     try:
         if args.command == "convert":
-            trace = open_trace(args.source, args.format, block_size=args.block_size)
+            trace = _read(args.source, args.format, args.block_size)
             write_trace(trace, args.output)
             print(f"wrote {args.output}: {len(trace):,} requests, {trace.n_block_accesses:,} block hashes")
         elif args.command == "stats":
-            stats = trace_stats(open_trace(args.file, args.format, block_size=args.block_size))
+            stats = trace_stats(_read(args.file, args.format, args.block_size))
             print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         else:
             params = _params(args.param)

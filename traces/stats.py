@@ -92,10 +92,11 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"sessions        {stats['sessions']:,}",
     ]
     if stats["categories"]:
-        lines.append(f"{'category':<16}{'requests':>10}{'mean in':>10}{'mean out':>10}{'reuse':>8}")
+        width = max(16, 2 + max(len(name) for name in stats["categories"]))  # BurstGPT's are long
+        lines.append(f"{'category':<{width}}{'requests':>10}{'mean in':>10}{'mean out':>10}{'reuse':>8}")
         for name, c in stats["categories"].items():
             lines.append(
-                f"{name:<16}{c['requests']:>10,}{c['mean_input_tokens']:>10,.0f}{c['mean_output_tokens']:>10,.0f}"
-                f"{c['reuse_ratio']:>8.3f}"
+                f"{name:<{width}}{c['requests']:>10,}{c['mean_input_tokens']:>10,.0f}"
+                f"{c['mean_output_tokens']:>10,.0f}{c['reuse_ratio']:>8.3f}"
             )
     return "\n".join(lines)

@@ -87,19 +87,43 @@ def detect_format(path: Path) -> str:
         return "burstgpt"
     if "arrival_s" in header:
         return "csv"
+    if not first:
+        raise TraceFormatError(str(path), None, None, "is empty")
     raise TraceFormatError(
-        str(path), None, None, f"cannot tell the trace format; pass format= one of {', '.join(FORMATS)}"
+        str(path),
+        None,
+        None,
+        f"cannot tell the trace format; name it (kvsim-trace --format, kvsim trace.format=) as one of "
+        f"{', '.join(FORMATS)}",
     )
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def refuse_lfs_pointer(path: Path) -> None:
+    """A clone without Git LFS holds a three-line pointer where a large trace should be; say so,
+    rather than fail on its first line as a malformed row of whatever format was asked for."""
+    with open_binary(path) as handle:
+        try:
+            head = handle.read(len(LFS_POINTER))
+        except GZIP_ERRORS:
+            return  # a damaged gzip: the reader names it
+    if head == LFS_POINTER:
+        raise TraceFormatError(
+            str(path), None, None, "is a Git LFS pointer, not the trace: fetch the file itself (git lfs pull)"
+        )
 
 
 def open_trace(path: str | os.PathLike[str], format: str = "auto", *, block_size: int | None = None) -> Trace:
     """Read any supported trace file into the canonical form."""
     file = Path(path)
-    fmt = detect_format(file) if format == "auto" else format
-    if fmt not in READERS:
+    if format != "auto" and format not in READERS:
         raise TraceFormatError(
-            str(file), None, None, f"unknown trace format {fmt!r}; choose one of auto, {', '.join(FORMATS)}"
+            str(file), None, None, f"unknown trace format {format!r}; choose one of auto, {', '.join(FORMATS)}"
         )
+    refuse_lfs_pointer(file)
+    fmt = detect_format(file) if format == "auto" else format
     trace = READERS[fmt](file, block_size=block_size)
     chained, changed = prefix_chained(trace.block_offsets, trace.block_hashes)
     if not changed:
