@@ -64,6 +64,22 @@ def test_bailian_reader_recovers_sessions_from_the_parent_chain(tmp_path: Path) 
     assert [trace.category_of(i) for i in range(5)] == ["text", "image", "text", "text", "search"]
 
 
+def test_a_bailian_request_naming_itself_or_a_later_one_as_parent_starts_its_own_session(tmp_path: Path) -> None:
+    """The file is in time order and a turn follows its parent's reply: a parent at or after
+    the request is a broken link, not a conversation, and must not merge two sessions."""
+    from traces.readers import bailian
+
+    def row(chat: int, parent: int, t: float) -> dict:
+        return {"chat_id": chat, "parent_chat_id": parent, "timestamp": t, "input_length": 16,
+                "output_length": 1, "type": "text", "turn": 1, "hash_ids": [chat]}  # fmt: skip
+
+    path = jsonl(tmp_path / "b.jsonl", [row(1, 3, 0.0), row(2, 2, 1.0), row(3, -1, 2.0), row(4, 3, 3.0)])
+    for read in (bailian._read_regular, bailian._read_rows):
+        with pytest.warns(UserWarning, match=r"2 request\(s\) name themselves or a later request.*chat_id 1"):
+            trace = read(path, 16)
+        assert trace.session_id.tolist() == [1, 2, 3, 3]
+
+
 def test_azure_and_burstgpt_readers_give_lengths_without_hashes(tmp_path: Path) -> None:
     azure = tmp_path / "azure.csv"
     azure.write_text(

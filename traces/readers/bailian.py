@@ -5,12 +5,17 @@ and ``hash_ids`` over 16-token blocks.
 Sessions are recovered from the parent chain: a request whose ``parent_chat_id`` is -1 (or
 null) starts a session identified by its own ``chat_id``; any other request joins its
 parent's session. A parent that is not in the file (the slice began mid-conversation) starts
-a session identified by the parent's id, so the conversation's later turns still group.
+a session identified by the parent's id, so the conversation's later turns still group. A
+request naming itself or a later request as its parent (no turn follows its own reply, and
+the file is in time order) starts its own session, with a warning: merged into the later
+request's session, it would make two conversations one.
 ``type`` (text, image, search, file, ...) becomes the category.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,22 +92,34 @@ def _read_regular(path: Path, block: int) -> Trace | None:
         block_offsets=offsets,
         flat_hashes=hashes.astype(np.uint64, copy=False),
         block_size=block,
-        session_id=np.asarray(_sessions(chat.tolist(), parent.tolist()), dtype=np.int64),
+        session_id=np.asarray(_sessions(chat.tolist(), parent.tolist(), str(path)), dtype=np.int64),
         turn=turn,
         categories=kinds,
         source=str(path),
     )
 
 
-def _sessions(chats: list[int], parents: list[int]) -> list[int]:
-    """Each request's session (see the module docstring), in file order: a parent later in
-    the file does not yet have a session, so its id is taken, as the row reader does."""
+def _sessions(chats: list[int], parents: list[int], source: str) -> list[int]:
+    """Each request's session (see the module docstring), in file order; ``parents`` holds -1
+    for none. ``chats`` are distinct (both readers check)."""
+    position = {chat: i for i, chat in enumerate(chats)}
     session_of: dict[int, int] = {}
     sessions = []
-    for chat, parent in zip(chats, parents, strict=True):
+    backwards: list[int] = []
+    for i, (chat, parent) in enumerate(zip(chats, parents, strict=True)):
+        if parent != -1 and position.get(parent, -1) >= i:
+            backwards.append(chat)
+            parent = -1
         session = chat if parent == -1 else session_of.get(parent, parent)
         session_of[chat] = session
         sessions.append(session)
+    if backwards:
+        warnings.warn(
+            f"{source}: {len(backwards):,} request(s) name themselves or a later request as parent_chat_id "
+            f"(the first: chat_id {backwards[0]}); each starts its own session",
+            UserWarning,
+            stacklevel=4,
+        )
     return sessions
 
 
@@ -110,7 +127,9 @@ def _read_rows(path: Path, block: int) -> Trace:
     """Line by line: names the line and field of the first bad value."""
     error = LineError(str(path))
     rows = ColumnBuilder()
-    session_of: dict[int, int] = {}
+    chats: list[int] = []
+    parents: list[int] = []
+    seen: set[int] = set()
     previous: float | None = None
     for line, record in json_records(path, "Bailian"):
         chat = as_count(require(record, "chat_id", line, error), "chat_id", line, error, minimum=0, maximum=INT64_MAX)
@@ -128,9 +147,11 @@ def _read_rows(path: Path, block: int) -> Trace:
             raise error(line, "type", f"must be a non-empty string (got {kind!r})")
         hashes = as_hash_list(require(record, "hash_ids", line, error), "hash_ids", line, error)
         check_hash_count(len(hashes), n_in, block, line, error)
-        if chat in session_of:
+        if chat in seen:
             raise error(line, "chat_id", f"{chat} appears twice")
-        session = chat if parent in NO_PARENT else session_of.get(parent, parent)
-        session_of[chat] = session
-        rows.add(t, n_in, n_out, hashes, session_id=session, turn=turn, category=kind)
-    return rows.build(block_size=block, source=str(path))
+        seen.add(chat)
+        chats.append(chat)
+        parents.append(-1 if parent in NO_PARENT else parent)
+        rows.add(t, n_in, n_out, hashes, turn=turn, category=kind)
+    trace = rows.build(block_size=block, source=str(path))
+    return replace(trace, session_id=np.asarray(_sessions(chats, parents, str(path)), dtype=np.int64))
