@@ -181,7 +181,10 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     if not isinstance(tied, bool):
         raise ValueError(f"{path}: field 'tie_word_embeddings' must be true or false, got {tied!r}")
     context = _context_limit(path, config, count)
-    label = name or config.get("_name_or_path") or path.resolve().parent.name
+    # Hugging Face keeps a model's config.json in a folder named after the model; a file named
+    # otherwise (llama-8b.json beside llama-70b.json) is named by itself.
+    own = path.resolve().parent.name if path.name == "config.json" else path.stem
+    label = name or config.get("_name_or_path") or own
     return ModelSpec(
         name=str(label),
         n_layers=count("num_hidden_layers"),

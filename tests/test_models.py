@@ -70,6 +70,16 @@ def test_a_hugging_face_config_gives_the_shipped_spec(tmp_path: Path) -> None:
     assert eight_b == get_model("llama-3-8b")
 
 
+def test_a_config_without_its_own_name_is_named_after_its_folder_or_its_file(tmp_path: Path) -> None:
+    """Hugging Face keeps config.json in a folder named after the model; two configs side by
+    side in one folder (a sweep over them) are told apart by their file names."""
+    unnamed = {k: v for k, v in LLAMA_3_8B.items() if k != "_name_or_path"}
+    (tmp_path / "my-llama").mkdir()
+    assert spec_from_hf_config(write_config(tmp_path / "my-llama", unnamed)).name == "my-llama"
+    assert spec_from_hf_config(write_config(tmp_path, unnamed, "llama-8b.json")).name == "llama-8b"
+    assert spec_from_hf_config(write_config(tmp_path, unnamed, "wide.json")).name == "wide"
+
+
 def test_missing_optional_fields_take_the_architecture_defaults(tmp_path: Path) -> None:
     optional = ("num_key_value_heads", "tie_word_embeddings", "max_position_embeddings")
     mha = {k: v for k, v in LLAMA_3_8B.items() if k not in optional}
