@@ -61,6 +61,14 @@ class _ServeRun:
             for factory in (setup.policies["eviction"], *setup.tier_eviction.values())
         )
         self.oracle = AccessOracle(self.keys) if needs_future else None
+        prefetch = setup.policies["prefetch"]
+        if getattr(getattr(prefetch, "func", prefetch), "acts_on_sessions", False) and (trace.session_id < 0).all():
+            warnings.warn(
+                f"prefetch={policy_label(prefetch)} acts on a session's turns, and {trace.source} has no sessions: it "
+                "stages and holds nothing, and the run equals prefetch=none",
+                UserWarning,
+                stacklevel=3,
+            )
         self.recompute_s = self._recompute_cost_by_position()
         self.tier_names = tuple(name for name, _ in setup.tier_blocks)
         self.log = RequestLog(len(trace), self.tier_names)
@@ -300,6 +308,7 @@ class _ServeRun:
         )
         summary = {**self._describe(), **summary}
         self._warn_if_too_long(summary)
+        self._warn_if_kv_too_big(summary)
         self._warn_if_overloaded(frame)
         return Result(summary, frame, pd.DataFrame(self.timeseries_rows))
 
@@ -327,6 +336,23 @@ class _ServeRun:
         warnings.warn(
             f"{refused:,} of {len(self.trace):,} requests ({refused / len(self.trace):.1%}) are longer than "
             f"{model.name}'s context of {model.max_context_tokens:,} tokens and were refused; {advice}",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _warn_if_kv_too_big(self, summary: dict) -> None:
+        """Requests whose KV (prompt and output) could never fit in one replica's HBM were
+        refused; said once with the share, as a summary's rejected count is easy to miss and the
+        refused requests are the longest, whose absence flatters every latency."""
+        refused = summary["rejected_by_reason"]["kv_exceeds_hbm"]
+        if not refused:
+            return
+        blocks, block_tokens = summary["hbm_capacity_blocks"], summary["block_tokens"]
+        warnings.warn(
+            f"{refused:,} of {len(self.trace):,} requests ({refused / len(self.trace):.1%}) need more KV than "
+            f"one replica's HBM holds for {self.setup.model.name} ({blocks:,} blocks of {block_tokens:,} tokens) "
+            "and were refused; give the KV cache more (hardware.hbm_gb, hardware.tensor_parallel) or serve a "
+            "smaller model",
             UserWarning,
             stacklevel=3,
         )

@@ -52,6 +52,9 @@ class CacheView(Protocol):
 
 class PrefetchPolicy(ABC):
     max_hold_fraction: float = 0.2
+    #: True for a policy that acts only on requests of a session (their next turn): on a trace
+    #: without sessions it does nothing, which a run warns of.
+    acts_on_sessions: bool = False
 
     def on_arrival(self, request: Any, cache: CacheView) -> Sequence[Order]:
         return ()

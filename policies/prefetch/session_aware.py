@@ -18,6 +18,7 @@ class SessionAware(PrefetchPolicy):
     to the eviction policy."""
 
     max_hold_fraction = 0.25
+    acts_on_sessions = True
 
     def __init__(self, hold_s: float = 30.0) -> None:
         if hold_s < 0:
