@@ -131,3 +131,17 @@ def test_a_git_lfs_pointer_an_empty_file_and_a_trace_of_no_requests_are_named_as
     unknown.write_text("hello\n")
     assert main(["stats", str(unknown)]) == 2
     assert "name it (kvsim-trace --format, kvsim trace.format=)" in capsys.readouterr().err
+
+
+def test_stats_and_convert_infer_sessions_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"timestamp": i, "input_length": 600 * (i + 1), "output_length": 1, "hash_ids": list(range(i + 2))}
+            for i in range(3)] + [{"timestamp": 9, "input_length": 600, "output_length": 1, "hash_ids": [0, 99]}]  # fmt: skip
+    src = tmp_path / "m.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["stats", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == 0
+    assert main(["stats", str(src), "--json", "--infer-sessions"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == 2  # three turns of one, then another
+    out = tmp_path / "m.parquet"
+    assert main(["convert", str(src), "--infer-sessions", "-o", str(out)]) == 0
+    assert read_trace(out).turn.tolist() == [1, 2, 3, 1]

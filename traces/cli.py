@@ -25,6 +25,7 @@ from traces.generators import KINDS, generate
 from traces.io import write_trace
 from traces.readers import FORMATS, open_trace
 from traces.schema import Trace
+from traces.sessions import infer_sessions
 from traces.stats import format_stats, trace_stats
 
 EXIT_BAD_INPUT = 2
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True)
     stats = sub.add_parser("stats", help="requests, lengths, unique blocks, reuse ratio, per category")
     stats.add_argument("file")
+    for command in (convert, stats):
+        command.add_argument(
+            "--infer-sessions",
+            action="store_true",
+            help="recover sessions from prefix chains where the trace has none (Mooncake)",
+        )
     stats.add_argument("--format", choices=("auto", *FORMATS), default="auto")
     stats.add_argument("--block-size", type=int, default=None, help="hash block size (csv input; or override)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -107,13 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
 
-def _read(path: str, format: str, block_size: int | None) -> Trace:
-    """The trace at ``path``; one with no requests is refused, as ``kvsim`` refuses to run it,
-    rather than converted into an empty file or summarised as zeros."""
+def _read(path: str, format: str, block_size: int | None, sessions_inferred: bool) -> Trace:
+    """The trace at ``path``, with sessions inferred if asked; one with no requests is refused,
+    as ``kvsim`` refuses to run it, rather than converted into an empty file or summarised as
+    zeros."""
     trace = open_trace(path, format, block_size=block_size)
     if len(trace) == 0:
         raise TraceFormatError(path, None, None, "holds no requests")
-    return trace
+    return infer_sessions(trace) if sessions_inferred else trace
 
 
 def _main(argv: list[str] | None) -> int:
@@ -125,11 +133,11 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_BAD_INPUT
     try:
         if args.command == "convert":
-            trace = _read(args.source, args.format, args.block_size)
+            trace = _read(args.source, args.format, args.block_size, args.infer_sessions)
             write_trace(trace, args.output)
             print(f"wrote {args.output}: {len(trace):,} requests, {trace.n_block_accesses:,} block hashes")
         elif args.command == "stats":
-            stats = trace_stats(_read(args.file, args.format, args.block_size))
+            stats = trace_stats(_read(args.file, args.format, args.block_size, args.infer_sessions))
             print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         else:
             params = _params(args.param)
