@@ -284,31 +284,20 @@ def test_another_launcher_replaces_the_default_one_whole(tmp_path: Path) -> None
         basic = compose("config", overrides=["hydra/launcher=basic"], return_hydra_config=True).hydra.launcher
     assert "JoblibLauncher" in default._target_ and default.n_jobs == -1
     assert "BasicLauncher" in basic._target_ and "n_jobs" not in basic
-    done = kvsim(
-        "-m",
-        "mode=replay",
-        SMALL,
-        "tiers.hbm_blocks=200",
-        "eviction=lru,s3fifo",
-        "hydra/launcher=basic",
-        f"hydra.sweep.dir={tmp_path / 's'}",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert len(list((tmp_path / "s").rglob("summary.json"))) == 2
+    assert_two_run_sweep(tmp_path, "basic", "mode=replay", "tiers.hbm_blocks=200", "eviction=lru,s3fifo")
 
 
 def test_ray_launcher_runs_the_same_sweep(tmp_path: Path) -> None:
     pytest.importorskip(
         "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher not installed (pip install -e '.[ray]')"
     )
+    assert_two_run_sweep(tmp_path, "ray", "eviction=lru,workload_aware")
+
+
+def assert_two_run_sweep(tmp_path: Path, launcher: str, *overrides: str) -> None:
+    """A sweep of two runs under ``hydra/launcher=launcher`` finishes both."""
     done = kvsim(
-        "-m",
-        SMALL,
-        "eviction=lru,workload_aware",
-        "hydra/launcher=ray",
-        f"hydra.sweep.dir={tmp_path / 's'}",
-        cwd=tmp_path,
+        "-m", SMALL, *overrides, f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "s").rglob("summary.json"))) == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -185,6 +187,14 @@ def test_replay_refuses_what_serve_refuses_though_it_does_not_use_it(config: Sim
     assert caught.value.key == key
 
 
+def warned(call: Callable[[], object]) -> list[str]:
+    """The messages of every warning ``call`` raises."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in record]
+
+
 def test_a_trace_of_lengths_only_is_refused_by_replay_and_warned_of_in_serve() -> None:
     """An Azure or BurstGPT trace gives no block ids: a replay's hit ratio of no accesses is no
     result, and a serve run reuses nothing, which it says."""
@@ -199,10 +209,7 @@ def test_a_trace_of_lengths_only_is_refused_by_replay_and_warned_of_in_serve() -
     with pytest.warns(UserWarning, match="azure.csv has no prefix block ids"):
         summary = run(SimConfig(), lengths_only).summary
     assert summary["n_finished"] == 2 and summary["block_hit_ratio"] == 0.0
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        run(SimConfig(), TRACE)
-    assert not any("prefix block ids" in str(w.message) for w in record)
+    assert not any("prefix block ids" in w for w in warned(lambda: run(SimConfig(), TRACE)))
 
 
 def test_requests_whose_kv_never_fits_in_hbm_are_refused_and_warned_of() -> None:
@@ -215,10 +222,7 @@ def test_requests_whose_kv_never_fits_in_hbm_are_refused_and_warned_of() -> None
     with pytest.warns(UserWarning, match=r"1 of 2 requests \(50.0%\) need more KV than one replica's HBM holds"):
         summary = run(config, trace).summary
     assert summary["rejected_by_reason"]["kv_exceeds_hbm"] == 1 and summary["n_finished"] == 1
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        run(SimConfig(), trace)
-    assert not any("need more KV" in str(w.message) for w in record)
+    assert not any("need more KV" in w for w in warned(lambda: run(SimConfig(), trace)))
 
 
 def test_a_session_prefetch_on_a_trace_without_sessions_is_warned_of() -> None:
@@ -231,12 +235,9 @@ def test_a_session_prefetch_on_a_trace_without_sessions_is_warned_of() -> None:
     with pytest.warns(UserWarning, match="prefetch=session_aware acts on a session's turns, and no_sessions.jsonl"):
         staged = run(SimConfig(prefetch="session_aware"), trace).summary
     assert staged["prefetch_staged_blocks"] == 0
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        sessions = Trace.from_columns(
-            arrival_s=[0.0, 1.0], input_tokens=[64, 80], output_tokens=[4, 4],
-            block_hashes=[[1, 2, 3, 4], [1, 2, 3, 4, 5]], block_size=16, session_id=[7, 7],
-        )  # fmt: skip
-        run(SimConfig(prefetch="session_aware"), sessions)
-        run(SimConfig(prefetch="on_arrival"), trace)
-    assert not any("acts on a session" in str(w.message) for w in record)
+    sessions = Trace.from_columns(
+        arrival_s=[0.0, 1.0], input_tokens=[64, 80], output_tokens=[4, 4],
+        block_hashes=[[1, 2, 3, 4], [1, 2, 3, 4, 5]], block_size=16, session_id=[7, 7],
+    )  # fmt: skip
+    for config, used in ((SimConfig(prefetch="session_aware"), sessions), (SimConfig(prefetch="on_arrival"), trace)):
+        assert not any("acts on a session" in w for w in warned(partial(run, config, used)))
