@@ -282,30 +282,42 @@ def hits_apart_by_class(trace: Trace, capacity: int, top: int = 4) -> pd.DataFra
     return picked.reset_index(drop=True)
 
 
-def hits_by_reuse_distance(trace: Trace, capacities: list[int]) -> pd.DataFrame:
+BOUND_POLICIES = ("lru", "workload_aware", "belady")
+
+
+def bound_policy_hits(trace: Trace, capacities: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """Each access's hit flag under LRU, workload_aware and Belady at each capacity: what the
+    tables of where Belady's lead lies break down, replayed once for all of them."""
+    return {
+        capacity: {p: replay_single_tier(trace, capacity, resolve("eviction", p)()) for p in BOUND_POLICIES}
+        for capacity in capacities
+    }
+
+
+def hits_by_group(
+    hits: dict[int, dict[str, np.ndarray]], group: np.ndarray, labels: list[str], column: str
+) -> pd.DataFrame:
+    """The hits of :func:`bound_policy_hits` summed by ``group`` (``labels[g - 1]`` for group
+    ``g``; group 0, the blocks' first accesses, never hits and is left out)."""
+    rows = []
+    for capacity, by_policy in hits.items():
+        for g, label in enumerate(labels, start=1):
+            in_group = group == g
+            row = {"capacity_blocks": capacity, column: label, "accesses": int(in_group.sum())}
+            row.update({p: int(h[in_group].sum()) for p, h in by_policy.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def hits_by_reuse_distance(trace: Trace, hits: dict[int, dict[str, np.ndarray]]) -> pd.DataFrame:
     """Hits of LRU, workload_aware and Belady by the access's reuse distance (accesses since
     the same block's previous access): which reuses the offline optimum catches that the online
     policies do not."""
     previous = previous_access(trace.block_hashes)
     distance = np.where(previous >= 0, np.arange(len(previous)) - previous, -1)
-    bucket = np.digitize(distance, DISTANCE_EDGES)  # 0: first access
-    labels = (
-        ["first access"]
-        + [f"{lo:,}-{hi:,}" for lo, hi in zip(DISTANCE_EDGES[:-1], DISTANCE_EDGES[1:], strict=True)]
-        + [f">= {DISTANCE_EDGES[-1]:,}"]
-    )
-    rows = []
-    for capacity in capacities:
-        hits = {
-            p: replay_single_tier(trace, capacity, resolve("eviction", p)())
-            for p in ("lru", "workload_aware", "belady")
-        }
-        for b, label in enumerate(labels[1:], start=1):
-            in_bucket = bucket == b
-            row = {"capacity_blocks": capacity, "reuse distance": label, "accesses": int(in_bucket.sum())}
-            row.update({p: int(h[in_bucket].sum()) for p, h in hits.items()})
-            rows.append(row)
-    return pd.DataFrame(rows)
+    labels = [f"{lo:,}-{hi:,}" for lo, hi in zip(DISTANCE_EDGES[:-1], DISTANCE_EDGES[1:], strict=True)]
+    labels.append(f">= {DISTANCE_EDGES[-1]:,}")
+    return hits_by_group(hits, np.digitize(distance, DISTANCE_EDGES), labels, "reuse distance")
 
 
 TOUCH_ORDERS = ((2, "2nd"), (3, "3rd"), (4, "4th-5th"), (6, "6th-100th"), (101, "101st and later"))
@@ -323,25 +335,12 @@ def touch_order(keys: np.ndarray) -> np.ndarray:
     return out
 
 
-def hits_by_touch(trace: Trace, capacities: list[int]) -> pd.DataFrame:
+def hits_by_touch(trace: Trace, hits: dict[int, dict[str, np.ndarray]]) -> pd.DataFrame:
     """Hits of LRU, workload_aware and Belady by which touch of its block the access is. A
     block's second touch is the first time it returns: before that no online policy has seen
     anything of the block itself, only of its class."""
-    touch = touch_order(trace.block_hashes)
-    edges = [lo for lo, _ in TOUCH_ORDERS]
-    bucket = np.digitize(touch, edges)  # 0: the first touch
-    rows = []
-    for capacity in capacities:
-        hits = {
-            p: replay_single_tier(trace, capacity, resolve("eviction", p)())
-            for p in ("lru", "workload_aware", "belady")
-        }
-        for b, (_, label) in enumerate(TOUCH_ORDERS, start=1):
-            in_bucket = bucket == b
-            row = {"capacity_blocks": capacity, "touch of the block": label, "accesses": int(in_bucket.sum())}
-            row.update({p: int(h[in_bucket].sum()) for p, h in hits.items()})
-            rows.append(row)
-    return pd.DataFrame(rows)
+    group = np.digitize(touch_order(trace.block_hashes), [lo for lo, _ in TOUCH_ORDERS])
+    return hits_by_group(hits, group, [label for _, label in TOUCH_ORDERS], "touch of the block")
 
 
 def first_return_by_signal(trace: Trace) -> pd.DataFrame:
@@ -386,10 +385,10 @@ def first_return_by_signal(trace: Trace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def first_return_section(trace: Trace) -> list[str]:
+def first_return_section(trace: Trace, hits: dict[int, dict[str, np.ndarray]]) -> list[str]:
     """The report's case that Belady's lead on the slice is foresight of which blocks seen once
     come back: its hits by touch, and the chance of a first return by every signal at hand."""
-    by_touch = hits_by_touch(trace, list(TARGETS))
+    by_touch = hits_by_touch(trace, hits)
     second = by_touch[(by_touch["capacity_blocks"] == min(TARGETS)) & (by_touch["touch of the block"] == "2nd")].iloc[0]
     chances = first_return_by_signal(trace)
     not_last = chances[chances["group"] != "last"]["ever return"]
@@ -777,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
             "than recency does, on top of a deadness forecast no online policy has; what the policy learns of "
             "return times is per class (the bound above), not per block.",
         ]
+        bound_hits = bound_policy_hits(mooncake, list(TARGETS))
         md += [
             "",
             "**Where Belady's extra hits are.** Hits by reuse distance (accesses since the block's previous access). "
@@ -786,10 +786,10 @@ def main(argv: list[str] | None = None) -> int:
             "blocks are ever accessed again). Belady knows which; the online signals (count, gap, tail, age, "
             "and on this slice no turn or category) rank whole classes of blocks, not the block.",
             "",
-            markdown(hits_by_reuse_distance(mooncake, list(TARGETS))),
+            markdown(hits_by_reuse_distance(mooncake, bound_hits)),
             "",
         ]
-        md += first_return_section(mooncake)
+        md += first_return_section(mooncake, bound_hits)
         if not args.no_serve:
             print("serve ...", flush=True)
             frame = serve(mooncake)

@@ -64,9 +64,16 @@ def resolve(family: str, ref: str | Callable[..., Any]) -> Callable[..., Any]:
     return _single_policy_class(module, family)
 
 
+def policy_class(factory: Callable[..., Any]) -> Any:
+    """The class (or function) a factory builds: itself, or what a ``functools.partial`` wraps,
+    as hydra's ``_partial_`` makes; its class attributes (``offline``, ``acts_on_sessions``)
+    are read from here."""
+    return getattr(factory, "func", factory)
+
+
 def policy_label(factory: Callable[..., Any]) -> str:
     """A short name for reports: the module name of a shipped policy, else the qualified name."""
-    func = getattr(factory, "func", factory)  # functools.partial, as hydra's _partial_ makes
+    func = policy_class(factory)
     module = getattr(func, "__module__", "") or ""
     if module.startswith("policies."):
         return module.rsplit(".", 1)[-1]

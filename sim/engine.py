@@ -15,7 +15,7 @@ import simpy
 
 from hwmodels.models import longer_context_model
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
-from policies.registry import policy_label
+from policies.registry import policy_class, policy_label
 from sim.blocks import AccessOracle, remap_blocks
 from sim.build import Setup, build_setup
 from sim.config import SHARED_TIERS, SimConfig
@@ -55,14 +55,13 @@ class _ServeRun:
         self.setup = setup
         self.env = simpy.Environment()
         self.offsets, self.keys = remap_blocks(trace, setup.block_tokens)
-        # A factory may be a class or a functools.partial of one (hydra's _partial_).
         needs_future = any(
-            getattr(getattr(factory, "func", factory), "offline", False)
+            getattr(policy_class(factory), "offline", False)
             for factory in (setup.policies["eviction"], *setup.tier_eviction.values())
         )
         self.oracle = AccessOracle(self.keys) if needs_future else None
         prefetch = setup.policies["prefetch"]
-        if getattr(getattr(prefetch, "func", prefetch), "acts_on_sessions", False) and (trace.session_id < 0).all():
+        if getattr(policy_class(prefetch), "acts_on_sessions", False) and (trace.session_id < 0).all():
             warnings.warn(
                 f"prefetch={policy_label(prefetch)} acts on a session's turns, and {trace.source} has no sessions: it "
                 "stages and holds nothing, and the run equals prefetch=none",
