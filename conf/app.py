@@ -19,8 +19,10 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import sys
+import tempfile
 import traceback
 import typing
 import warnings
@@ -49,6 +51,10 @@ from traces.atomic import write_text_atomic
 POLICY_FAMILIES = ("eviction", "prefetch", "admission", "scheduler", "routing")
 # Errors that describe bad input (config values, policy names, trace files), not kvsim bugs.
 USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError, FileNotFoundError)
+# A folder main() makes for each command, where a sweep's runs that fail on bad input leave a
+# note (_note_failed_run); the variable reaches the runs through the environment a launcher's
+# worker processes inherit.
+FAILED_RUNS_ENV = "KVSIM_FAILED_RUNS_DIR"
 
 register()
 # A sweep's run directory is named by its overrides; a path among them (trace.path=a/b.jsonl)
@@ -57,9 +63,17 @@ OmegaConf.register_new_resolver("path_safe", lambda name: name.replace("%", "%25
 
 
 class SweepRunFailed(CompactHydraException):
-    """A run of a sweep failed on bad input. Hydra waits for the whole sweep, then raises the
-    first failed run's exception in the launching process and prints its stack, unless the
-    exception is a compact one, which it prints as its message alone."""
+    """A run of a sweep failed on bad input where it could leave no note for main() (a worker
+    on another machine, or a sweep not started by main()). Hydra waits for the whole sweep,
+    then raises the first failed run's exception in the launching process and prints its
+    stack, unless the exception is a compact one, which it prints as its message alone (with
+    its own two lines around it, which only main()'s notes avoid)."""
+
+
+def _full_error() -> bool:
+    """Whether the user asked hydra for full stack traces (as hydra reads the variable); then
+    bad input is raised to hydra like any other error instead of being said in one line."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def _unknown_key(key: str) -> str | None:
@@ -279,17 +293,49 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         execute(cfg, run_dir, list(hydra_cfg.overrides.task), progress_label=run_dir.name if sweeping else "")
     except USER_ERRORS as exc:
-        if sweeping:
-            # Each failed run in one line as it fails; error.json is already in the run
-            # directory for kvsim-collect. Hydra ends the sweep with the first one's message.
-            print(f"kvsim: error: {run_dir}: {exc}", file=sys.stderr, flush=True)
+        if _full_error():
+            raise
+        if not sweeping:
+            # A bad config or trace is the user's to fix: one line, no stack trace.
+            print(f"kvsim: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        # Each failed run in one line as it fails; error.json is already in the run directory
+        # for kvsim-collect. The run then ends as done for hydra, which would otherwise print
+        # its own "Error executing job" and HYDRA_FULL_ERROR lines; main() ends the sweep
+        # with an error from the notes. The other runs go on either way.
+        print(f"kvsim: error: {run_dir}: {exc}", file=sys.stderr, flush=True)
+        if not _note_failed_run(run_dir, hydra_cfg.job.num):
             raise SweepRunFailed(
                 f"kvsim: error: the sweep has failed runs (the first: {run_dir.name}; each has error.json, "
                 f"and kvsim-collect {run_dir.parent} lists them)"
             ) from None
-        # A bad config or trace is the user's to fix: one line, no stack trace.
-        print(f"kvsim: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+
+
+def _note_failed_run(run_dir: Path, job_num: int) -> bool:
+    """Leave a note of a sweep's run that failed on bad input in main()'s folder; ``False``
+    where there is none (a worker on another machine, a sweep not started by main()), so that
+    the run fails to hydra instead and the sweep cannot end as a success."""
+    folder = os.environ.get(FAILED_RUNS_ENV)
+    if not folder or not Path(folder).is_dir():
+        return False
+    note = {"job": job_num, "run": run_dir.name, "sweep_dir": str(run_dir.parent)}
+    write_text_atomic(Path(folder) / f"{job_num}.json", json.dumps(note) + "\n")
+    return True
+
+
+def _exit_if_runs_failed(folder: Path) -> None:
+    """End a sweep whose runs left failure notes with one line and exit status 2, as a single
+    run that fails on bad input ends; the runs have said their own errors as they failed."""
+    notes = sorted((json.loads(path.read_text()) for path in folder.glob("*.json")), key=lambda note: note["job"])
+    if not notes:
+        return
+    first, collect = notes[0]["run"], f"kvsim-collect {notes[0]['sweep_dir']}"
+    if len(notes) == 1:
+        line = f"1 failed run ({first}; it has error.json, and {collect} lists it)"
+    else:
+        line = f"{len(notes)} failed runs (the first: {first}; each has error.json, and {collect} lists them)"
+    print(f"kvsim: error: the sweep has {line}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _group_choice_error(argv: list[str]) -> str | None:
@@ -334,21 +380,25 @@ def _one_line_warning(
 
 def main() -> None:
     """Console entry point; hydra's own stack traces are shortened to the message, a
-    misspelt group option is one line before hydra starts, and warnings are one line each."""
+    misspelt group option is one line before hydra starts, warnings are one line each, and a
+    sweep whose runs failed on bad input ends with one line of kvsim's (_exit_if_runs_failed)."""
     warnings.formatwarning = _one_line_warning
     problem = _override_key_error(sys.argv[1:]) or _group_choice_error(sys.argv[1:])
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    try:
-        _hydra_main()
-    except KeyboardInterrupt:
-        # Ctrl-C. In a sweep every finished run is complete on disk and no interrupted one
-        # looks complete, so the same command picks up where this one stopped.
-        sweep = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
-        rest = "; finished runs are kept, the same command again runs the rest" if sweep else ""
-        print(f"\nkvsim: interrupted{rest}", file=sys.stderr)
-        sys.exit(130)
+    with tempfile.TemporaryDirectory(prefix="kvsim-failed-runs-", ignore_cleanup_errors=True) as failed_runs:
+        os.environ[FAILED_RUNS_ENV] = failed_runs
+        try:
+            _hydra_main()
+        except KeyboardInterrupt:
+            # Ctrl-C. In a sweep every finished run is complete on disk and no interrupted one
+            # looks complete, so the same command picks up where this one stopped.
+            sweep = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+            rest = "; finished runs are kept, the same command again runs the rest" if sweep else ""
+            print(f"\nkvsim: interrupted{rest}", file=sys.stderr)
+            sys.exit(130)
+        _exit_if_runs_failed(Path(failed_runs))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = "trace.params.n_requests=120"
 
 
-def kvsim(*args: str, cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+def kvsim(
+    *args: str, cwd: Path, extra_path: Path | None = None, full_error: bool = False
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT, extra_path) if p)}
     env.pop("HYDRA_FULL_ERROR", None)
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
     return subprocess.run([sys.executable, "-m", "conf.app", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -100,14 +104,50 @@ def test_a_file_trace_without_a_path_is_an_error_not_the_bundled_workload(tmp_pa
     assert f"{sample} (mooncake): 6 requests" in given.stdout
 
 
+# What hydra prints around a failed job's own error: a bad input needs none of it.
+HYDRA_NOISE = ("Error executing job with overrides", "HYDRA_FULL_ERROR", "Traceback")
+
+
+def test_bad_input_fails_in_kvsim_s_own_lines_without_hydra_s_in_a_run_and_a_sweep(tmp_path: Path) -> None:
+    """A run or a sweep stopped by bad input says so in kvsim's lines alone (the file, line and
+    field; for a sweep, which run) and exits 2, under the default launcher and hydra's basic
+    one; the sweep's good run still finishes. HYDRA_FULL_ERROR=1 still gives hydra's full stack."""
+    missing = ("trace=file", "trace.path=/nonexistent", f"hydra.run.dir={tmp_path / 'run'}")
+    single = kvsim(*missing, cwd=tmp_path)
+    assert (single.returncode, single.stderr) == (2, "kvsim: error: /nonexistent: file not found\n")
+    full = kvsim(*missing, cwd=tmp_path, full_error=True)
+    assert full.returncode != 0 and "Traceback" in full.stderr
+    assert full.stderr.strip().splitlines()[-1] == "traces.errors.TraceFormatError: /nonexistent: file not found"
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    row = {"timestamp": 0, "input_length": 1500, "output_length": 8, "hash_ids": [1, 2]}
+    good.write_text(json.dumps(row) + "\n")
+    bad.write_text(json.dumps(row) + "\n" + json.dumps({**row, "input_length": -3}) + "\n")
+    for launcher in ("kvsim_joblib", "basic"):
+        sweep = tmp_path / launcher
+        done = kvsim(
+            "-m", "trace=mooncake", f"trace.path={good},{bad}", "output.plots=false", f"hydra/launcher={launcher}",
+            f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 2 and not any(noise in done.stderr for noise in HYDRA_NOISE), done.stderr
+        good_run, bad_run = (f"trace.path={str(path).replace('/', '%2F')},trace=mooncake" for path in (good, bad))
+        assert done.stderr.strip().splitlines() == [
+            f"kvsim: error: {sweep / bad_run}: {bad}: line 2: field 'input_length': must be >= 1 (got -3)",
+            f"kvsim: error: the sweep has 1 failed run ({bad_run}; it has error.json, and kvsim-collect {sweep} lists it)",
+        ]
+        assert [p.parent.name for p in sweep.rglob("summary.json")] == [good_run]
+
+
 def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ("-m", SMALL, "eviction=lru,belady", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")
     first = kvsim(*args, cwd=tmp_path)
-    assert first.returncode != 0 and "Traceback" not in first.stderr  # the hbm_gb=-1 runs fail, in a line each
+    assert first.returncode == 2 and "Traceback" not in first.stderr  # the hbm_gb=-1 runs fail, in a line each
+    assert not any(noise in first.stderr for noise in HYDRA_NOISE), first.stderr
     failures = [line for line in first.stderr.splitlines() if line.startswith("kvsim: error: ")]
     assert len(failures) == 3 and all("hardware.hbm_gb: must be a positive number" in f for f in failures[:2])
-    assert failures[-1].startswith("kvsim: error: the sweep has failed runs (the first: ")
+    assert failures[-1].startswith(
+        "kvsim: error: the sweep has 2 failed runs (the first: eviction=lru,hardware.hbm_gb=-1,"
+    )
     collected = subprocess.run(
         [sys.executable, "-m", "conf.collect", str(sweep)], cwd=tmp_path, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
