@@ -400,8 +400,12 @@ class WorkloadAware(EvictionPolicy):
         residency and eviction, an epoch at a time. ``trace`` supplies the per-request ``turn``
         and ``category_code`` columns."""
         hits = bytearray(len(keys))
-        where, resident, g = self._where, len(self._where), 0
-        where_get, new_group = where.get, self._new_group
+        # Residency by dense block number, a list where the hooks keep a dict: a list index is
+        # cheaper than a hash lookup, and this loop is the replay's cost. The groups hold dense
+        # numbers too, so a policy that replayed a trace must be bound anew before other use.
+        distinct, dense = np.unique(keys, return_inverse=True)
+        where: list[_Group | None] = [None] * len(distinct)
+        resident, g, new_group = 0, 0, self._new_group
         per_epoch = self._touches_per_epoch
         # Classes to file under (the chain floor), worked out for a span of epochs over which
         # the index does not change: from ``span_start`` (an access index) to ``span_end``.
@@ -409,7 +413,7 @@ class WorkloadAware(EvictionPolicy):
         span_start = span_end = 0
         ranked_for: list[float] | None = None
         for chunk_start, stop, chunk, chain_starts in self._classified_chunks(trace, offsets, keys):
-            blocks, classes = keys[chunk_start:stop].tolist(), np.asarray(chunk.classes, dtype=np.int64)
+            blocks, classes = dense[chunk_start:stop].tolist(), np.asarray(chunk.classes, dtype=np.int64)
             fed_starts = fed_ends = 0
             while g < stop:
                 end = min(stop, g + self._left_in_epoch)
@@ -428,9 +432,9 @@ class WorkloadAware(EvictionPolicy):
                     filing = chain_floor(classes_of_span, starts, rank_by_value(index_now), carried).tolist()
                 lo, hi = g - chunk_start, end - chunk_start
                 filed = filing[g - span_start : end - span_start]
-                for i, block, cls in zip(range(lo, hi), blocks[lo:hi], filed, strict=True):
-                    if where_get(block) is not None:
-                        hits[chunk_start + i] = 1
+                for i, block, cls in zip(range(g, end), blocks[lo:hi], filed, strict=True):
+                    if where[block] is not None:
+                        hits[i] = 1
                     elif resident < capacity_blocks:
                         resident += 1
                     else:
@@ -439,8 +443,8 @@ class WorkloadAware(EvictionPolicy):
                                 lowest = self._find_lowest()
                                 lowest_key = self._lowest_key
                             victim = lowest.pop()
-                            if where_get(victim) is lowest:
-                                del where[victim]
+                            if where[victim] is lowest:
+                                where[victim] = None
                                 break
                     group = current[cls]
                     if group is None:
