@@ -334,30 +334,44 @@ def test_stream_classifier_agrees_with_the_block_history(
     ops=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 5), st.integers(0, 7)), max_size=300),
 )
 def test_victim_is_a_told_unpinned_resident_block(capacity: int, ops: list[tuple[int, int, int]]) -> None:
-    # Drive the policy as an engine would: touches of random blocks (insert when not
-    # resident, access when resident), evicting when full with a random set pinned, and the
-    # odd removal. The victim must be resident, told to the policy and not pinned.
+    # Drive the policy as the engine does (policies/eviction/base): touches of random blocks
+    # (insert when not resident, access when resident, pinned or not), pins taken and dropped,
+    # each drop told (a release is an access; a copy source's last pin, on_unpinned), evictions
+    # when full and the odd removal. The victim must be resident, told and not pinned; and once
+    # every pin has dropped, every resident block must still be reachable (none left aside).
     policy = bound(capacity, sample_one_in=1)
     resident: list[int] = []
-    for step, (block, position, pin_seed) in enumerate(ops):
+    pinned: set[int] = set()
+    for step, (block, position, op) in enumerate(ops):
         if step % 7 == 0:
             policy.on_request(context(step, 6))
-        if pin_seed == 0 and block in resident:
-            resident.remove(block)
-            policy.on_remove(block)
-            continue
         if block in resident:
-            policy.on_access(block, position)
+            if op == 0 and block not in pinned:
+                resident.remove(block)
+                policy.on_remove(block)
+            elif op in (1, 2) and block not in pinned:
+                pinned.add(block)
+            elif op == 1:
+                pinned.discard(block)
+                policy.on_unpinned(block)
+            elif op == 2:
+                pinned.discard(block)
+                policy.on_access(block, position)  # its request releases it
+            else:
+                policy.on_access(block, position)
             continue
         if len(resident) == capacity:
-            pinned = {b for b in resident if (b + pin_seed) % 3 == 0}
             if len(pinned) == len(resident):
-                pinned.pop()
+                continue
             victim = policy.victim(pinned)
             assert victim in resident and victim not in pinned
             resident.remove(victim)
         resident.append(block)
         policy.on_insert(block, position)
+    for block in list(pinned):
+        policy.on_unpinned(block)
+    drained = [policy.victim(set()) for _ in resident]
+    assert sorted(drained) == sorted(resident)
 
 
 def test_same_stream_same_decisions() -> None:

@@ -77,8 +77,11 @@ a request's head first whatever order the engine told them in, so the newest blo
 is a chain's deepest and a group gives up a chain from its tail. A group is a list that is
 never searched: a block touched again is appended to its new group and its old entry goes
 stale, to be skipped when popped (``_where`` names each resident block's live group). A pinned
-block met while looking for a victim is filed with the current epoch's blocks of its class, as
-LRU moves it to the recent end: it is in use now, and later searches need not walk past it.
+block met while looking for a victim is set aside, out of its group, until its pin drops: its
+request's release is a touch, which files it anew; a pin that drops without a use (the source
+of a finished copy) files it with the current epoch's blocks of its class, as LRU moves a
+pinned block to the recent end, since it was in use until now. Left in its group, it would be
+walked past at every eviction while its request runs (a serve-mode tier holds thousands).
 
 Every signal is a function of the access stream's past alone, so the cache-only replay
 (:meth:`WorkloadAware.replay_trace`) computes the classes of a chunk of accesses with NumPy and
@@ -197,6 +200,9 @@ class WorkloadAware(EvictionPolicy):
         self._refresh_gap = 1
         self._next_refresh = 1
         self._where: dict[int, _Group] = {}  # resident block -> the group it is live in
+        # pinned blocks taken out of their group by victim(), with that group; an entry is spent
+        # once the block is filed anew (``_where`` names another group)
+        self._aside: dict[int, _Group] = {}
         self._epoch = 0
         self._left_in_epoch = self._touches_per_epoch
         self._current: list[_Group | None] = [None] * self.n_classes  # this epoch's, by class
@@ -265,29 +271,17 @@ class WorkloadAware(EvictionPolicy):
     def on_remove(self, block: int) -> None:
         self._file_told()
         del self._where[block]
+        self._aside.pop(block, None)
+
+    def on_unpinned(self, block: int) -> None:
+        self._file_told()
+        group = self._aside.pop(block, None)
+        if group is not None and self._where.get(block) is group:
+            self._place(block, group.cls)  # in use until now: no touch, nothing learned
 
     def victim(self, pinned: Container[int]) -> int:
         self._file_told()
-        if not pinned:
-            return self._pop_victim()
-        where = self._where
-        for group in self._by_rank():
-            while group and where.get(group[-1]) is not group:
-                group.pop()  # stale entries on top
-            for i in range(len(group) - 1, -1, -1):
-                block = group[i]
-                if where.get(block) is not group:
-                    continue
-                if block not in pinned:
-                    del group[i]
-                    del where[block]
-                    return block
-                if group.epoch < self._epoch:
-                    # In use now, the most recent use there is: file it with this epoch's blocks
-                    # of its class (no touch: nothing is learned, the clock does not move), so
-                    # that later searches do not walk past it here again.
-                    self._place(block, group.cls)
-        raise RuntimeError("WorkloadAware.victim called with every block pinned")
+        return self._pop_victim(pinned)
 
     # ------------------------------------------------------------------ groups
     def _file(self, block: int, cls: int) -> None:
@@ -323,29 +317,21 @@ class WorkloadAware(EvictionPolicy):
         self._model.add(np.asarray(history.starts), np.asarray(history.ends), np.asarray(history.reuses))
         history.starts, history.ends, history.reuses = [], [], []
 
-    def _pop_victim(self) -> int:
-        where = self._where
+    def _pop_victim(self, pinned: Container[int] = ()) -> int:
+        """The newest live block of the lowest-ranked group that is not pinned. A pinned one met
+        on the way is set aside until its pin drops (see the module docstring)."""
+        where, aside = self._where, self._aside
         group = self._lowest or self._find_lowest()
         while True:
             while group:
                 block = group.pop()
-                if where.get(block) is group:
+                if where.get(block) is not group:
+                    continue  # stale: filed elsewhere since, or evicted
+                if block not in pinned:
                     del where[block]
                     return block
+                aside[block] = group
             group = self._find_lowest()
-
-    def _by_rank(self) -> Iterator[_Group]:
-        """Every group, lowest index first (ties: past epochs' first): the ranked past groups
-        merged with this epoch's, as they stand when the walk starts."""
-        ranked, keys, i = self._ranked, self._ranked_keys, self._ranked_ptr
-        current, current_keys, j = list(self._current_made), list(self._current_keys), 0
-        while i < len(ranked) or j < len(current):
-            if j == len(current) or (i < len(ranked) and keys[i] <= current_keys[j]):
-                yield ranked[i]
-                i += 1
-            else:
-                yield current[j]
-                j += 1
 
     def _find_lowest(self) -> _Group:
         """The non-empty group with the lowest index (ties: the older one), cached with its
@@ -361,7 +347,7 @@ class WorkloadAware(EvictionPolicy):
                     best, best_key = group, self._current_keys[k]
                 break
         if best is None:
-            raise RuntimeError("WorkloadAware.victim called with no block resident")
+            raise RuntimeError("WorkloadAware.victim called with every block pinned (or none resident)")
         self._lowest, self._lowest_key = best, best_key
         return best
 
@@ -372,6 +358,9 @@ class WorkloadAware(EvictionPolicy):
         groups = [g for g in self._by_epoch if g]
         groups += [g for g in self._current_made if g]
         self._by_epoch = groups
+        if self._aside:  # drop the spent entries: blocks filed anew, or evicted, since
+            where = self._where
+            self._aside = {b: g for b, g in self._aside.items() if where.get(b) is g}
         epoch = self._epoch = self._epoch + 1
         self._left_in_epoch = self._touches_per_epoch
         if epoch >= self._next_refresh:
