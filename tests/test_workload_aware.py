@@ -261,6 +261,17 @@ def test_a_class_is_described_by_its_buckets() -> None:
     assert policy.describe_class(extends) == "count 1, first in run, extends a count 4+ block, turn 1 or unknown"
 
 
+def test_one_request_s_code_is_the_batch_rule_s() -> None:
+    # Serve mode codes a request at a time in plain ints, the replay a whole trace with NumPy:
+    # unknown turns (-1, 0) go with turn 1, 2-3 together, 4 on; categories shift by one.
+    layout = ClassLayout(n_categories=4)
+    turns, categories = np.meshgrid(np.arange(-1, 8), np.arange(-1, 3))
+    batch = layout.request_codes(turns.ravel(), categories.ravel())
+    single = [layout.request_code(int(t), int(c)) for t, c in zip(turns.ravel(), categories.ravel(), strict=True)]
+    assert single == batch.tolist()
+    assert len(set(single)) == 3 * 4  # three turn buckets by four category codes
+
+
 def test_a_new_block_is_classed_by_what_it_extends() -> None:
     # Request 1 writes blocks 1, 2; request 2 re-sends them and appends 3, 4 (a conversation's
     # next turn); request 3 is a fresh chain 5, 6. New blocks 3 and 4 extend a block seen twice,

@@ -21,7 +21,9 @@ cache forgets a ghost), with count 1 and no gap.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,6 +35,7 @@ N_COUNT = len(COUNT_EDGES) + 1
 N_GAP = 5  # epochs since the previous touch: none (first in its run), <1, 1-3, 4-15, 16+
 N_TAIL = 2  # the last block of its request or not
 N_TURN = 3  # turn 1 (or unknown), 2-3, 4+
+TURN_EDGES: tuple[int, ...] = (1, 3)  # upper edges of the first two turn buckets
 GAP_OF_AGE: tuple[int, ...] = (1,) + (2,) * 3 + (3,) * 12 + (4,) * (HORIZON_EPOCHS - 16) + (0,)
 _GAP_OF_AGE = np.asarray(GAP_OF_AGE)
 COUNT_LABELS = ("1", "2", "3", "4+")
@@ -49,32 +52,33 @@ def count_buckets(counts: np.ndarray) -> np.ndarray:
 
 def turn_buckets(turns: np.ndarray) -> np.ndarray:
     """Bucket of each conversation turn; unknown (< 1) is taken as a first turn."""
-    return np.searchsorted(np.asarray([1, 3]), turns, side="left")
+    return np.searchsorted(np.asarray(TURN_EDGES), turns, side="left")
 
 
 @dataclass(frozen=True)
 class ClassLayout:
-    """How the buckets combine into one class number: each bucket times its unit, summed."""
+    """How the buckets combine into one class number: each bucket times its unit, summed.
+    The units are computed once (the hooks ask for them at every touch)."""
 
     n_categories: int  # the trace's categories plus one for unknown
 
-    @property
+    @cached_property
     def tail_unit(self) -> int:
         return self.n_categories
 
-    @property
+    @cached_property
     def turn_unit(self) -> int:
         return self.tail_unit * N_TAIL
 
-    @property
+    @cached_property
     def gap_unit(self) -> int:
         return self.turn_unit * N_TURN
 
-    @property
+    @cached_property
     def count_unit(self) -> int:
         return self.gap_unit * N_GAP
 
-    @property
+    @cached_property
     def n_classes(self) -> int:
         return self.count_unit * N_COUNT
 
@@ -99,6 +103,11 @@ class ClassLayout:
     def request_codes(self, turns: np.ndarray, categories: np.ndarray) -> np.ndarray:
         """Turn and category part of each request's classes (``categories`` -1 when unknown)."""
         return turn_buckets(turns) * self.turn_unit + categories + 1
+
+    def request_code(self, turn: int, category: int) -> int:
+        """:meth:`request_codes` of one request, in plain ints: serve mode asks once a request,
+        where NumPy's per-call overhead on scalars was most of the cost."""
+        return bisect.bisect_left(TURN_EDGES, turn) * self.turn_unit + category + 1
 
     def tail_codes(self, positions: np.ndarray, n_blocks: np.ndarray) -> np.ndarray:
         """Tail part of the class of each access at ``positions`` of a chain of ``n_blocks``."""

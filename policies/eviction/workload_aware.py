@@ -226,7 +226,7 @@ class WorkloadAware(EvictionPolicy):
     def on_request(self, ctx: RequestContext) -> None:
         self._file_told()
         layout = self._layout
-        self._request_code = int(layout.request_codes(np.asarray(ctx.turn), np.asarray(ctx.category)))
+        self._request_code = layout.request_code(int(ctx.turn), int(ctx.category))
         self._tail_position = ctx.n_blocks - 1
         self._floor = None
         self._chain = None
