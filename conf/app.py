@@ -388,7 +388,7 @@ def main() -> None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)
     with tempfile.TemporaryDirectory(prefix="kvsim-failed-runs-", ignore_cleanup_errors=True) as failed_runs:
-        os.environ[FAILED_RUNS_ENV] = failed_runs
+        os.environ[FAILED_RUNS_ENV] = failed_runs  # withdrawn below: the folder lives as long as this command
         try:
             _hydra_main()
         except KeyboardInterrupt:
@@ -398,6 +398,8 @@ def main() -> None:
             rest = "; finished runs are kept, the same command again runs the rest" if sweep else ""
             print(f"\nkvsim: interrupted{rest}", file=sys.stderr)
             sys.exit(130)
+        finally:
+            os.environ.pop(FAILED_RUNS_ENV, None)
         _exit_if_runs_failed(Path(failed_runs))
 
 
