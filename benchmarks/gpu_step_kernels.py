@@ -8,8 +8,13 @@ the GPU running slower: each step is profiled twice, its kernels launched one by
 Python (idle gaps between them keep the clock up) and replayed from a CUDA graph as the harness
 times it (back to back), with nvidia-smi's SM clock over each (``calibrate.power``). Kernel
 classes: GEMM (cuBLAS), attention (cuDNN / flash SDPA), elementwise (Triton-fused, copies,
-concatenation, memsets). Llama-3-8B (``--model``: another shipped model), all layers, compiled
-engine.
+concatenation, memsets). Llama-3-8B (``--model``: another shipped model), all layers
+(``--layers``: at most that many, for a model that does not fit), compiled engine. Each graph
+is also timed from rest (after an idle pause), the state the profile's prices stand for.
+
+With ``--long-prefills`` it times prefills of 2,048 to 8,192 tokens instead, the steps the
+power cap slows most: whether their GEMMs, priced at full clock, run as the clock model says
+under load.
 
     python benchmarks/gpu_step_kernels.py --out benchmarks/results/gpu_step_kernels_h100_<date>.json
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -52,14 +58,22 @@ TP_STEPS = [
 ]
 
 
+#: Long prefills, the steps whose clock-bound share is highest: the end-to-end check priced
+#: Llama-3-70B's and Qwen-2.5-72B's 8,192-token prefills 11-13 % long under the power cap.
+LONG_PREFILLS = [{"name": f"prefill {n:,}", "new": n, "prefix": 0, "decode": 0, "ctx": 0} for n in (2048, 4096, 8192)]
+
+
 def kernel_class(name: str) -> str:
     """GEMM, attention or elementwise (everything else a step launches is memory-bound)."""
     return next((label for label, pattern in CLASSES if pattern.search(name)), "elementwise")
 
 
-def model_parts(step: dict[str, Any], profile_name: str, model_name: str, tp: int = 1) -> dict[str, float]:
-    """Seconds of the step's GEMMs, attention and elementwise kernels (all layers) and the LM
-    head, as :class:`hwmodels.execution.ExecutionModel` prices them (one rank's under ``tp``)."""
+def model_parts(
+    step: dict[str, Any], profile_name: str, model_name: str, tp: int = 1, layers: int | None = None
+) -> dict[str, float]:
+    """Seconds of the step's GEMMs, attention and elementwise kernels (``layers`` of them, by
+    default all) and the LM head, as :class:`hwmodels.execution.ExecutionModel` prices them at
+    full clock (one rank's under ``tp``)."""
     import numpy as np
 
     from calibrate.collective import shard
@@ -70,7 +84,8 @@ def model_parts(step: dict[str, Any], profile_name: str, model_name: str, tp: in
     profile = load_calibrated_profile(profile_name)
     model = ExecutionModel(get_model(model_name), profile, tensor_parallel=tp)
     spec = shard(get_model(model_name), tp) if tp > 1 else get_model(model_name)
-    h, hd, layers = spec.hidden_size, spec.head_dim, spec.n_layers
+    h, hd = spec.hidden_size, spec.head_dim
+    layers = layers or spec.n_layers
     new, prefix, n_decode, ctx = step["new"], step["prefix"], step["decode"], step["ctx"]
     tokens = new + n_decode
     gemm = sum(
@@ -119,6 +134,18 @@ def profiled_classes(fn: Any) -> tuple[dict[str, float], dict[str, int]]:
     return dict(seconds), {k: v // REPEAT for k, v in counts.items()}
 
 
+def _after_rest(run: Any, rest_s: float = 0.3) -> float:
+    """GPU seconds of ``run()`` started after ``rest_s`` idle (the SM clock recovers within
+    about 30 ms of idle)."""
+    import torch
+
+    from calibrate.timing import event_seconds
+
+    torch.cuda.synchronize()
+    time.sleep(rest_s)
+    return event_seconds(run)
+
+
 def step_runner(model: Any, step: dict[str, Any]) -> tuple[Any, tuple[int, int, int]]:
     """The step as a function of its input, and the input's shape."""
     from calibrate.e2e import _kv_caches
@@ -157,16 +184,25 @@ def study(
     graph = _graphed(run, sets[0])
     start = time.time()
     graph_s = median_gpu_seconds(graph, sets, warmup=2, repeat=7)
+    # the same replay after an idle pause, so that it starts at full clock (a long step may
+    # still reach the power cap before it ends)
+    start = time.time()
+    from_rest_s = statistics.median(_after_rest(lambda: graph(sets[0])) for _ in range(REPEAT))
+    from_rest_clock = clocks.window(start, time.time())
     replayed, _ = profiled_classes(lambda: graph(sets[0]))
     replayed_clock = clocks.window(start, time.time())
-    predicted = model_parts(step, profile_name, model_name, tp)
-    print(f"== {step['name']}: graph step {graph_s * 1e3:.2f} ms, predicted {sum(predicted.values()) * 1e3:.2f} ms")
+    predicted = model_parts(step, profile_name, model_name, tp, model.n_layers)
+    print(
+        f"== {step['name']}: graph step {graph_s * 1e3:.2f} ms back to back, {from_rest_s * 1e3:.2f} ms from "
+        f"rest, predicted {sum(predicted.values()) * 1e3:.2f} ms at full clock"
+    )
     for label in ("gemm", "attention", "elementwise"):
         print(
             f"   {label:12s} predicted {predicted[label] * 1e3:7.3f}  one by one "
             f"{one_by_one.get(label, 0) * 1e3:7.3f}  graph replay {replayed.get(label, 0) * 1e3:7.3f} ms"
         )
-    for label, state in (("one by one", one_by_one_clock), ("graph replay", replayed_clock)):
+    clock_states = (("one by one", one_by_one_clock), ("graph replay", replayed_clock), ("from rest", from_rest_clock))
+    for label, state in clock_states:
         if state:
             print(f"   {label}: {state['sm_clock_mhz']:.0f} MHz, power cap {state['power_capped_share']:.0%}")
     return {
@@ -178,6 +214,8 @@ def study(
         "graph_replay_s": replayed,
         "graph_replay_clock": replayed_clock,
         "graph_step_s": graph_s,
+        "graph_step_from_rest_s": from_rest_s,
+        "from_rest_clock": from_rest_clock,
     }
 
 
@@ -186,6 +224,13 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--tp", type=int, default=1, help="one rank's share under this tensor parallelism")
     parser.add_argument("--model", default="llama-3-8b", help="a shipped model (hwmodels.models)")
+    parser.add_argument("--layers", type=int, help="at most this many layers (a model that fills the GPU)")
+    parser.add_argument(
+        "--long-prefills",
+        action="store_true",
+        help="time prefills of 2,048 to 8,192 tokens instead of the default steps (where the "
+        "clock model's stretch is largest)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -204,10 +249,12 @@ def main() -> int:
     from calibrate.collective import shard
 
     spec = shard(get_model(args.model), args.tp) if args.tp > 1 else get_model(args.model)
-    model = RandomLlama(spec, spec.n_layers, "compiled")
+    model = RandomLlama(spec, min(args.layers or spec.n_layers, spec.n_layers), "compiled")
     steps = (
         TP_STEPS
         if args.tp > 1
+        else LONG_PREFILLS
+        if args.long_prefills
         else [
             {"name": "prefill 512", "new": 512, "prefix": 0, "decode": 0, "ctx": 0},
             {"name": "prefill 512 on 3,584 cached", "new": 512, "prefix": 3584, "decode": 0, "ctx": 0},
@@ -224,6 +271,7 @@ def main() -> int:
         "environment": environment(),
         "model": args.model,
         "tensor_parallel": args.tp,
+        "layers": model.n_layers,
         "profile": profile_name,
         "records": records,
     }

@@ -70,6 +70,7 @@ def median_graph_seconds(
     *,
     calls: int = 20,
     repeat: int = 7,
+    rest_s: float = 0.0,
 ) -> float:
     """Median GPU seconds of one ``run(inputs)``, from a CUDA graph of ``calls`` back-to-back
     calls (cycling ``input_sets``) replayed ``repeat`` times.
@@ -77,13 +78,23 @@ def median_graph_seconds(
     Timing single small kernels between events measures the host's launch latency, not the
     GPU (a 17 us GEMV reads as 40 us). Serving engines replay decode steps from CUDA graphs, so
     the GPU's own time is the cost the simulator needs; the graph removes launch gaps.
+    ``rest_s`` idles the GPU before each timed replay, so that every one starts at full clock:
+    a long graph replayed back to back heats the GPU to its power cap within a tenth of a
+    second (:mod:`calibrate.sustained`).
     """
     import torch
 
     graph = capture_graph(lambda: [run(input_sets[i % len(input_sets)]) for i in range(calls)], warmup=1)
     graph.replay()
     torch.cuda.synchronize()
-    seconds = statistics.median(event_seconds(graph.replay) / calls for _ in range(repeat))
+
+    def timed(replay: Callable[[], object]) -> float:
+        if rest_s:
+            torch.cuda.synchronize()
+            time.sleep(rest_s)
+        return event_seconds(replay) / calls
+
+    seconds = statistics.median(timed(graph.replay) for _ in range(repeat))
     del graph
     return seconds
 

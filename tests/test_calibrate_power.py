@@ -101,6 +101,42 @@ def test_a_compute_bound_record_carries_the_clock_it_was_timed_at() -> None:
     assert _clocked(None, measure, 0.5) == {"seconds": 0.5}  # no nvidia-smi: the time alone
 
 
+def test_long_gemms_are_timed_one_to_a_replay_each_after_a_rest(monkeypatch) -> None:
+    """A graph of three 70B-sized GEMMs replayed back to back lasts 30 ms and more and heats the
+    GPU to its power cap; the profile must be the GPU at full clock, so each such GEMM is timed
+    alone, after a rest, while small ones stay many to a graph (timing resolves them) with no
+    rest between replays (the calibration would take minutes longer)."""
+    import types
+
+    from calibrate import bench
+
+    timed = []
+
+    def fake_graph_seconds(run, sets, *, calls, rest_s=0.0):
+        timed.append((calls, rest_s))
+        return 1e-3
+
+    fake_torch = types.SimpleNamespace(
+        randn=lambda *shape, **kw: shape,
+        bfloat16=None,
+        matmul=None,
+        cuda=types.SimpleNamespace(is_available=lambda: False),
+    )
+    monkeypatch.setattr(bench, "_torch", lambda: fake_torch)
+    monkeypatch.setattr(bench, "median_graph_seconds", fake_graph_seconds)
+    monkeypatch.setattr(bench, "REST_S", 1e-6)
+    records = bench.gemm(quick=False)
+    assert len(records) == len(timed) > 100
+    flops = [2.0 * r["m"] * r["k"] * r["n"] for r in records]
+    long_ones = [t for f, t in zip(flops, timed, strict=True) if f >= bench.LONG_GEMM_FLOPS]
+    short_ones = [t for f, t in zip(flops, timed, strict=True) if f < bench.LONG_GEMM_FLOPS]
+    assert long_ones and all(t == (1, bench.REST_S) for t in long_ones)
+    assert short_ones and all(calls >= 3 and rest == 0.0 for calls, rest in short_ones)
+    # Llama-3-70B's MLP up-projection at 8,192 rows (7.7 TFLOP, the 1,572 MHz records) is a long one
+    long_shapes = {(r["m"], r["k"], r["n"]) for r, f in zip(records, flops, strict=True) if f >= bench.LONG_GEMM_FLOPS}
+    assert (8192, 8192, 57344) in long_shapes
+
+
 def test_the_fit_is_the_same_whatever_clocks_the_records_carry() -> None:
     from calibrate.fit import fit_profile
 
