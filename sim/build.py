@@ -92,12 +92,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
     gpu = _gpu(config)
     profile = _profile(config, gpu)
     tp = config.hardware.tensor_parallel
-    if model.n_q_heads % tp:
-        divisors = [d for d in range(1, model.n_q_heads + 1) if model.n_q_heads % d == 0 and d <= 16]
-        raise ConfigError(
-            "hardware.tensor_parallel",
-            f"{tp} does not divide {model.name}'s {model.n_q_heads} attention heads; use one of {divisors}",
-        )
+    _check_tensor_parallel(model, tp)
     block_tokens = trace.block_size if config.tiers.block_tokens is None else config.tiers.block_tokens
     try:
         check_block_tokens(trace.block_size, block_tokens)
@@ -357,6 +352,31 @@ def _profile(config: SimConfig, gpu: GpuSpec) -> GpuProfile:
     return profile
 
 
+MAX_TENSOR_PARALLEL = 16  # the sizes suggested when one is refused: two hosts of eight GPUs
+
+
+def tensor_parallel_problem(model: ModelSpec, tp: int) -> str | None:
+    """Why ``tp`` GPUs cannot split ``model`` as vLLM shards it, or ``None`` if they can.
+
+    vLLM splits the attention heads and the MLP's intermediate width evenly across GPUs, and
+    splits the KV heads too, or, when there are fewer KV heads than GPUs, gives each GPU a
+    replica of one (which needs ``tp`` to be a multiple of their number)."""
+    if model.n_q_heads % tp:
+        return f"{tp} does not divide {model.name}'s {model.n_q_heads} attention heads"
+    if model.n_kv_heads % tp and tp % model.n_kv_heads:
+        return f"{tp} neither divides nor is a multiple of {model.name}'s {model.n_kv_heads} KV heads"
+    if model.intermediate_size % tp:
+        return f"{tp} does not divide {model.name}'s MLP width of {model.intermediate_size}"
+    return None
+
+
+def _check_tensor_parallel(model: ModelSpec, tp: int) -> None:
+    problem = tensor_parallel_problem(model, tp)
+    if problem is not None:
+        valid = [d for d in range(1, MAX_TENSOR_PARALLEL + 1) if tensor_parallel_problem(model, d) is None]
+        raise ConfigError("hardware.tensor_parallel", f"{problem}; use one of {valid}")
+
+
 def _hbm_kv_bytes_available(config: SimConfig, model: ModelSpec, gpu: GpuSpec) -> float:
     """HBM left for KV per replica, as vLLM sizes it: usable memory minus weights and reserve.
 
@@ -406,10 +426,13 @@ def _tier_capacities(config: SimConfig, bytes_per_block: int, hbm_available: flo
             )
         hbm_bytes = hbm_available if hw.hbm_gb is None else hw.hbm_gb * GB
         hbm_blocks = int(hbm_bytes // bytes_per_block)
+        if hbm_blocks < 1 and hw.hbm_gb is not None:
+            raise ConfigError("hardware.hbm_gb", f"{hw.hbm_gb} GB holds less than one {block_mib:.2f} MiB KV block")
         if hbm_blocks < 1:
             raise ConfigError(
-                "hardware.hbm_gb",
-                f"{hw.hbm_gb} GB holds less than one {block_mib:.2f} MiB KV block",
+                "tiers.block_tokens",
+                f"one KV block ({block_mib:.2f} MiB) is larger than the {hbm_available / GB:.2f} GB of HBM left "
+                f"for KV after weights on {hw.gpu} x {hw.tensor_parallel}; use smaller blocks or more GPUs",
             )
     capacities = [("hbm", hbm_blocks)]
     for name in ("dram", "ssd", "remote"):

@@ -33,6 +33,21 @@ def error_for(config: SimConfig) -> ConfigError:
         (SimConfig(tiers=TierConfig(hbm_blocks=0)), "tiers.hbm_blocks", ">= 1"),
         (SimConfig(model=ModelConfig(name="llama-3-70b")), "hardware.tensor_parallel", "use tensor_parallel >="),
         (SimConfig(hardware=HardwareConfig(tensor_parallel=3)), "hardware.tensor_parallel", "does not divide"),
+        (
+            SimConfig(model=ModelConfig(name="qwen-2.5-7b"), hardware=HardwareConfig(tensor_parallel=7)),
+            "hardware.tensor_parallel",
+            "7 neither divides nor is a multiple of qwen-2.5-7b's 4 KV heads; use one of [1, 2, 4]",
+        ),
+        (
+            SimConfig(model=ModelConfig(name="qwen-2.5-14b"), hardware=HardwareConfig(tensor_parallel=5)),
+            "hardware.tensor_parallel",
+            "5 neither divides nor is a multiple of qwen-2.5-14b's 8 KV heads; use one of [1, 2, 4, 8]",
+        ),
+        (
+            SimConfig(tiers=TierConfig(block_tokens=1 << 20)),
+            "tiers.block_tokens",
+            "one KV block (131072.00 MiB) is larger than the",
+        ),
         (SimConfig(slo=SLOConfig(ttft_s=0)), "slo.ttft_s", "positive"),
         (SimConfig(slo=SLOConfig(tpot_s=-1)), "slo.tpot_s", "positive"),
         (SimConfig(eviction="lruu"), "eviction", "choose one of"),
