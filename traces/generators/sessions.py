@@ -14,6 +14,7 @@ program, not a person, replies).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,8 +112,10 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
     batch = max(16, int(params.n_requests / params.mean_turns * 1.2))
     next_start = -warmup_seconds(params)
     # Later batches only add sessions starting after ``next_start``, so the first n arrivals
-    # are final once n requests arrive before it.
-    while int(np.count_nonzero(np.asarray(out.arrival) <= next_start)) < params.n_requests:
+    # are final once n requests arrive before it: ``settled`` counts those, ``later`` holds the
+    # others (a heap), so that no batch re-counts every arrival so far.
+    settled, later = 0, []
+    while settled < params.n_requests:
         starts = next_start + process.times(batch, rng)
         next_start = float(starts[-1])
         turns = rng.geometric(1.0 / params.mean_turns, batch)
@@ -131,6 +134,11 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
                 continue
             session = session_offset + n_sessions
             n_sessions += 1
+            last_at = float(starts[s])
+            for k in range(n_turns - 1):
+                last_at += float(thinks[k])
+            if last_at < 0:
+                continue  # ended before the trace began (warmup_s): nothing of it is in the trace
             p = int(prompts[s])
             longest = int(prompt_tokens[n_turns - 1]) // bs
             own = block_ids(
@@ -144,7 +152,11 @@ def generate_sessions(params: SessionParams, seed: int, *, session_offset: int =
                 if at >= 0:  # a turn before the trace began (warmup_s) is not in it
                     n_in = int(prompt_tokens[k])
                     out.add(at, n_in, int(outputs[k]), head[: n_in // bs], session=session, turn=k + 1)
+                    heapq.heappush(later, at)
                 at += float(thinks[k])
+        while later and later[0] <= next_start:
+            heapq.heappop(later)
+            settled += 1
     return out.build(
         block_size=bs,
         n_requests=params.n_requests,
