@@ -46,12 +46,15 @@ class WaitingQueue:
             while self._heap:
                 yield self._heap[0][2]
             return
+        # Both parts are taken now: the caller pops admitted requests from ``_fifo`` while
+        # iterating, which would shift later requests into the window's slice.
         window = self._fifo[: self._scheduler.window]
+        past_window = self._fifo[self._scheduler.window :]
         for req in window:
             refresh(req)
         window.sort(key=lambda r: self._scheduler.key(r, now))
         yield from window
-        yield from list(self._fifo[self._scheduler.window :])
+        yield from past_window
 
     def pop(self, req: Request) -> None:
         if self._dynamic:

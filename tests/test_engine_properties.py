@@ -323,3 +323,35 @@ def test_the_queue_head_is_what_admission_would_take_first(keys: list[int], popp
         queue.pop(req)
         admitted.append(req)
     assert head == admitted
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.integers(0, 3), min_size=1, max_size=60), window=st.integers(1, 20))
+def test_a_dynamic_queue_admits_the_window_by_key_then_the_rest_in_arrival_order(keys: list[int], window: int) -> None:
+    """One admission round of a dynamic scheduler (prefix-aware) that admits every candidate:
+    the window's requests by key, then those past it in arrival order, each exactly once, though
+    the caller pops each one as it admits it (popping shifts the queue under the iteration)."""
+    from types import SimpleNamespace
+
+    from policies.scheduler.base import Scheduler
+    from sim.queue import WaitingQueue
+
+    class Windowed(Scheduler):
+        dynamic = True
+
+        def __init__(self) -> None:
+            self.window = window
+
+        def key(self, req: object, now: float) -> tuple:
+            return (req.k, req.arrival_s)
+
+    queue = WaitingQueue(Windowed())
+    requests = [SimpleNamespace(k=k, arrival_s=float(i), index=i) for i, k in enumerate(keys)]
+    for req in requests:
+        queue.push(req, 0.0)
+    admitted = []
+    for req in queue.candidates(0.0, lambda r: None):
+        queue.pop(req)
+        admitted.append(req)
+    expected = sorted(requests[:window], key=lambda r: (r.k, r.arrival_s)) + requests[window:]
+    assert admitted == expected
