@@ -23,6 +23,11 @@ import simpy
 
 DurationModel = Callable[[int, int], float]  # (nbytes, n_copies) -> seconds
 
+#: A copy over a replica's network link also passes the pool servers' port, where the hardware
+#: names its bandwidth: both links are busy with it at once (so the hop ends when the later one
+#: is done), but it is one transfer, whose bytes are moved once.
+SERVER_SIDE = {"net_read": "pool_read", "net_write": "pool_write"}
+
 
 def linear_duration(latency_s: float, bandwidth_bps: float) -> DurationModel:
     """``n_copies x latency + nbytes / bandwidth``: the classic alpha-beta model."""

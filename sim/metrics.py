@@ -23,6 +23,7 @@ import pandas as pd
 
 from hwmodels.gpus import GpuSpec
 from sim.config import PowerConfig
+from sim.links import SERVER_SIDE
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -235,7 +236,9 @@ def summarise(
         + (power.active_w - power.idle_w) * totals.gpu_prefill_busy_s
         + (power.decode_w - power.idle_w) * decode_busy_s
     )
-    transfer_energy = power.joules_per_byte_moved * sum(totals.link_bytes.values())
+    # the pool servers' port carries the same bytes as the replica's network link (SERVER_SIDE)
+    moved = sum(nbytes for name, nbytes in totals.link_bytes.items() if name not in SERVER_SIDE.values())
+    transfer_energy = power.joules_per_byte_moved * moved
     summary["energy_j"] = float(gpu_energy + transfer_energy)
     summary["energy_per_output_token_j"] = (
         float((gpu_energy + transfer_energy) / output_tokens) if output_tokens else float("nan")

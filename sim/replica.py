@@ -32,7 +32,7 @@ from policies.eviction.base import RequestContext
 from policies.prefetch.base import Hold, Order, PrefetchPolicy, Stage
 from policies.scheduler.base import Scheduler
 from sim.kvcache import DROPPED, InvariantError, Move, TieredCache
-from sim.links import Link
+from sim.links import SERVER_SIDE, Link
 from sim.metrics import REJECT_REASONS, RequestLog
 from sim.queue import WaitingQueue
 from sim.request import Request, State
@@ -55,9 +55,6 @@ _PATHS = {
     ("dram", "remote"): ("net_write",),
     ("ssd", "remote"): ("ssd_read", "net_write"),
 }
-# A copy over the network also passes the pool servers' port (where the hardware names their
-# bandwidth): both are busy with it at once, so the hop ends when the later of the two does.
-_SERVER_SIDE = {"net_read": "pool_read", "net_write": "pool_write"}
 Hop = tuple[Link, ...]  # the links one hop of a copy holds at the same time
 
 
@@ -573,7 +570,7 @@ class Replica:
         return [self._hop(name) for name in _PATHS[pair]]
 
     def _hop(self, name: str) -> Hop:
-        server_side = self.links.get(_SERVER_SIDE.get(name, ""))
+        server_side = self.links.get(SERVER_SIDE.get(name, ""))
         return (self.links[name],) if server_side is None else (self.links[name], server_side)
 
     def _transfer(self, hop: Hop, nbytes: int, n_blocks: int) -> float:

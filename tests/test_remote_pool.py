@@ -223,6 +223,18 @@ def test_the_pool_servers_bandwidth_is_shared_by_the_replicas_first_come_first_s
     assert "pool_read_bytes" not in "".join(unlimited.summary)
 
 
+def test_a_pool_servers_bandwidth_that_never_binds_changes_neither_timing_nor_energy() -> None:
+    """The servers' port carries the same bytes as each replica's network link: a copy is
+    billed once in the energy, so a port too fast to queue anything leaves every figure but its
+    own link's bytes as it was."""
+    trace = generate("multi_turn", seed=1, n_requests=120, rate=4.0)
+    unlimited = run(pool_config(hbm_blocks=150, dram_blocks=50), trace).summary
+    fast_port = run(pool_config(hbm_blocks=150, dram_blocks=50, pool_gbps=1e6), trace).summary
+    assert fast_port["link_pool_read_bytes"] + fast_port["link_pool_write_bytes"] > 0
+    assert fast_port["energy_j"] == pytest.approx(unlimited["energy_j"], rel=1e-12)
+    assert fast_port["ttft_s_p99"] == unlimited["ttft_s_p99"]
+
+
 def test_the_pool_servers_bandwidth_must_be_positive() -> None:
     config = pool_config(hbm_blocks=100)
     config.hardware.pool_gbps = 0.0
