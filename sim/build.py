@@ -118,7 +118,10 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         check_policy_builds(family, policies[family])
     tier_eviction = resolve_tier_eviction(config, [name for name, _ in tiers])
     _warn_of_unfilled_tiers(config, policies["admission"], [name for name, _ in tiers])
-    h2d, d2h = _pcie_models(config, profile, tp)
+    # A GPU past the model's KV-head count holds a replica of one head (as HBM is sized), so a
+    # block's copies are split over at most that many GPUs' links.
+    kv_shards = min(tp, model.n_kv_heads)
+    h2d, d2h = _pcie_models(config, profile, kv_shards)
     hw = config.hardware
     return Setup(
         model=model,
@@ -133,8 +136,8 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         pcie_d2h=d2h,
         ssd_read=linear_duration(hw.ssd_latency_s, hw.ssd_read_gbps * GB),
         ssd_write=linear_duration(hw.ssd_latency_s, hw.ssd_write_gbps * GB),
-        net_read=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), tp),
-        net_write=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), tp),
+        net_read=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), kv_shards),
+        net_write=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), kv_shards),
         pool_read=None if hw.pool_gbps is None else linear_duration(0.0, hw.pool_gbps * GB),
         pool_write=None if hw.pool_gbps is None else linear_duration(0.0, hw.pool_gbps * GB),
         policies=policies,
@@ -463,8 +466,9 @@ def _tier_capacities(config: SimConfig, bytes_per_block: int, hbm_available: flo
     return tuple(capacities)
 
 
-def _pcie_models(config: SimConfig, profile: GpuProfile, tp: int) -> tuple[DurationModel, DurationModel]:
-    """Per-replica PCIe: each of the ``tp`` GPUs moves its shard over its own link at once."""
+def _pcie_models(config: SimConfig, profile: GpuProfile, shards: int) -> tuple[DurationModel, DurationModel]:
+    """Per-replica PCIe: each of the ``shards`` GPUs moves its share of a block over its own
+    link at once."""
     hw = config.hardware
     if hw.pcie_gbps is None and hw.pcie_latency_s is None:
 
@@ -472,22 +476,22 @@ def _pcie_models(config: SimConfig, profile: GpuProfile, tp: int) -> tuple[Durat
             # Cached: a run moves blocks of one size in a few counts, over and over.
             @functools.lru_cache(maxsize=4096)
             def duration(nbytes: int, n_copies: int) -> float:
-                return float(profile.copy_many_s(n_copies, nbytes / tp / n_copies, kind))
+                return float(profile.copy_many_s(n_copies, nbytes / shards / n_copies, kind))
 
             return duration
 
         return from_profile("h2d"), from_profile("d2h")
     gbps = hw.pcie_gbps if hw.pcie_gbps is not None else profile.gpu.pcie_gbps * 0.8
     latency = hw.pcie_latency_s if hw.pcie_latency_s is not None else float(profile.copy_s(1, "h2d"))
-    sharded = _sharded(linear_duration(latency, gbps * GB), tp)
+    sharded = _sharded(linear_duration(latency, gbps * GB), shards)
     return sharded, sharded
 
 
-def _sharded(per_gpu: DurationModel, tp: int) -> DurationModel:
-    """A replica's link made of one link per GPU, each moving its ``1/tp`` of the KV heads at
-    once (PCIe lanes and NICs are per GPU)."""
+def _sharded(per_gpu: DurationModel, shards: int) -> DurationModel:
+    """A replica's link made of one link per GPU, each moving its ``1/shards`` of the KV heads
+    at once (PCIe lanes and NICs are per GPU)."""
 
     def sharded(nbytes: int, n_copies: int) -> float:
-        return per_gpu(nbytes / tp, n_copies)
+        return per_gpu(nbytes / shards, n_copies)
 
     return sharded

@@ -256,3 +256,22 @@ def test_a_session_prefetch_on_a_trace_without_sessions_is_warned_of() -> None:
     )  # fmt: skip
     for config, used in ((SimConfig(prefetch="session_aware"), sessions), (SimConfig(prefetch="on_arrival"), trace)):
         assert not any("acts on a session" in w for w in warned(partial(run, config, used)))
+
+
+@pytest.mark.parametrize("profile", ["datasheet", None])
+def test_kv_copies_split_over_no_more_gpus_than_the_model_has_kv_heads(profile: str | None) -> None:
+    """Past ``tensor_parallel = n_kv_heads`` each GPU holds a replica of one KV head, as HBM is
+    sized: a block's copies are split over 8 GPUs' links for Llama-3.1-70B (8 KV heads) at TP 16
+    as at TP 8, while from TP 4 to 8 each GPU moves half as much."""
+
+    def setup(tp: int):
+        config = SimConfig(
+            model=ModelConfig(name="llama-3.1-70b"), hardware=HardwareConfig(tensor_parallel=tp, profile=profile)
+        )
+        return build_setup(config, TRACE)
+
+    four, eight, sixteen = setup(4), setup(8), setup(16)
+    nbytes, copies = 64 * eight.bytes_per_block, 64  # one large copy a block: bytes, not latency, set the time
+    for link in ("pcie_h2d", "pcie_d2h", "net_read", "net_write"):
+        assert getattr(sixteen, link)(nbytes, copies) == getattr(eight, link)(nbytes, copies)
+        assert getattr(eight, link)(nbytes, copies) < getattr(four, link)(nbytes, copies)
