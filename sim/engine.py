@@ -225,7 +225,7 @@ class _ServeRun:
 
     def _sampler(self):
         env, interval = self.env, self.config.timeseries_interval_s
-        bucket = 0
+        bucket = self._idle_until_bucket(interval)  # a trace that starts late is idle until then
         last_time = -1.0
         while self.remaining > 0:
             yield env.timeout(max((bucket + 1) * interval - env.now, 0.0))

@@ -236,6 +236,8 @@ def test_an_idle_stretch_is_not_sampled_interval_by_interval() -> None:
     # Each busy stretch is still sampled: a row within an interval of each request's end.
     ends = (result.requests["arrival_s"] + result.requests["e2e_s"]).to_numpy()
     assert all(np.any(np.abs(times - end) <= interval) for end in ends)
+    # and nothing is sampled before the first arrival (the trace starts idle)
+    assert times.min() > day
 
 
 def test_same_config_and_trace_give_byte_identical_results(tmp_path) -> None:
