@@ -421,3 +421,51 @@ def test_missing_file_and_unknown_format_are_clear(tmp_path: Path) -> None:
     odd.write_text("hello\n")
     with pytest.raises(TraceFormatError, match="cannot tell the trace format"):
         open_trace(odd)
+
+
+HUGE = "1" + "0" * 400  # 10**400: JSON reads it as an exact int, which no float can hold
+HUGE_SHOWN = "10000000000000000000... (401 digits)"
+OUT_OF_RANGE = [
+    ("m.jsonl", "mooncake", f'{{"timestamp": 0, "input_length": {HUGE}, "output_length": 1, "hash_ids": []}}\n',
+     f"line 1: field 'input_length': must be <= 2147483647 (got {HUGE_SHOWN})"),
+    ("m.jsonl", "mooncake", f'{{"timestamp": {HUGE}, "input_length": 9, "output_length": 1, "hash_ids": []}}\n',
+     f"line 1: field 'timestamp': is out of range (got {HUGE_SHOWN})"),
+    ("m.jsonl", "mooncake", f'{{"timestamp": 0, "input_length": {"9" * 5000}, "output_length": 1, "hash_ids": []}}\n',
+     "line 1: holds a number too long to read (thousands of digits)"),
+    ("c.csv", "csv", f"arrival_s,input_tokens,output_tokens\n0,{HUGE},1\n",
+     f"line 2: field 'input_tokens': must be <= 2147483647 (got {HUGE_SHOWN})"),
+    ("c.csv", "csv", f"arrival_s,input_tokens,output_tokens\n0,{'9' * 5000},1\n",
+     "line 2: field 'input_tokens': must be <= 2147483647 (got 99999999999999999999... (5,000 digits))"),
+    ("c.csv", "csv", "arrival_s,input_tokens,output_tokens\n0,1e400,1\n",
+     "line 2: field 'input_tokens': must be <= 2147483647 (got '1e400')"),
+    ("c.csv", "csv", f"arrival_s,input_tokens,output_tokens\n{HUGE},9,1\n",
+     f"line 2: field 'arrival_s': is out of range (got {HUGE_SHOWN})"),
+    ("c.csv", "csv", "arrival_s,input_tokens,output_tokens\n0,9,1\n-inf,9,1\n",
+     "line 3: field 'arrival_s': is not finite (got '-inf')"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "text", "message"),
+    OUT_OF_RANGE,
+    ids=[
+        "json-count",
+        "json-time",
+        "json-5000-digits",
+        "csv-count",
+        "csv-5000-digits",
+        "csv-1e400",
+        "csv-time",
+        "csv-inf",
+    ],
+)
+def test_a_number_too_large_for_a_float_is_out_of_range_naming_line_and_field(
+    tmp_path: Path, name: str, fmt: str, text: str, message: str
+) -> None:
+    """Checked as a float, an integer of 400 digits overflowed (a traceback from JSON, "not a
+    whole number (got inf)" from CSV)."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(path, fmt)
+    assert str(err.value) == f"{path}: {message}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TraceFormatError(ValueError):
     """A trace file or table that is not what it claims to be.
@@ -36,6 +38,16 @@ class TraceFormatError(ValueError):
     def __reduce__(self) -> tuple:
         # Parallel sweep launchers pickle a failed job's exception back to the parent.
         return (_rebuild, (self.source, self.position, self.field, self.problem, self.unit))
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message quotes it: as written, or its start and length where it runs
+    long (a 400-digit count would fill the terminal and bury the line number)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= 40:
+        return repr(value) if isinstance(value, str) else text
+    unit = "digits" if text.lstrip("+-").isdigit() else "characters"
+    return f"{text[:20]}... ({len(text):,} {unit})"
 
 
 def _rebuild(source: str, position: int | None, field: str | None, problem: str, unit: str) -> TraceFormatError:

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from traces.errors import TraceFormatError
+from traces.errors import TraceFormatError, shown
 from traces.schema import Trace
 
 
@@ -84,6 +84,8 @@ def json_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             where = "the line ends early (truncated?)" if exc.pos >= len(text) else f"at column {exc.colno}"
             problem = f"malformed JSON ({exc.msg}, {where}); is this a {fmt} file?"
             raise error(number, None, problem) from None
+        except ValueError:  # Python reads no integer of over 4,300 digits (int_max_str_digits)
+            raise error(number, None, "holds a number too long to read (thousands of digits)") from None
         if not isinstance(record, dict):
             problem = f"expected a JSON object, got {type(record).__name__}; is this a {fmt} file?"
             raise error(number, None, problem)
@@ -100,34 +102,53 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 
+def _spells_infinity(value: Any) -> bool:
+    """Whether ``value`` is written as infinity (``inf``, ``-Infinity``), not as a finite
+    number too large for a float (``1e400``, 400 digits), which is out of range instead."""
+    return isinstance(value, float) or str(value).strip().lstrip("+-").lower() in ("inf", "infinity")
+
+
 def as_count(value: Any, field: str, line: int, error: LineError, *, minimum: int, maximum: int = INT32_MAX) -> int:
     """A count or id: an integer (or integral float) in ``[minimum, maximum]``.
 
-    Token counts are stored as int32 and ids as int64; anything larger is a corrupt row.
+    Token counts are stored as int32 and ids as int64; anything larger is a corrupt row. An
+    integer is compared as the exact integer it is: as a float, 10**400 cannot be checked at
+    all, and a CSV field of 400 digits would read as infinity.
     """
+    written = value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = str(value).strip()
         try:
-            value = float(str(value).strip())
-        except ValueError:
-            raise error(line, field, f"is not a number (got {value!r})") from None
-    if not math.isfinite(value) or value != int(value):
-        raise error(line, field, f"is not a whole number (got {value!r})")
+            value = int(text)
+        except ValueError:  # "700.0", "1e3", past Python's 4,300 digits; or not a number
+            try:
+                value = float(text)
+            except ValueError:
+                raise error(line, field, f"is not a number (got {shown(written)})") from None
+    if isinstance(value, float) and (math.isnan(value) or math.isfinite(value) and value != int(value)):
+        raise error(line, field, f"is not a whole number (got {shown(value)})")
+    got = shown(written if isinstance(value, float) and math.isinf(value) else int(value))
     if value < minimum:
-        raise error(line, field, f"must be >= {minimum} (got {int(value)})")
+        raise error(line, field, f"must be >= {minimum} (got {got})")
     if value > maximum:
-        raise error(line, field, f"must be <= {maximum} (got {int(value)})")
+        raise error(line, field, f"must be <= {maximum} (got {got})")
     return int(value)
 
 
 def as_time(value: Any, field: str, line: int, error: LineError) -> float:
+    """A time: a finite number. One too large for a float is out of range, not infinite."""
     if isinstance(value, bool):
         raise error(line, field, f"is not a number (got {value!r})")
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise error(line, field, f"is not a number (got {value!r})") from None
+        raise error(line, field, f"is not a number (got {shown(value)})") from None
+    except OverflowError:  # an integer past float's range: JSON reads 10**400 exactly
+        raise error(line, field, f"is out of range (got {shown(value)})") from None
+    if math.isinf(t) and not _spells_infinity(value):
+        raise error(line, field, f"is out of range (got {shown(value)})")
     if not math.isfinite(t):
-        raise error(line, field, f"is not finite (got {value!r})")
+        raise error(line, field, f"is not finite (got {shown(value)})")
     return t
 
 
