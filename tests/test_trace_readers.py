@@ -122,6 +122,25 @@ def test_canonical_csv_and_parquet_round_trip(tmp_path: Path) -> None:
     assert back.block_size == 16 and back.categories == trace.categories
 
 
+def test_more_categories_than_a_16_bit_code_holds_round_trip(tmp_path: Path) -> None:
+    """A file's categories are any strings (Bailian's ``type``, BurstGPT's model and log type):
+    codes were int16, and the 32,768th distinct one raised NumPy's OverflowError."""
+    n = 40_000
+    labels = [f"c{i:05d}" for i in range(n)]
+    trace = Trace.from_columns(
+        arrival_s=np.arange(n, dtype=np.float64),
+        input_tokens=np.full(n, 9),
+        output_tokens=np.ones(n, dtype=np.int64),
+        categories=[*labels[:-1], None],
+        block_size=16,
+    )
+    assert trace.category_code.dtype == np.int32
+    assert len(trace.categories) == n - 1 and trace.category_of(n - 2) == "c39998" and trace.category_of(n - 1) is None
+    back = read_trace(write_trace(trace, tmp_path / "many.parquet"))
+    np.testing.assert_array_equal(back.category_code, trace.category_code)
+    assert back.categories == trace.categories
+
+
 @pytest.mark.skipif(not MOONCAKE.exists(), reason="../shared/traces/ not present")
 def test_real_mooncake_slice_matches_its_published_means() -> None:
     trace = open_trace(MOONCAKE, "mooncake")

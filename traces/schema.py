@@ -76,7 +76,7 @@ class Trace:
     block_hashes: np.ndarray  # uint64, flat
     session_id: np.ndarray  # int64, NO_SESSION where absent
     turn: np.ndarray  # int32, NO_TURN where absent
-    category_code: np.ndarray  # int16, index into ``categories`` or NO_CATEGORY
+    category_code: np.ndarray  # int32, index into ``categories`` or NO_CATEGORY
     categories: tuple[str, ...]
     block_size: int
     source: str = field(default="<memory>", compare=False)
@@ -139,14 +139,14 @@ class Trace:
             block_offsets = np.zeros(n + 1, dtype=np.int64)
             flat_hashes = np.zeros(0, dtype=np.uint64)
         labels: tuple[str, ...] = ()
-        codes = np.full(n, NO_CATEGORY, dtype=np.int16)
+        codes = np.full(n, NO_CATEGORY, dtype=np.int32)
         if categories is not None:
             present = sorted({c for c in categories if c is not None})
             labels = tuple(present)
             index = {c: k for k, c in enumerate(labels)}
             codes = np.fromiter(
                 (NO_CATEGORY if c is None else index[c] for c in categories),
-                dtype=np.int16,
+                dtype=np.int32,
                 count=n,
             )
         trace = cls(
