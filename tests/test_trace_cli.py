@@ -93,6 +93,23 @@ def test_stats_of_a_hashed_csv_takes_the_block_size_the_error_asks_for(
     assert stats["requests"] == 2 and stats["block_accesses"] == 8
 
 
+@pytest.mark.parametrize("command", ["convert", "stats"])
+@pytest.mark.parametrize("size", ["0", "-512", "99999999999999999999"])
+def test_a_block_size_that_is_no_block_size_is_refused_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, size: str
+) -> None:
+    """0 divided by zero on a hashed file and was taken as unset (the format's own size) on
+    one without hashes; a huge size overflowed the block counts (a traceback)."""
+    src = tmp_path / "t.csv"
+    src.write_text("arrival_s,input_tokens,output_tokens\n0.0,64,4\n")
+    out = tmp_path / "out.parquet"
+    assert main([command, str(src), "--block-size", size, *(["-o", str(out)] if command == "convert" else [])]) == 2
+    assert capsys.readouterr().err == (
+        f"kvsim-trace: error: --block-size must be a whole number from 1 to 2,147,483,647 (got {size})\n"
+    )
+    assert list(tmp_path.iterdir()) == [src]
+
+
 def test_a_reader_warning_is_one_kvsim_trace_line(tmp_path: Path) -> None:
     """A skipped row is reported as the command's own line, not as Python's warning format
     with the source line that raised it (run as a process: pytest records warnings itself)."""

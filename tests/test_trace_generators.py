@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -152,6 +154,21 @@ def test_a_spec_naming_no_trace_says_which_key_to_set(tmp_path) -> None:
         load_trace(TraceSpec(generator="chats"))
     with pytest.raises(TraceSpecError, match="trace.generator=rag: .*no parameter 'n_request'"):
         load_trace(TraceSpec(generator="rag", params={"n_request": 5}))
+
+
+@pytest.mark.parametrize("size", [0, -512, 10**20])
+def test_a_trace_block_size_that_is_no_block_size_is_refused_naming_the_key(tmp_path, size: int) -> None:
+    """On a file without hashes 0 was read as unset and the run went ahead at 16 tokens a
+    block; on one with hashes it divided by zero, and a huge size overflowed (tracebacks)."""
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text("arrival_s,input_tokens,output_tokens\n0.0,64,4\n")
+    hashed = tmp_path / "hashed.csv"
+    hashed.write_text("arrival_s,input_tokens,output_tokens,block_hashes\n0.0,64,4,1 2\n")
+    message = f"trace.block_size must be a whole number from 1 to 2,147,483,647 (got {size})"
+    for spec in (TraceSpec(path=str(lengths)), TraceSpec(path=str(hashed)), TraceSpec()):
+        with pytest.raises(TraceSpecError) as err:
+            load_trace(replace(spec, block_size=size))
+        assert str(err.value) == message
 
 
 @settings(max_examples=100, deadline=None)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from traces import TraceFormatError, open_trace, read_trace, write_trace
-from traces.readers import detect_format
+from traces.readers import READERS, detect_format
 from traces.schema import Trace
 
 MOONCAKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
@@ -365,6 +365,33 @@ def test_a_block_size_that_does_not_fit_a_formats_hashes_is_refused(tmp_path: Pa
         open_trace(path, block_size=16)  # 10 hashes of 16 tokens for a 5,000-token prompt
     with pytest.raises(TraceFormatError, match="allows at most 5"):
         open_trace(path, block_size=1024)
+
+
+def test_a_block_size_that_is_no_block_size_is_refused_wherever_it_comes_in(tmp_path: Path) -> None:
+    """0 was read as unset by every reader (``block_size or 16``) and a size past int64
+    overflowed the block counts of Trace.validate, from an argument or a Parquet file's
+    metadata alike."""
+    src = tmp_path / "t.csv"
+    src.write_text("arrival_s,input_tokens,output_tokens\n0.0,64,4\n")
+    refused = "must be a whole number from 1 to 2,147,483,647"
+    with pytest.raises(ValueError) as err:
+        open_trace(src, block_size=0)
+    assert str(err.value) == f"block_size {refused} (got 0)"
+    with pytest.raises(TraceFormatError) as err:
+        READERS["csv"](src, block_size=0)  # a reader called on its own: no default in 0's place
+    assert str(err.value) == f"{src}: field 'block_size': {refused} (got 0)"
+    with pytest.raises(TraceFormatError) as err:
+        Trace.from_columns(arrival_s=[0.0], input_tokens=[64], output_tokens=[4], block_size=10**20, source="mem")
+    assert str(err.value) == f"mem: field 'block_size': {refused} (got 100000000000000000000)"
+    table = open_trace(src).to_arrow()
+    for meta in (b"0", b"-16", b"99999999999999999999999"):
+        path = tmp_path / f"meta{meta.decode()}.parquet"
+        pq.write_table(table.replace_schema_metadata({b"kvsim.block_size": meta}), path)
+        with pytest.raises(TraceFormatError) as err:
+            open_trace(path)
+        assert (
+            str(err.value) == f"{path}: field 'block_size': metadata kvsim.block_size {refused} (got {meta.decode()})"
+        )
 
 
 def test_parquet_counts_out_of_range_and_null_hashes_name_the_row(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from traces.errors import TraceFormatError
 from traces.generators import KINDS, generate
 from traces.io import write_trace
 from traces.readers import FORMATS, open_trace
-from traces.schema import Trace
+from traces.schema import Trace, block_size_problem
 from traces.sessions import infer_sessions
 from traces.stats import format_stats, trace_stats
 
@@ -130,6 +130,11 @@ def _main(argv: list[str] | None) -> int:
     if output is not None and not output.endswith(".parquet"):
         # Only Parquet is written; a .csv or .jsonl name would hold Parquet that nothing reads.
         print(f"kvsim-trace: error: {output}: the output is Parquet; name it *.parquet", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    block_size = getattr(args, "block_size", None)
+    problem = None if block_size is None else block_size_problem(block_size)
+    if problem:
+        print(f"kvsim-trace: error: --block-size {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         if args.command == "convert":

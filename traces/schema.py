@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from traces.errors import TraceFormatError
+from traces.errors import TraceFormatError, shown
 
 NO_SESSION = -1
 NO_TURN = -1
@@ -42,6 +42,20 @@ ARROW_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(ARROW_SCHEMA.names)
+# The most tokens a stored prompt can hold (input_tokens is int32): a larger block holds no more.
+MAX_BLOCK_SIZE = 2**31 - 1
+
+
+def block_size_problem(value: object) -> str | None:
+    """Why ``value`` is not a block size (tokens per hashed block), or ``None`` if it is one.
+
+    Checked where a block size comes in (``trace.block_size``, ``--block-size``, a table's
+    metadata), so that 0 is refused rather than read as "unset" and the readers' default taken
+    in its place, and a huge one never reaches the per-request block counts, which it would
+    overflow."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_BLOCK_SIZE:
+        return f"must be a whole number from 1 to {MAX_BLOCK_SIZE:,} (got {shown(value)})"
+    return None
 
 
 def _as_int32(values: np.ndarray, name: str, source: str) -> np.ndarray:
@@ -173,8 +187,9 @@ class Trace:
     def validate(self) -> None:
         """Raise :class:`TraceFormatError` naming the first offending row and field."""
         n = len(self.request_id)
-        if self.block_size <= 0:
-            raise TraceFormatError(self.source, None, "block_size", f"must be > 0, got {self.block_size}")
+        problem = block_size_problem(self.block_size)
+        if problem:
+            raise TraceFormatError(self.source, None, "block_size", problem)
         for name in ("arrival_s", "input_tokens", "output_tokens", "session_id", "turn", "category_code"):
             if len(getattr(self, name)) != n:
                 raise TraceFormatError(self.source, None, name, f"has {len(getattr(self, name))} rows, expected {n}")
@@ -268,6 +283,9 @@ class Trace:
                 raise TraceFormatError(
                     source, None, "block_size", f"metadata {meta[META_BLOCK_SIZE]!r} is not an integer"
                 ) from None
+            problem = block_size_problem(block_size)
+            if problem:
+                raise TraceFormatError(source, None, "block_size", f"metadata kvsim.block_size {problem}")
         n = table.num_rows
 
         def column(name: str, dtype: type, fill: int | None = None) -> np.ndarray:

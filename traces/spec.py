@@ -14,7 +14,7 @@ import numpy as np
 from traces.errors import TraceSpecError
 from traces.generators import KINDS, generate
 from traces.readers import open_trace
-from traces.schema import Trace
+from traces.schema import Trace, block_size_problem
 
 
 @dataclass
@@ -42,6 +42,9 @@ def load_trace(spec: TraceSpec) -> Trace:
         raise TraceSpecError(f"trace.max_requests must be >= 1 or null, got {spec.max_requests}")
     if not 0 < spec.time_scale < float("inf"):
         raise TraceSpecError(f"trace.time_scale must be finite and > 0, got {spec.time_scale}")
+    problem = None if spec.block_size is None else block_size_problem(spec.block_size)
+    if problem:
+        raise TraceSpecError(f"trace.block_size {problem}")
     if spec.path is not None:
         if spec.generator not in (None, "default"):
             # trace=rag trace.path=x: the rag choice and its parameters would be dropped unseen.

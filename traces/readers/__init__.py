@@ -31,7 +31,7 @@ from traces.readers._rows import GZIP_ERRORS, open_binary, open_text
 from traces.readers.bailian import read_bailian
 from traces.readers.csv_formats import read_azure, read_burstgpt, read_canonical_csv
 from traces.readers.mooncake import read_mooncake
-from traces.schema import Trace
+from traces.schema import Trace, block_size_problem
 
 Reader = Callable[..., Trace]
 log = logging.getLogger(__name__)
@@ -116,8 +116,13 @@ def refuse_lfs_pointer(path: Path) -> None:
 
 
 def open_trace(path: str | os.PathLike[str], format: str = "auto", *, block_size: int | None = None) -> Trace:
-    """Read any supported trace file into the canonical form."""
+    """Read any supported trace file into the canonical form. ``block_size`` (tokens per hashed
+    block) is for a format without one of its own (CSV) or to override it, and is checked here,
+    before any reader divides by it: ``None`` leaves it to the file."""
     file = Path(path)
+    problem = None if block_size is None else block_size_problem(block_size)
+    if problem:
+        raise ValueError(f"block_size {problem}")
     if format != "auto" and format not in READERS:
         raise TraceFormatError(
             str(file), None, None, f"unknown trace format {format!r}; choose one of auto, {', '.join(FORMATS)}"

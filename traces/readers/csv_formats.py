@@ -130,7 +130,7 @@ def read_azure(path: Path, *, block_size: int | None = None) -> Trace:
         arrival_s=(ns - ns[0]) / 1e9,
         input_tokens=n_in,
         output_tokens=n_out,
-        block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE,
+        block_size=LENGTHS_ONLY_BLOCK_SIZE if block_size is None else block_size,
         source=str(path),
     )
 
@@ -182,7 +182,7 @@ def _read_azure_rows(path: Path, *, block_size: int | None = None) -> Trace:
         if not empty.skip(n_in, line):
             rows.add((ns - first_ns) / 1e9, n_in, n_out)
     empty.warn()
-    return rows.build(block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE, source=str(path))
+    return rows.build(block_size=LENGTHS_ONLY_BLOCK_SIZE if block_size is None else block_size, source=str(path))
 
 
 def read_burstgpt(path: Path, *, block_size: int | None = None) -> Trace:
@@ -217,7 +217,7 @@ def read_burstgpt(path: Path, *, block_size: int | None = None) -> Trace:
         kind = row["Model"] + (f"/{row['Log Type']}" if row.get("Log Type") else "")
         rows.add(t, n_in, n_out, session_id=session, turn=turn, category=kind or None)
     empty.warn()
-    return rows.build(block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE, source=str(path))
+    return rows.build(block_size=LENGTHS_ONLY_BLOCK_SIZE if block_size is None else block_size, source=str(path))
 
 
 CANONICAL_REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
@@ -268,7 +268,9 @@ def read_canonical_csv(path: Path, *, block_size: int | None = None) -> Trace:
             else len(ids)
         )
         rows.add(t, n_in, n_out, hashes, session_id=session, turn=turn, category=row.get("category") or None)
-    trace = rows.build(block_size=block_size or LENGTHS_ONLY_BLOCK_SIZE, source=str(path), rebase_time=False)
+    trace = rows.build(
+        block_size=LENGTHS_ONLY_BLOCK_SIZE if block_size is None else block_size, source=str(path), rebase_time=False
+    )
     if len(set(ids)) != len(ids):
         seen: set[int] = set()
         for i, rid in enumerate(ids):

@@ -39,7 +39,7 @@ FIELDS = {
 
 
 def read_mooncake(path: Path, *, block_size: int | None = None) -> Trace:
-    block = block_size or BLOCK_SIZE
+    block = BLOCK_SIZE if block_size is None else block_size
     trace = _read_regular(path, block)
     if trace is None:
         trace = _read_rows(path, block)
