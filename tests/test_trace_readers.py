@@ -394,6 +394,25 @@ def test_a_block_size_that_is_no_block_size_is_refused_wherever_it_comes_in(tmp_
         )
 
 
+def test_a_block_size_other_than_a_parquet_files_own_is_refused(tmp_path: Path) -> None:
+    """A Mooncake file converted to Parquet keeps its 512-token blocks in the metadata; a
+    block size given in its place was taken without a word (trace.block_size=16: a 3 % hit
+    ratio for 89 %), where the same override of the .jsonl is refused."""
+    source = jsonl(tmp_path / "m.jsonl", mooncake_rows())
+    hashed = write_trace(open_trace(source), tmp_path / "m.parquet")
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(hashed, block_size=16)
+    assert str(err.value) == (
+        f"{hashed}: field 'block_size': 16 given, but the file's hashes are over 512-token blocks (its "
+        "kvsim.block_size metadata): leave the block size unset (trace.block_size, --block-size) to read them as written"
+    )
+    assert open_trace(hashed, block_size=512).block_size == 512
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text("arrival_s,input_tokens,output_tokens\n0.0,64,4\n")
+    unhashed = write_trace(open_trace(lengths), tmp_path / "lengths.parquet")
+    assert open_trace(unhashed, block_size=32).block_size == 32  # no hashes to misread
+
+
 def test_parquet_counts_out_of_range_and_null_hashes_name_the_row(tmp_path: Path) -> None:
     meta = {b"kvsim.block_size": b"16"}
     big = pa.table(

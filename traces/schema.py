@@ -265,27 +265,21 @@ class Trace:
 
     @classmethod
     def from_arrow(cls, table: pa.Table, *, source: str = "<arrow>", block_size: int | None = None) -> Trace:
-        """Read a canonical table. ``block_size`` comes from the metadata unless given here."""
+        """Read a canonical table. ``block_size`` comes from the metadata unless given here; a
+        given one that differs from the metadata of a table with hashes is refused (see
+        :func:`_stored_block_size`)."""
         missing = [c for c in ("arrival_s", "input_tokens", "output_tokens") if c not in table.column_names]
         if missing:
             raise TraceFormatError(
                 source, None, missing[0], f"column is missing; a canonical trace has {', '.join(COLUMNS)}"
             )
-        meta = table.schema.metadata or {}
+        stored = _stored_block_size(table.schema.metadata or {}, source)
         if block_size is None:
-            if META_BLOCK_SIZE not in meta:
+            if stored is None:
                 raise TraceFormatError(
                     source, None, "block_size", "is not in the table metadata; pass block_size explicitly"
                 )
-            try:
-                block_size = int(meta[META_BLOCK_SIZE])
-            except ValueError:
-                raise TraceFormatError(
-                    source, None, "block_size", f"metadata {meta[META_BLOCK_SIZE]!r} is not an integer"
-                ) from None
-            problem = block_size_problem(block_size)
-            if problem:
-                raise TraceFormatError(source, None, "block_size", f"metadata kvsim.block_size {problem}")
+            block_size = stored
         n = table.num_rows
 
         def column(name: str, dtype: type, fill: int | None = None) -> np.ndarray:
@@ -320,6 +314,17 @@ class Trace:
         else:
             offsets = np.zeros(n + 1, dtype=np.int64)
             flat = np.zeros(0, dtype=np.uint64)
+        if stored is not None and block_size != stored and offsets[-1]:
+            # The metadata is the size the hashes were made at (kvsim-trace convert keeps a
+            # Mooncake file's 512): read at 16, each hash would stand for a 32nd of its block and
+            # the run report almost no reuse, as the text readers' check_block_size_override says.
+            raise TraceFormatError(
+                source,
+                None,
+                "block_size",
+                f"{block_size} given, but the file's hashes are over {stored}-token blocks (its kvsim.block_size "
+                "metadata): leave the block size unset (trace.block_size, --block-size) to read them as written",
+            )
         categories = None
         if "category" in table.column_names:
             categories = table.column("category").cast(pa.string()).to_pylist()
@@ -375,6 +380,24 @@ class Trace:
             block_size=self.block_size,
             source=self.source,
         )
+
+
+def _stored_block_size(meta: dict[bytes, bytes], source: str) -> int | None:
+    """The block size in a table's metadata, ``None`` where it has none; one that is not a
+    block size is an error, given a size in its place or not, since it is what the table's
+    hashes were made at."""
+    if META_BLOCK_SIZE not in meta:
+        return None
+    try:
+        stored = int(meta[META_BLOCK_SIZE])
+    except ValueError:
+        raise TraceFormatError(
+            source, None, "block_size", f"metadata {meta[META_BLOCK_SIZE]!r} is not an integer"
+        ) from None
+    problem = block_size_problem(stored)
+    if problem:
+        raise TraceFormatError(source, None, "block_size", f"metadata kvsim.block_size {problem}")
+    return stored
 
 
 def _first_bad(trace: Trace, mask: np.ndarray, field_name: str, problem: str) -> None:
