@@ -413,6 +413,26 @@ def test_a_block_size_other_than_a_parquet_files_own_is_refused(tmp_path: Path) 
     assert open_trace(unhashed, block_size=32).block_size == 32  # no hashes to misread
 
 
+def test_a_negative_or_backward_arrival_names_its_line_or_row_and_a_plain_number(tmp_path: Path) -> None:
+    """Checked only by Trace.validate, a negative arrival of a CSV on line 2 was "row 0", and
+    values were NumPy reprs: "(got np.float64(-1.0))"."""
+    src = tmp_path / "neg.csv"
+    src.write_text("arrival_s,input_tokens,output_tokens\n-1,100,10\n0,100,10\n")
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(src)
+    assert str(err.value) == f"{src}: line 2: field 'arrival_s': is negative (got -1.0)"
+    columns = dict(input_tokens=[9, 9], output_tokens=[1, 1], block_size=16, source="mem")
+    with pytest.raises(TraceFormatError) as err:
+        Trace.from_columns(arrival_s=[0.0, -2.5], **columns)
+    assert str(err.value) == "mem: row 1: field 'arrival_s': is negative (got -2.5)"
+    with pytest.raises(TraceFormatError) as err:
+        Trace.from_columns(arrival_s=[5.0, 1.0], **columns)
+    assert (
+        str(err.value)
+        == "mem: row 1: field 'arrival_s': goes backwards (1.0 after 5.0); arrivals must be non-decreasing"
+    )
+
+
 def test_parquet_counts_out_of_range_and_null_hashes_name_the_row(tmp_path: Path) -> None:
     meta = {b"kvsim.block_size": b"16"}
     big = pa.table(

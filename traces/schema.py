@@ -205,7 +205,7 @@ class Trace:
                     self.source,
                     i,
                     "arrival_s",
-                    f"goes backwards ({self.arrival_s[i]!r} after {self.arrival_s[i - 1]!r}); "
+                    f"goes backwards ({self.arrival_s[i].item()!r} after {self.arrival_s[i - 1].item()!r}); "
                     "arrivals must be non-decreasing",
                 )
         _first_bad(self, self.input_tokens <= 0, "input_tokens", "must be > 0")
@@ -403,7 +403,8 @@ def _stored_block_size(meta: dict[bytes, bytes], source: str) -> int | None:
 def _first_bad(trace: Trace, mask: np.ndarray, field_name: str, problem: str) -> None:
     if mask.any():
         i = int(np.flatnonzero(mask)[0])
-        value = getattr(trace, field_name)[i] if hasattr(trace, field_name) else None
+        # .item(): the message says -1.0, not NumPy's np.float64(-1.0)
+        value = getattr(trace, field_name)[i].item() if hasattr(trace, field_name) else None
         raise TraceFormatError(trace.source, i, field_name, f"{problem} (got {value!r})")
 
 

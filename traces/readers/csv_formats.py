@@ -235,6 +235,8 @@ def read_canonical_csv(path: Path, *, block_size: int | None = None) -> Trace:
     previous: float | None = None
     for line, row in _csv_rows(path, CANONICAL_REQUIRED, "canonical"):
         t = as_time(row["arrival_s"], "arrival_s", line, error)
+        if t < 0:  # kept as given, not rebased: Trace.validate would name a row, not this line
+            raise error(line, "arrival_s", f"is negative (got {t})")
         check_monotone(previous, t, "arrival_s", line, error)
         previous = t
         n_in = as_count(row["input_tokens"], "input_tokens", line, error, minimum=1)
