@@ -216,6 +216,19 @@ def test_azure_timestamps_with_utc_offsets_rebase_exactly(tmp_path: Path) -> Non
         open_trace(azure)
 
 
+@pytest.mark.parametrize("stamp", ["3023-11-16 18:15:48", "2262-04-12 00:00:00.5+00:00", "1600-01-01 00:00:00"])
+def test_an_azure_timestamp_past_nanosecond_range_is_out_of_range_not_backwards(tmp_path: Path, stamp: str) -> None:
+    """A typo's year 3023 wrapped round in NumPy's nanoseconds to 1854 and was reported as
+    going backwards; 1600 wrapped forward to 2184 and was read without a word."""
+    azure = tmp_path / "azure.csv"
+    azure.write_text(f"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,4\n{stamp},374,4\n")
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(azure)
+    assert str(err.value) == (
+        f"{azure}: line 3: field 'TIMESTAMP': is out of range (got {stamp!r}; dates must fall between 1677 and 2262)"
+    )
+
+
 def test_a_regular_azure_file_is_read_whole_and_equals_the_row_by_row_reading(tmp_path: Path) -> None:
     from traces.readers.csv_formats import _azure_columns, _read_azure_rows
 

@@ -83,10 +83,15 @@ def _azure_ns(text: str, line: int, error: LineError) -> int:
             offset_ns = (1 if offset[0] == "+" else -1) * (hours * 60 + minutes) * 60 * 10**9
     try:
         stamp = np.datetime64(local, "ns")
+        second = np.datetime64(local, "s")  # a range of 10**11 years: no date wraps
     except ValueError:
         raise error(line, "TIMESTAMP", f"is not a date-time (got {text!r})") from None
-    if np.isnat(stamp):
+    if np.isnat(second):
         raise error(line, "TIMESTAMP", "is empty")
+    if np.isnat(stamp) or stamp.astype("datetime64[s]") != second:
+        # int64 nanoseconds reach from 1677 to 2262; past them NumPy wraps round (a typo's year
+        # 3023 read as 1854, "goes backwards") or gives NaT
+        raise error(line, "TIMESTAMP", f"is out of range (got {text!r}; dates must fall between 1677 and 2262)")
     return int(stamp.astype(np.int64)) - offset_ns
 
 
@@ -150,7 +155,8 @@ def _azure_columns(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
         stamps = pd.to_datetime(table.column("TIMESTAMP").to_pandas(), utc=True, format="ISO8601")
         if stamps.isna().any():  # "" or "NaT"
             return None
-        ns = stamps.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+        # as_unit raises past nanoseconds' range (1677 to 2262), where astype would wrap round
+        ns = stamps.dt.tz_convert(None).dt.as_unit("ns").to_numpy().view(np.int64)
     except (pa.ArrowException, ValueError, TypeError, OverflowError, *GZIP_ERRORS):
         return None  # the row reader names the problem (a damaged gzip file included)
     n_in = table.column("ContextTokens").to_numpy()
