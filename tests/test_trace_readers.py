@@ -501,6 +501,34 @@ def test_bad_mooncake_input_names_file_line_and_field(tmp_path: Path, text: str,
     assert str(path) in message and where in message and problem in message
 
 
+def test_csv_quoting_is_parsed_as_csv_and_a_quote_never_closed_names_its_line_and_field(tmp_path: Path) -> None:
+    """Split into lines before parsing, a quoted line break (valid CSV) was refused as "line 3:
+    has 1 values" and a quote never closed was passed unseen, its field running to the end of
+    the line."""
+    header = "arrival_s,input_tokens,output_tokens,category\n"
+    src = tmp_path / "t.csv"
+    src.write_text(header + '0,100,10,"multi\nline, quoted"\n1,100,10,"say ""hi"""\n2,100,10,chat\n')
+    trace = open_trace(src)
+    assert [trace.category_of(i) for i in range(3)] == ["multi\nline, quoted", 'say "hi"', "chat"]
+    src.write_text(header + '0,100,10,"multi\nline"\n1,-5,10,chat\n')
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(src)  # the line in the file, past the record of two lines
+    assert str(err.value) == f"{src}: line 4: field 'input_tokens': must be >= 1 (got -5)"
+    src.write_text(header + '0,100,10,"a""b"\n1,100,10,"unterminated\n2,100,10,chat\n')
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(src)
+    assert str(err.value) == (
+        f"{src}: line 3: field 'category': opens a quoted field that is never closed (a missing closing quote?)"
+    )
+    src.write_text(header + '0,100,10,"open\n' + "".join(f"{i},100,10,chat\n" for i in range(1, 8000)))
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(src)  # the csv module's field limit stops the open quote before the end
+    assert str(err.value) == (
+        f"{src}: line 2: malformed CSV (field larger than field limit (131072)); its record runs on to line 7777 "
+        "(a missing closing quote?)"
+    )
+
+
 def test_a_file_of_another_format_fails_on_its_header(tmp_path: Path) -> None:
     path = tmp_path / "azure.csv"
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,44\n")

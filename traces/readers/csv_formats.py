@@ -36,18 +36,54 @@ from traces.schema import NO_SESSION, NO_TURN, Trace
 LENGTHS_ONLY_BLOCK_SIZE = 16  # no hashes to interpret; vLLM's block size, for remapping
 
 
+def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line_number, values)`` of each record, parsed as CSV is (RFC 4180): a quoted
+    field may hold commas, doubled quotes and line breaks, so a record may span lines, and is
+    named by the line it begins on. A quote never closed is an error on that line, not the rest
+    of the file read into one field (parsed a line at a time, a quoted line break read as a
+    short row and an open quote passed unseen)."""
+    error = LineError(str(path))
+    taken: list[tuple[int, str]] = []  # the lines the record being parsed has taken: no more are read
+
+    def lines() -> Iterator[str]:
+        for number, text in open_text(path):
+            taken.append((number, text))
+            yield text
+
+    reader = csv.reader(lines(), strict=True)
+    header: list[str] | None = None
+    while True:
+        taken.clear()
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = taken[0][0]
+            if str(exc) != "unexpected end of data":
+                problem = (
+                    f"malformed CSV ({exc})" if header else f"malformed CSV header ({exc}); expected {fmt} columns"
+                )
+                if len(taken) > 1:  # as the field limit stops a quote left open in a large file
+                    problem += f"; its record runs on to line {taken[-1][0]} (a missing closing quote?)"
+                raise error(line, None, problem) from None
+            # Read leniently, the record ends in the field left open: its column is the last.
+            column = len(next(csv.reader(text for _, text in taken))) - 1
+            field = header[column].strip() if header and column < len(header) else None
+            raise error(line, field, "opens a quoted field that is never closed (a missing closing quote?)") from None
+        header = header or values
+        yield taken[0][0], values
+
+
 def _csv_rows(path: Path, required: tuple[str, ...], fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line_number, row)``; a header lacking ``required`` columns fails on line 1."""
-    lines = open_text(path)
+    records = _csv_records(path, fmt)
     error = LineError(str(path))
     try:
-        header_line, header_text = next(lines)
+        header_line, names = next(records)
     except StopIteration:
         raise TraceFormatError(str(path), None, None, f"is empty; expected a {fmt} CSV header") from None
-    try:
-        header = [h.strip() for h in next(csv.reader([header_text]))]
-    except csv.Error as exc:
-        raise error(header_line, None, f"malformed CSV header ({exc}); expected {fmt} columns") from None
+    header = [h.strip() for h in names]
     missing = [c for c in required if c not in header]
     if missing:
         raise error(
@@ -56,11 +92,7 @@ def _csv_rows(path: Path, required: tuple[str, ...], fmt: str) -> Iterator[tuple
             f"column is missing from the header (expected {fmt} columns {', '.join(required)}; "
             f"got {', '.join(header)})",
         )
-    for line, text in lines:
-        try:
-            values = next(csv.reader([text]))
-        except csv.Error as exc:
-            raise error(line, None, f"malformed CSV ({exc})") from None
+    for line, values in records:
         if len(values) != len(header):
             raise error(line, None, f"has {len(values)} values, the header has {len(header)} columns")
         yield line, dict(zip(header, (v.strip() for v in values), strict=True))
