@@ -20,6 +20,7 @@ from hwmodels.execution import ExecutionModel
 from hwmodels.gpus import GPUS, GpuSpec, get_gpu
 from hwmodels.models import MODELS, ModelSpec, get_model, longer_context_model, spec_from_hf_config
 from hwmodels.profile import GpuProfile, load_profile
+from policies.params import PolicyParameterError
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
 from sim.config import DATASHEET_PROFILE, KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
@@ -148,9 +149,13 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
 
 def check_policy_builds(family: str, factory: Callable[..., Any]) -> None:
     """Build the policy once now: a parameter it does not take or a value it refuses should
-    stop the run here, naming the family, not as a stack trace once replicas are built."""
+    stop the run here, not as a stack trace once replicas are built. A value the constructor
+    refuses by name (:class:`~policies.params.PolicyParameterError`) is the config key
+    ``<family>.<param>``; any other refusal names the family."""
     try:
         factory()
+    except PolicyParameterError as exc:
+        raise ConfigError(f"{family}.{exc.param}", f"{exc.message} ({family}={policy_label(factory)})") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(family, f"cannot build the {family} policy: {exc}") from None
 

@@ -368,6 +368,26 @@ def test_a_policy_parameter_is_set_as_a_plain_key_and_a_misspelt_one_is_named() 
     assert _policy_parameter_error("routing.load_cap", ["--config-name", "mine"]) is None  # its default, not ours
 
 
+def test_a_bad_policy_parameter_is_one_line_naming_its_key_and_a_sweep_s_other_runs_finish(tmp_path: Path) -> None:
+    """A policy parameter of the wrong type once crashed the run once replicas were built (a
+    float slicing the queue), and in a sweep counted as a crash; it is bad input, said in one
+    line before the run starts."""
+    args = (SMALL, "hardware=h100_offload", "prefetch=lookahead", "prefetch.depth=2.5")
+    done = kvsim(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2, "kvsim: error: prefetch.depth: must be an integer >= 1, got 2.5 (prefetch=lookahead)\n"
+    )  # fmt: skip
+    assert json.loads((tmp_path / "run" / "error.json").read_text())["type"] == "ConfigError"
+    sweep = tmp_path / "sweep"
+    args = ("-m", SMALL, "mode=replay", "tiers.hbm_blocks=200", "eviction=s3fifo", "eviction.ghost_ratio=-5,0.9")
+    done = kvsim(*args, "hydra/launcher=basic", "output.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 2 and not any(noise in done.stderr for noise in HYDRA_NOISE), done.stderr
+    assert "eviction.ghost_ratio: must be a finite number >= 0, got -5 (eviction=s3fifo)" in done.stderr
+    table = load_sweep(sweep).set_index("override.eviction.ghost_ratio")
+    assert table["status"].to_dict() == {"-5": "failed", "0.9": "ok"}
+    assert table.loc["-5", "error"].startswith("ConfigError: eviction.ghost_ratio: ")
+
+
 def test_a_sweep_over_trace_files_gives_one_directory_per_file_not_nested_ones(tmp_path: Path) -> None:
     paths = []
     for name, n in (("a", 4), ("b", 6)):

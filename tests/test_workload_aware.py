@@ -406,5 +406,5 @@ def test_is_found_by_name_and_its_config_matches_the_constructor() -> None:
 
 
 def test_rejects_meaningless_parameters() -> None:
-    with pytest.raises(ValueError, match="sample_one_in >= 1"):
+    with pytest.raises(ValueError, match="sample_one_in: must be an integer >= 1, got 0"):
         WorkloadAware(sample_one_in=0)

@@ -23,15 +23,15 @@ from collections import OrderedDict
 from collections.abc import Container
 
 from policies.eviction.base import EvictionPolicy, WorkloadView
+from policies.params import integer, number
 
 
 class S3FIFO(EvictionPolicy):
     def __init__(self, small_ratio: float = 0.1, ghost_ratio: float = 0.9, move_to_main_threshold: int = 2) -> None:
-        if not 0 < small_ratio < 1:
-            raise ValueError(f"s3fifo small_ratio must be in (0, 1), got {small_ratio}")
-        self.small_ratio = small_ratio
-        self.ghost_ratio = ghost_ratio
-        self.threshold = move_to_main_threshold
+        self.small_ratio = number("small_ratio", small_ratio, above=0, below=1)
+        # A negative ghost would be trimmed below empty at the first insert.
+        self.ghost_ratio = number("ghost_ratio", ghost_ratio, at_least=0)
+        self.threshold = integer("move_to_main_threshold", move_to_main_threshold, least=1)
         self._small: OrderedDict[int, None] = OrderedDict()
         self._main: OrderedDict[int, None] = OrderedDict()
         self._ghost: OrderedDict[int, None] = OrderedDict()

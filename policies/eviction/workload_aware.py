@@ -106,6 +106,7 @@ from policies.eviction._workload_classes import (
 )
 from policies.eviction._workload_model import HORIZON_EPOCHS, ReuseModel
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
+from policies.params import integer, number
 
 REFRESH_MIN_TOUCHES = 8192  # a refit costs about a millisecond, some 0.1 us per touch this often
 _FAST_CHUNK = 1 << 16  # accesses classified at a time by the replay fast path
@@ -170,16 +171,10 @@ class WorkloadAware(EvictionPolicy):
         prior_lives: float = 4.0,
         half_life_horizons: float = 4.0,
     ) -> None:
-        if epochs_per_capacity < 1 or sample_one_in < 1 or prior_lives < 0 or half_life_horizons <= 0:
-            raise ValueError(
-                "WorkloadAware needs epochs_per_capacity >= 1, sample_one_in >= 1, "
-                f"prior_lives >= 0 and half_life_horizons > 0; got {epochs_per_capacity}, "
-                f"{sample_one_in}, {prior_lives}, {half_life_horizons}"
-            )
-        self.epochs_per_capacity = epochs_per_capacity
-        self.sample_one_in = sample_one_in
-        self.prior_lives = prior_lives
-        self.half_life_horizons = half_life_horizons
+        self.epochs_per_capacity = integer("epochs_per_capacity", epochs_per_capacity, least=1)
+        self.sample_one_in = integer("sample_one_in", sample_one_in, least=1)
+        self.prior_lives = number("prior_lives", prior_lives, at_least=0)
+        self.half_life_horizons = number("half_life_horizons", half_life_horizons, above=0)
 
     # ------------------------------------------------------------------ setup
     def bind(self, capacity_blocks: int, workload: WorkloadView) -> None:

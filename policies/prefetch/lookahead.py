@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from policies.params import integer
 from policies.prefetch.base import CacheView, Order, PrefetchPolicy, Stage
 
 
@@ -14,9 +15,7 @@ class Lookahead(PrefetchPolicy):
     that would otherwise sit idle, so it cannot hurt the hit ratio of running requests."""
 
     def __init__(self, depth: int = 8) -> None:
-        if depth < 1:
-            raise ValueError(f"lookahead depth must be >= 1, got {depth}")
-        self.depth = depth
+        self.depth = integer("depth", depth, least=1)  # a count of requests: it slices the queue
 
     def on_queue_change(self, waiting: Sequence[Any], cache: CacheView) -> Sequence[Order]:
         budget = cache.free_blocks("hbm")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from policies.params import boolean
 from policies.prefetch.base import CacheView, Order, PrefetchPolicy, Stage
 
 
@@ -13,7 +14,7 @@ class OnArrival(PrefetchPolicy):
     DRAM or on SSD, copying it up while it waits turns load time at admission into a hit."""
 
     def __init__(self, evict: bool = True) -> None:
-        self.evict = evict
+        self.evict = boolean("evict", evict)
 
     def on_arrival(self, request: Any, cache: CacheView) -> Sequence[Order]:
         if cache.blocks_below(request, "hbm") == 0:

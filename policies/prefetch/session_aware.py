@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from policies.params import number
 from policies.prefetch.base import CacheView, Hold, Order, PrefetchPolicy, Stage
 
 
@@ -21,9 +22,7 @@ class SessionAware(PrefetchPolicy):
     acts_on_sessions = True
 
     def __init__(self, hold_s: float = 30.0) -> None:
-        if hold_s < 0:
-            raise ValueError(f"hold_s must be >= 0, got {hold_s}")
-        self.hold_s = hold_s
+        self.hold_s = number("hold_s", hold_s, at_least=0)  # finite: the engine times the hold
 
     def on_arrival(self, request: Any, cache: CacheView) -> Sequence[Order]:
         if request.session_id < 0 or cache.blocks_below(request, "hbm") == 0:

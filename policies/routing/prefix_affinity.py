@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from policies.params import integer, number
 from policies.routing.base import ReplicaView, Router
 
 
@@ -16,10 +17,8 @@ class PrefixAffinity(Router):
     some hits for balance, as Preble's and Mooncake's schedulers do."""
 
     def __init__(self, load_cap: float = 1.5, slack_tokens: int = 8192) -> None:
-        if load_cap < 1.0:
-            raise ValueError(f"load_cap must be >= 1, got {load_cap}")
-        self.load_cap = load_cap
-        self.slack_tokens = slack_tokens
+        self.load_cap = number("load_cap", load_cap, at_least=1)
+        self.slack_tokens = integer("slack_tokens", slack_tokens, least=0)
 
     def route(self, request: Any, replicas: Sequence[ReplicaView]) -> int:
         loads = [r.outstanding_tokens() for r in replicas]

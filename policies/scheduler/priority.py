@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from policies.params import integer, integer_mapping
 from policies.scheduler.base import Scheduler
 
 # Categories a user waits on at the keyboard are latency-critical; api, file and agent
@@ -33,8 +34,10 @@ class Priority(Scheduler):
     """
 
     def __init__(self, classes: Mapping[str, int] | None = None, default_class: int = 1) -> None:
-        self.classes = dict(DEFAULT_CLASSES if classes is None else classes)
-        self.default_class = default_class
+        # Class numbers are compared with each other when the queue is sorted; a name among
+        # them would fail there, mid-run.
+        self.classes = integer_mapping("classes", DEFAULT_CLASSES if classes is None else classes)
+        self.default_class = integer("default_class", default_class)
 
     def bind(self, categories: tuple[str, ...]) -> None:
         super().bind(categories)
