@@ -32,6 +32,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -46,7 +47,7 @@ from sim.report import format_summary
 from sim.result import PLOT_FILES, REQUESTS_FILE, SUMMARY_FILE, TIMESERIES_FILE
 from sim.results import CONFIG_FILE, ERROR_FILE, OVERRIDES_FILE
 from traces import TraceFormatError, TraceSpec, TraceSpecError, load_trace
-from traces.atomic import write_text_atomic
+from traces.atomic import unwritable_folder, write_text_atomic
 
 POLICY_FAMILIES = ("eviction", "prefetch", "admission", "scheduler", "routing")
 # Errors that describe bad input (config values, policy names, trace files), not kvsim bugs.
@@ -68,6 +69,30 @@ class SweepRunFailed(CompactHydraException):
     then raises the first failed run's exception in the launching process and prints its
     stack, unless the exception is a compact one, which it prints as its message alone (with
     its own two lines around it, which only main()'s notes avoid)."""
+
+
+class OutputDirCheck(Callback):
+    """Refuse, in one line and with exit status 2, a run or sweep directory that cannot be
+    written (``hydra.run.dir=afile/run``), before hydra makes it: hydra makes it before it
+    calls kvsim's task, so its error would otherwise be a stack trace (config.yaml registers
+    this callback). ``HYDRA_FULL_ERROR=1`` leaves the error to hydra, as for any bad input."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_output_dir(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_output_dir(config, "hydra.sweep.dir")
+
+
+def _check_output_dir(config: DictConfig, key: str) -> None:
+    # Resolved as hydra's run_job resolves it, on the same config: ${now:...} is cached there,
+    # so the directory made here is the one hydra then uses.
+    HydraConfig.instance().set_config(config)
+    folder = str(OmegaConf.select(config, key))
+    reason = unwritable_folder(folder)
+    if reason is not None and not _full_error():
+        print(f"kvsim: error: {key}: cannot write in {folder}: {reason}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _full_error() -> bool:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sim.results import check_metrics, higher_is_better, load_sweep, rank_runs
-from traces.atomic import atomic_path
+from traces.atomic import atomic_path, unwritable_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kvsim-collect: error: {exc.args[0]}", file=sys.stderr)
             return 2
     out = args.output or args.sweep_dir / "collected.parquet"
-    if out.is_dir():
-        print(f"kvsim-collect: error: {out} is a directory; give -o a file name", file=sys.stderr)
+    reason = unwritable_file(out)
+    if reason is not None:
+        print(f"kvsim-collect: error: {out}: cannot be written: {reason}", file=sys.stderr)
         return 2
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)

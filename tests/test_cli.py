@@ -137,6 +137,24 @@ def test_bad_input_fails_in_kvsim_s_own_lines_without_hydra_s_in_a_run_and_a_swe
         assert [p.parent.name for p in sweep.rglob("summary.json")] == [good_run]
 
 
+def test_a_run_or_sweep_directory_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """Hydra makes the directory before kvsim's task runs; a path under a file was its stack
+    trace and exit status 1."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    for args, key, folder in (
+        ([f"hydra.run.dir={blocker / 'run'}"], "hydra.run.dir", blocker / "run"),
+        (["-m", "hardware.hbm_gb=10,20", f"hydra.sweep.dir={blocker / 's'}"], "hydra.sweep.dir", blocker / "s"),
+    ):
+        done = kvsim(*args, SMALL, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (
+            2, f"kvsim: error: {key}: cannot write in {folder}: {blocker} is a file, not a directory\n"
+        )  # fmt: skip
+    full = kvsim(SMALL, f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path, full_error=True)
+    assert full.returncode == 1 and "Traceback" in full.stderr and "NotADirectoryError" in full.stderr
+    assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_sweep_runs_in_parallel_collects_failures_and_resumes(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ("-m", SMALL, "eviction=lru,belady", "hardware.hbm_gb=0.5,-1", f"hydra.sweep.dir={sweep}")

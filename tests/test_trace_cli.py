@@ -51,6 +51,37 @@ def test_an_output_not_named_parquet_is_refused(tmp_path: Path, capsys: pytest.C
     assert not list(tmp_path.iterdir())
 
 
+def test_an_output_that_cannot_be_written_is_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output under a file, or one that is a directory, was an OS error's stack trace once
+    the trace had been read (for a large trace, minutes later)."""
+    from conf.collect import main as collect
+
+    blocker, folder = tmp_path / "afile", tmp_path / "folder.parquet"
+    blocker.write_text("")
+    folder.mkdir()
+    src = tmp_path / "t.jsonl"
+    src.write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n')
+    under_file = f"cannot be written: {blocker} is a file, not a directory"
+    for args, message in (
+        (["convert", str(src), "-o", str(blocker / "x.parquet")], f"{blocker / 'x.parquet'}: {under_file}"),
+        (
+            ["gen", "rag", "--n", "20", "-o", str(blocker / "a" / "x.parquet")],
+            f"{blocker / 'a' / 'x.parquet'}: {under_file}",
+        ),
+        (["convert", str(src), "-o", str(folder)], f"{folder}: cannot be written: it is a directory; give a file name"),
+    ):
+        assert main(args) == 2
+        assert capsys.readouterr().err == f"kvsim-trace: error: {message}\n"
+    sweep = tmp_path / "sweep"
+    (sweep / "run").mkdir(parents=True)
+    (sweep / "run" / "overrides.json").write_text("{}\n")  # a run that started
+    assert collect([str(sweep), "-o", str(blocker / "x.parquet")]) == 2
+    assert capsys.readouterr().err == f"kvsim-collect: error: {blocker / 'x.parquet'}: {under_file}\n"
+    assert blocker.read_text() == "" and not list(folder.iterdir())
+
+
 def test_collect_refuses_a_folder_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from conf.collect import main as collect
 

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from traces.atomic import unwritable_file
 from traces.errors import TraceFormatError
 from traces.generators import KINDS, generate
 from traces.io import write_trace
@@ -135,6 +136,10 @@ def _main(argv: list[str] | None) -> int:
     problem = None if block_size is None else block_size_problem(block_size)
     if problem:
         print(f"kvsim-trace: error: --block-size {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    reason = None if output is None else unwritable_file(output)
+    if reason is not None:
+        print(f"kvsim-trace: error: {output}: cannot be written: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         if args.command == "convert":
