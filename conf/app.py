@@ -57,10 +57,28 @@ USER_ERRORS = (ConfigError, UnknownPolicyError, TraceFormatError, TraceSpecError
 # worker processes inherit.
 FAILED_RUNS_ENV = "KVSIM_FAILED_RUNS_DIR"
 
+# The longest file name Linux's and macOS's file systems take (NAME_MAX), in bytes.
+RUN_DIR_NAME_BYTES = 255
+
+
+def path_safe(name: str) -> str:
+    """A sweep run's directory name from its overrides (hydra's ``override_dirname``). A path
+    among them (``trace.path=a/b.jsonl``) would nest directories, so its slashes are escaped as
+    in a URL. A name longer than a file name can be (a deep trace path, many overrides: the
+    whole sweep once died making the first run's directory) is cut to a readable prefix and a
+    hash of the whole, so that the same overrides always name the same directory (resume finds
+    it) and different ones different directories; a name that fits is left as it was, so a
+    sweep made before keeps its directories."""
+    safe = name.replace("%", "%25").replace("/", "%2F")
+    if len(safe.encode()) <= RUN_DIR_NAME_BYTES:
+        return safe
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    prefix = safe.encode()[: RUN_DIR_NAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{re.sub(r'%[0-9A-F]?$', '', prefix)}~{digest}"  # no escape cut in half
+
+
 register()
-# A sweep's run directory is named by its overrides; a path among them (trace.path=a/b.jsonl)
-# would nest directories in it, so its slashes are escaped as in a URL (conf/config.yaml).
-OmegaConf.register_new_resolver("path_safe", lambda name: name.replace("%", "%25").replace("/", "%2F"), replace=True)
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)  # conf/config.yaml's hydra.sweep.subdir
 
 
 class SweepRunFailed(CompactHydraException):

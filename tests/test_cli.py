@@ -423,6 +423,39 @@ def test_a_sweep_over_trace_files_gives_one_directory_per_file_not_nested_ones(t
     assert all(str(path).replace("/", "%2F") in run.name for run, path in zip(runs, paths, strict=True))
 
 
+def test_a_run_name_too_long_for_a_file_system_is_cut_to_a_prefix_and_a_stable_hash() -> None:
+    from conf.app import RUN_DIR_NAME_BYTES, path_safe
+
+    assert path_safe("eviction=lru,trace.path=/a/b%c.jsonl") == "eviction=lru,trace.path=%2Fa%2Fb%25c.jsonl"
+    fits = "x" * RUN_DIR_NAME_BYTES
+    assert path_safe(fits) == fits  # a name that was possible keeps its directory
+    deep = "eviction=lru,trace.path=" + "/traces" * 40
+    names = [path_safe(n) for n in (deep, deep.replace("lru", "arc"), deep + "x", "x" + fits)]
+    assert all(len(n.encode()) <= RUN_DIR_NAME_BYTES for n in names)
+    assert len(set(names)) == 4 and path_safe(deep) == names[0]  # the same overrides, the same directory
+    assert names[0].startswith("eviction=lru,trace.path=%2Ftraces%2Ftraces")
+    for pad in range(6):  # no character or %-escape cut in half at any alignment
+        name = path_safe("y" * pad + "é/" * 200)
+        assert name.encode().decode() == name and "é" in name and "%2~" not in name and "%~" not in name
+
+
+def test_a_sweep_over_a_deep_trace_path_runs_and_resumes(tmp_path: Path) -> None:
+    """Its run directories' names were over 255 bytes: the sweep died making the first one,
+    having run nothing."""
+    trace = tmp_path / ("d" * 120) / ("e" * 120) / "trace.jsonl"
+    trace.parent.mkdir(parents=True)
+    rows = [{"timestamp": 10 * i, "input_length": 600, "output_length": 4, "hash_ids": [1, i]} for i in range(5)]
+    trace.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    sweep = tmp_path / "sweep"
+    args = ("-m", "trace=mooncake", f"trace.path={trace}", "mode=replay", "tiers.hbm_blocks=4", "eviction=lru,fifo")
+    first = kvsim(*args, "output.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    runs = sorted(p.parent.name for p in sweep.rglob("summary.json"))
+    assert len(runs) == 2 and all(len(run.encode()) <= 255 for run in runs)
+    again = kvsim(*args, "output.plots=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("skipping") == 2
+
+
 def test_ctrl_c_mid_sweep_says_how_to_resume_and_leaves_the_interrupted_runs_to_redo(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
