@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import traceback
+import types
 import typing
 import warnings
 from pathlib import Path
@@ -31,11 +32,12 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conf.schema import CONF_DIR, KvsimConf, policy_parameters, register
 from hwmodels.calibrated import allreduce_source_file, calibrated_profile_file
@@ -163,6 +165,109 @@ def _override_key_error(argv: list[str]) -> str | None:
     return None
 
 
+def _override_value_error(argv: list[str]) -> str | None:
+    """A plain ``key=value`` override (or one of a sweep's values) whose value the schema's type
+    refuses (``hardware.hbm_gb=abc``, ``hardware.dram_gb=null``, ``tiers=foo``), in one line
+    naming the key before hydra starts: hydra refuses it while composing the config, before
+    kvsim's task runs, in five lines and with exit status 1. OmegaConf judges, as hydra would,
+    by merging the value into the schema; only keys of the schema's own fields are checked (a
+    group's choice, a policy's parameters, ``trace.params.*`` are checked elsewhere), and only
+    values hydra's plain or sweep syntax gives (interpolations pass, as hydra resolves them).
+    Deleting such a key (``~tiers``) is refused too: the run needs it (deleting a group's choice,
+    ``~eviction``, is left to the run, which names what is missing)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith(("+", "-")) or ("=" not in arg and not arg.startswith("~")):
+            continue
+        try:
+            override = parser.parse_override(arg)
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except HydraException:
+            continue  # hydra's richer syntax (glob, interval) or a syntax error: hydra says what is wrong
+        key = override.key_or_group
+        top, _, inner = key.partition(".")
+        if _field_type(key) is None or (not inner and _is_group(top)) or "." in inner:
+            continue
+        if override.is_delete():
+            return f"{key}: a kvsim config key cannot be deleted (~{key}); set it instead ({key}=...)"
+        for value in values:
+            problem = _schema_refusal(key, value)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _is_group(name: str) -> bool:
+    """Whether ``name=...`` picks an option of a config group rather than setting a value."""
+    return name in POLICY_FAMILIES or (CONF_DIR / name).is_dir()
+
+
+def _schema_refusal(key: str, value: Any) -> str | None:
+    """What the schema says against ``key=value``, in one line naming the key (or the key inside
+    a mapping value, ``tiers={hbm_blocks: x}``), or ``None``."""
+    try:
+        OmegaConf.update(OmegaConf.structured(KvsimConf), key, value, merge=True)
+    except ConfigKeyError as exc:
+        return _unknown_key(exc.full_key) or f"{exc.full_key}: not a kvsim config key"
+    except ValidationError as exc:
+        words = _type_words(exc.full_key)
+        if words is None:
+            return f"{exc.full_key}: {exc.msg.splitlines()[0]}"
+        return f"{exc.full_key}: must be {words}, got {_as_typed(exc.value)}"
+    return None
+
+
+def _field_type(key: str) -> Any:
+    """The schema's type of a dotted key, or ``None`` where the key is not a schema field
+    (below a free-form mapping or a policy)."""
+    hint: Any = KvsimConf
+    for part in key.split("."):
+        base = _without_none(hint)
+        if not dataclasses.is_dataclass(base):
+            return None
+        hint = typing.get_type_hints(base).get(part)
+        if hint is None:
+            return None
+    return hint
+
+
+def _without_none(hint: Any) -> Any:
+    """``X`` of ``X | None``; any other type as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _type_words(key: str) -> str | None:
+    """What a schema field holds, in an error's words: ``float | None`` is "a number or null"."""
+    hint = _field_type(key)
+    base = _without_none(hint)
+    if dataclasses.is_dataclass(base):
+        words = f"a group of keys, set one at a time ({key}.{dataclasses.fields(base)[0].name}=...)"
+    elif typing.get_origin(base) is dict:
+        words = f"a mapping, set one entry at a time (+{key}.NAME=...)"
+    elif base in _TYPE_WORDS:
+        words = _TYPE_WORDS[base]
+    else:
+        return None
+    return words + (" or null" if base is not hint else "")
+
+
+def _as_typed(value: Any) -> str:
+    """A value as it is typed on a command line: ``null``, ``true``, ``'abc'``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
 def _policy_parameter_error(key: str, argv: list[str]) -> str | None:
     """A ``family.param`` override that the chosen shipped policy has no parameter for, in one
     line with its parameters (hydra would say "not in struct" over five). Left to hydra where
@@ -210,7 +315,7 @@ def sim_config(cfg: DictConfig) -> SimConfig:
     """The library config for a composed hydra config; policies become factories."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     _check_known_keys(plain)
-    policies = {family: instantiate(cfg[family]) for family in POLICY_FAMILIES}
+    policies = {family: _policy_factory(cfg, family) for family in POLICY_FAMILIES}
     return SimConfig(
         model=ModelConfig(**plain["model"]),
         hardware=HardwareConfig(**plain["hardware"]),
@@ -224,6 +329,22 @@ def sim_config(cfg: DictConfig) -> SimConfig:
         tier_eviction=plain["tier_eviction"],
         **policies,
     )
+
+
+def _policy_factory(cfg: DictConfig, family: str) -> Any:
+    """The factory of a family's policy node. A family left unset (``~eviction``) or a
+    ``_target_`` that names nothing is a ConfigError naming the key, said as a bad policy name
+    is, where hydra's own errors are stack traces."""
+    if OmegaConf.is_missing(cfg, family):
+        raise ConfigError(family, f"no {family} policy is set; choose one of {', '.join(available(family))}")
+    try:
+        return instantiate(cfg[family])
+    except InstantiationException as exc:
+        try:
+            resolve(family, OmegaConf.select(cfg, f"{family}._target_"))
+        except UnknownPolicyError as unknown:
+            raise ConfigError(f"{family}._target_", str(unknown)) from None
+        raise ConfigError(family, str(exc).splitlines()[0]) from None
 
 
 def trace_spec(cfg: DictConfig) -> TraceSpec:
@@ -423,10 +544,12 @@ def _one_line_warning(
 
 def main() -> None:
     """Console entry point; hydra's own stack traces are shortened to the message, a
-    misspelt group option is one line before hydra starts, warnings are one line each, and a
-    sweep whose runs failed on bad input ends with one line of kvsim's (_exit_if_runs_failed)."""
+    misspelt key or group option and a value of the wrong type are one line before hydra
+    starts, warnings are one line each, and a sweep whose runs failed on bad input ends with one
+    line of kvsim's (_exit_if_runs_failed)."""
     warnings.formatwarning = _one_line_warning
-    problem = _override_key_error(sys.argv[1:]) or _group_choice_error(sys.argv[1:])
+    argv = sys.argv[1:]
+    problem = _override_key_error(argv) or _override_value_error(argv) or _group_choice_error(argv)
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -87,6 +87,52 @@ def test_misspelt_key_unknown_policy_and_bad_value_fail_fast_and_clearly(tmp_pat
     assert json.loads((tmp_path / "bad" / "error.json").read_text())["type"] == "ConfigError"
 
 
+def test_a_value_of_the_wrong_type_a_deleted_key_or_a_missing_target_is_one_line_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    """Hydra refuses these while composing the config, before kvsim's task runs, in five lines
+    and with exit status 1; a deleted policy or a _target_ that names nothing was a stack trace."""
+    for args, message in (
+        (["hardware.hbm_gb=abc"], "hardware.hbm_gb: must be a number or null, got 'abc'"),
+        (["hardware.dram_gb=null"], "hardware.dram_gb: must be a number, got null"),
+        (["tiers=foo"], "tiers: must be a group of keys, set one at a time (tiers.block_tokens=...), got 'foo'"),
+        (["-m", "engine.max_num_seqs=8,2.5"], "engine.max_num_seqs: must be an integer, got 2.5"),  # a sweep's value
+        (["~tiers"], "tiers: a kvsim config key cannot be deleted (~tiers); set it instead (tiers=...)"),
+    ):
+        done = kvsim(*args, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n")
+    assert not list(tmp_path.iterdir())  # refused before a run directory was made
+    evictions = "arc, belady, fifo, gdsf, lfu, lru, s3fifo, sieve, workload_aware"
+    for args, message in (
+        (["~eviction"], f"eviction: no eviction policy is set; choose one of {evictions}"),
+        (["eviction._target_=nosuch.Mod"],
+         "eviction._target_: eviction policy 'nosuch.Mod': cannot import 'nosuch' (No module named 'nosuch')"),
+    ):  # fmt: skip
+        done = kvsim(SMALL, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n")
+        assert json.loads((tmp_path / "run" / "error.json").read_text())["type"] == "ConfigError"
+
+
+def test_values_the_schema_takes_and_keys_it_does_not_type_are_left_to_the_run() -> None:
+    from conf.app import _override_value_error
+
+    for arg in (
+        "hardware.hbm_gb=10", "hardware.hbm_gb=null", "hardware.hbm_gb='10'", "hardware.hbm_gb=range(10,30,10)",
+        "hardware.dram_gb=${hardware.ssd_gb}", "tiers={hbm_blocks:3}", "hardware=h100_offload", "mode=replay",
+        "eviction=lru", "prefetch.depth=abc", "trace.params.rate=abc", "+tier_eviction.dram=lru", "~eviction",
+        "hydra.run.dir=x", "-m", "hardware.hbm_gb=glob(*)",
+    ):  # fmt: skip
+        assert _override_value_error([arg]) is None, arg
+    assert _override_value_error(["tiers={hbm_blocks:x}"]) == "tiers.hbm_blocks: must be an integer or null, got 'x'"
+    assert _override_value_error(["tiers={hbm_blockz:3}"]) == (
+        "tiers.hbm_blockz: not a kvsim config key; did you mean tiers.hbm_blocks?"
+    )
+    assert _override_value_error(["output.plots=maybe"]) == "output.plots: must be true or false, got 'maybe'"
+    assert _override_value_error(["trace.params=x"]) == (
+        "trace.params: must be a mapping, set one entry at a time (+trace.params.NAME=...), got 'x'"
+    )
+
+
 def test_a_file_trace_without_a_path_is_an_error_not_the_bundled_workload(tmp_path: Path) -> None:
     # OmegaConf ignores a ``???`` merged over a default, so this once ran the bundled workload.
     for choice in ("mooncake", "file"):
