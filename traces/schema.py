@@ -223,6 +223,16 @@ class Trace:
                 f"has {counts[i]} hashes but input_tokens={self.input_tokens[i]} spans only "
                 f"{max_blocks[i]} blocks of {self.block_size} tokens (ceil(input_tokens / block_size))",
             )
+        repeat = _first_repeated_hash(self.block_offsets, self.block_hashes)
+        if repeat is not None:
+            i, block = repeat
+            raise TraceFormatError(
+                self.source,
+                i,
+                "block_hashes",
+                f"repeats hash {block} within the request; a prompt's blocks are a chain, each hash "
+                "naming its whole prefix, so none can occur twice (hash chained prefixes, not block contents)",
+            )
         if len(np.unique(self.request_id)) != n:
             ids, first = np.unique(self.request_id, return_index=True)
             dup = np.setdiff1d(np.arange(n), first)[0]
@@ -398,6 +408,38 @@ def _stored_block_size(meta: dict[bytes, bytes], source: str) -> int | None:
     if problem:
         raise TraceFormatError(source, None, "block_size", f"metadata kvsim.block_size {problem}")
     return stored
+
+
+_REPEAT_CHECK_ACCESSES = 1 << 22  # hashes sorted at a time: bounded memory on huge traces
+
+
+def _first_repeated_hash(offsets: np.ndarray, hashes: np.ndarray) -> tuple[int, int] | None:
+    """``(row, hash)`` of the first request that holds one hash twice, or ``None``. The engine
+    names blocks by hash, so a repeat would have one request insert the same block twice; it
+    is found here, a chunk of requests at a time. Each (row, hash) is mixed into one 64-bit key
+    and the keys sorted (a plain sort, several times faster than sorting pairs); only a chunk
+    with two equal keys is sorted by the pairs themselves, to tell a repeat from a collision."""
+    n = len(offsets) - 1
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(offsets, offsets[start] + _REPEAT_CHECK_ACCESSES, side="right")) - 1
+        stop = min(n, max(stop, start + 1))
+        lo, hi = int(offsets[start]), int(offsets[stop])
+        if hi - lo > 1:
+            rows = np.repeat(np.arange(start, stop, dtype=np.uint64), np.diff(offsets[start : stop + 1]))
+            chunk = hashes[lo:hi].astype(np.uint64, copy=False)
+            keys = np.sort(chunk ^ (rows * np.uint64(0x9E3779B97F4A7C15)))
+            if not (keys[1:] == keys[:-1]).any():
+                start = stop
+                continue
+            order = np.lexsort((chunk, rows))
+            rows, chunk = rows[order], chunk[order]
+            same = (rows[1:] == rows[:-1]) & (chunk[1:] == chunk[:-1])
+            if same.any():
+                first = int(np.argmin(np.where(same, rows[1:], n)))
+                return int(rows[1:][first]), int(chunk[1:][first])
+        start = stop
+    return None
 
 
 def _first_bad(trace: Trace, mask: np.ndarray, field_name: str, problem: str) -> None:
