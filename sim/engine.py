@@ -237,8 +237,8 @@ class _ServeRun:
             last_time = env.now
             for replica in self.replicas:
                 row: dict[str, float] = {"time_s": env.now, "replica": replica.index}
-                for tier in replica.cache.tiers:
-                    row[f"{tier.name}_used_blocks"] = tier.used
+                for tier, used in zip(replica.cache.tiers, replica.occupancy(), strict=True):
+                    row[f"{tier.name}_used_blocks"] = used
                     row[f"{tier.name}_pinned_blocks"] = len(tier.pinned)
                 row["running"] = len(replica.running)
                 row["waiting"] = replica.n_waiting

@@ -9,11 +9,14 @@ recorded as KV stall), misses are prefilled. Memory is allocated per step; when 
 request cannot grow, the scheduler's preemption victim is preempted by recompute or swap.
 
 Cost is O(events), not O(tokens): while the batch is decode-only, the replica advances many
-decode steps in one SimPy timeout, up to the next completion or memory boundary, priced in
-one vectorised call. Decode progress is kept implicitly against a per-replica step counter
-(``generated = joined_generated + counter - joined_counter``), so a step does not touch every
-running request. An arrival or a finished copy wakes the replica at the next step boundary,
-exactly when a real engine would see it.
+decode steps in one SimPy timeout, up to the next completion or the last step HBM's free room
+covers, priced in one vectorised call. Decode progress is kept implicitly against a
+per-replica step counter (``generated = joined_generated + counter - joined_counter``), so a
+step does not touch every running request. An arrival or a finished copy wakes the replica at
+the next step boundary, exactly when a real engine would see it. The run is a shortcut of its
+steps planned one by one, and gives the same results: a step that must evict, or that a
+write-back stall follows, is planned on its own, and a wake-up gives back the blocks reserved
+for the steps after the one in progress.
 """
 
 from __future__ import annotations
@@ -124,6 +127,9 @@ class Replica:
         self._pool_tier = len(cache.tiers) - 1 if pool_flights is not None else -1
         self._pool_inflight, self._pool_lands_at = pool_flights if pool_flights is not None else ({}, {})
         self._stall_until = 0.0  # the next step waits for write-backs that free its slots
+        # The multi-step decode run in progress: (start time, start counter, cumulative step
+        # seconds); a wake-up cuts it short after its step in progress (_notify).
+        self._run: tuple[float, int, np.ndarray] | None = None
         self._resuming: list[Request] = []  # swapped-in decoders; they rejoin at a step boundary
         self._prefill_plan: list[tuple[Request, int]] = []  # the prefill chunks of the step being planned
         self._holds: list[list[int]] = []
@@ -165,7 +171,13 @@ class Replica:
 
     # ================================================================== views for policies
     def outstanding_tokens(self) -> int:
-        return self.outstanding_tokens_total
+        """Tokens still to compute, as of now: a multi-step decode run in progress has made a
+        token for every decoder at each step it has completed (counted at its end)."""
+        if self._run is None:
+            return self.outstanding_tokens_total
+        start, _, cumulative = self._run
+        completed = int(np.searchsorted(cumulative, self.env.now - start, side="right"))
+        return self.outstanding_tokens_total - self.n_decode * completed
 
     def cached_prefix_blocks(self, request: Any) -> int:
         return len(self.cache.match_prefix(request.blocks))
@@ -201,8 +213,10 @@ class Replica:
         self.outstanding_tokens_total += req.input_tokens + req.output_tokens
         self.waiting.push(req, self.env.now)
         self._queue_dirty = True
-        self._execute(self.prefetch.on_arrival(req, self))
+        # Wake first: a decode run cut short gives back the blocks reserved for its steps not
+        # run, so that a prefetch order sees HBM as it is at this step.
         self._notify()
+        self._execute(self.prefetch.on_arrival(req, self))
 
     def _reject(self, req: Request, reason: int) -> None:
         req.state = State.REJECTED
@@ -210,8 +224,16 @@ class Replica:
         self._on_done(req)
 
     def _notify(self) -> None:
+        """Wake the step loop at the next step boundary. A multi-step decode run it is in is
+        cut short there, so the blocks reserved for the steps after it are given back now:
+        one step per event would not have reserved them yet."""
         if not self._wake.triggered:
             self._wake.succeed()
+            if self._run is not None:
+                start, start_counter, cumulative = self._run
+                done = self._steps_begun(start, cumulative)
+                self._run = (start, start_counter, cumulative[:done])
+                self._return_blocks_ahead(start_counter + done)
 
     # ================================================================== the step loop
     def _loop(self):  # noqa: C901 - the loop reads best in one place
@@ -235,16 +257,14 @@ class Replica:
                 done = 1
             else:
                 timeout = env.timeout(float(cumulative[-1]))
+                self._run = (start, start_counter, cumulative)
                 yield timeout | self._wake
-                if timeout.processed or env.now >= start + cumulative[-1]:
-                    done = k
-                else:
-                    # Woken mid-run: finish the step in progress, then re-plan.
-                    elapsed = env.now - start
-                    j = int(np.searchsorted(cumulative, elapsed, side="left"))
-                    if cumulative[j] > elapsed:
-                        yield env.timeout(float(cumulative[j] - elapsed))
-                    done = j + 1
+                # Woken mid-run: finish the step in progress, then re-plan.
+                done = self._steps_begun(start, cumulative)
+                rest = float(cumulative[done - 1]) - (env.now - start)
+                if rest > 0:
+                    yield env.timeout(rest)
+                self._run = None
             elapsed = float(cumulative[done - 1])
             self.busy_s += elapsed
             self.sequence_busy_s += batch * elapsed
@@ -260,13 +280,21 @@ class Replica:
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
 
+    def _steps_begun(self, start: float, cumulative: np.ndarray) -> int:
+        """Steps of the run that began at ``start`` (of cumulative durations ``cumulative``)
+        begun by now: the step in progress is completed before the loop re-plans."""
+        now = self.env.now
+        if now >= start + cumulative[-1]:
+            return len(cumulative)
+        return min(int(np.searchsorted(cumulative, now - start, side="left")) + 1, len(cumulative))
+
     def _plan(self) -> tuple[list[tuple[Request, int]], int, np.ndarray] | None:
         """Build the next step: ``(prefill chunks, decode steps, step durations)`` or ``None``."""
         for req in self._resuming:
             self._join_decode(req)
         self._resuming.clear()
         # Decodes first: each needs room for one more token.
-        while self.n_decode and self._grow_decoders(1) == 0:
+        while self.n_decode and self._grow_decoders(1, evict=True) == 0:
             if not self._relieve_pressure(None):
                 break
         budget = self.token_budget - self.n_decode
@@ -299,7 +327,13 @@ class Replica:
             return None
         k = self._finish_heap[0][0] - self.counter + 1 if self._finish_heap else 1
         k = max(1, min(k, _MAX_DECODE_STEPS_PER_EVENT))
-        k = max(1, self._grow_decoders(k))
+        if self._stall_until > self.env.now:
+            # The step after this one waits for the write-backs this plan issued (the loop's
+            # stall); a run would carry on through that wait.
+            k = 1
+        # The later steps of a run take only free room: one step per event would evict for a
+        # step only when it plans it, so a run stops where eviction would be needed.
+        k = max(1, self._grow_decoders(k, evict=False))
         ctx = self.decode_ctx_base + self.n_decode * self.counter
         full = self.execution.decode_steps_s(self.n_decode, ctx, k)
         self._step_allreduce_s = self.execution.allreduce_s(self.n_decode)
@@ -693,9 +727,10 @@ class Replica:
         self._preempt(victim)
         return victim is not requester
 
-    def _grow_decoders(self, k: int) -> int:
+    def _grow_decoders(self, k: int, *, evict: bool) -> int:
         """Reserve blocks so every decoder can run ``k`` more steps; return how many steps
-        are covered (fewer than ``k`` when HBM runs out)."""
+        are covered (fewer than ``k`` when HBM runs out, or, unless ``evict``, when its free
+        room does)."""
         limit = self.counter + k
         heap = self._alloc_heap
         moves: list[Move] = []
@@ -705,13 +740,39 @@ class Replica:
             if epoch != req.decode_epoch or req.state is not State.DECODE:
                 heapq.heappop(heap)
                 continue
-            if not self.cache.reserve(HBM, 1, moves):
+            if (not evict and self.hbm.free < 1) or not self.cache.reserve(HBM, 1, moves):
                 covered = at - self.counter
                 break
             req.held_private += 1
             heapq.heapreplace(heap, (at + self.block_tokens, req.index, epoch, req))
         self._stall_until = max(self._stall_until, self._pay(moves))
         return covered
+
+    def _blocks_ahead(self, limit: int) -> list[tuple[int, int]]:
+        """``(position in the allocation heap, blocks)`` of each decoder holding blocks for
+        steps from ``limit`` on."""
+        block_tokens = self.block_tokens
+        out = []
+        for i, (at, _, epoch, req) in enumerate(self._alloc_heap):
+            ahead = (at - limit) // block_tokens
+            if ahead > 0 and epoch == req.decode_epoch and req.state is State.DECODE:
+                out.append((i, ahead))
+        return out
+
+    def _return_blocks_ahead(self, limit: int) -> None:
+        """Give back the blocks decoders hold for steps from ``limit`` on (a run cut short
+        before them): each keeps room up to its next block boundary at or after ``limit``,
+        what it would hold had every step been planned on its own."""
+        heap, block_tokens = self._alloc_heap, self.block_tokens
+        returned = 0
+        for i, ahead in self._blocks_ahead(limit):
+            at, index, epoch, req = heap[i]
+            req.held_private -= ahead
+            returned += ahead
+            heap[i] = (at - ahead * block_tokens, index, epoch, req)
+        if returned:
+            heapq.heapify(heap)
+            self.cache.unreserve(HBM, returned)
 
     # ================================================================== decode bookkeeping
     def _join_decode(self, req: Request) -> None:
@@ -746,6 +807,8 @@ class Replica:
         start_counter: int,
         cumulative: np.ndarray,
     ) -> None:
+        # The run's last step held the most: its finishers have not released their KV yet.
+        self._track_peaks()
         steps = len(cumulative)
         self.counter = start_counter + steps
         self.outstanding_tokens_total -= self.n_decode * steps
@@ -1005,6 +1068,16 @@ class Replica:
                 self.peak_blocks[i] = used
             if self.cache.check_invariants and used > tier.capacity:
                 raise InvariantError(f"{tier.name}: {used} blocks held, capacity {tier.capacity}")
+
+    def occupancy(self) -> list[int]:
+        """Blocks held in each tier now, as one step per event would hold them: the blocks a
+        decode run in progress reserved for its steps not begun yet are not counted."""
+        used = self.cache.occupancy()
+        if self._run is not None:
+            start, start_counter, cumulative = self._run
+            limit = start_counter + self._steps_begun(start, cumulative)
+            used[HBM] -= sum(ahead for _, ahead in self._blocks_ahead(limit))
+        return used
 
     @property
     def n_waiting(self) -> int:

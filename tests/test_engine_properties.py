@@ -16,10 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sim.replica
 from policies import available
 from sim.config import EngineConfig, HardwareConfig, ModelConfig, SimConfig, TierConfig
 from sim.kvcache import InvariantError, TieredCache
 from sim.replica import Replica
+from sim.result import Result
 from sim.run import run
 from traces import Trace, generate
 
@@ -198,7 +200,11 @@ def test_broken_token_accounting_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
         run(pressure_config(), pressure_trace())
 
 
-def chains_trace(rows: list[tuple[float, int, list[int], int]], sessions: list[int] | None = None) -> Trace:
+def chains_trace(
+    rows: list[tuple[float, int, list[int], int]],
+    sessions: list[int] | None = None,
+    categories: list[str] | None = None,
+) -> Trace:
     """(arrival, prompt tokens, block hashes, output tokens) per request."""
     return Trace.from_columns(
         arrival_s=[r[0] for r in rows],
@@ -207,6 +213,7 @@ def chains_trace(rows: list[tuple[float, int, list[int], int]], sessions: list[i
         block_hashes=[r[2] for r in rows],
         block_size=BLOCK,
         session_id=sessions,
+        categories=categories,
     )
 
 
@@ -295,6 +302,83 @@ def test_a_request_preempted_while_its_step_is_planned_gets_no_credit_for_that_s
         summary = run(config, trace).summary  # check_invariants is on by default
     assert summary["preemptions_swap"] > 100
     assert summary["n_finished"] + summary["n_rejected"] == len(trace)
+
+
+def decoder_then_arrival_case() -> tuple[SimConfig, Trace]:
+    # A long decode runs alone; a prompt that fits in HBM beside it arrives mid-run.
+    rows = [(0.0, 16, [1], 2000), (0.5, 1000, list(range(100, 162)), 10)]
+    return SimConfig(hardware=HardwareConfig(profile="datasheet"), tiers=TierConfig(hbm_blocks=150)), chains_trace(rows)
+
+
+def urgent_arrival_swaps_a_decoder_case() -> tuple[SimConfig, Trace]:
+    # An urgent prompt that does not fit beside a long decode arrives mid-run: the decoder is
+    # swapped out, and copies to DRAM the KV it holds.
+    rows = [(0.0, 16, [1], 2000), (0.5, 2300, list(range(100, 243)), 10)]
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet"),
+        tiers=TierConfig(hbm_blocks=150, dram_blocks=500),
+        engine=EngineConfig(preemption="swap"),
+        scheduler="priority",
+        admission="drop",
+    )
+    return config, chains_trace(rows, categories=["agent", "chat"])
+
+
+def loaded_replica_case() -> tuple[SimConfig, Trace]:
+    # Queues, evictions with write-backs, swaps and prefetch orders arriving mid-run.
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet"),
+        tiers=TierConfig(hbm_blocks=400, dram_blocks=2000),
+        engine=EngineConfig(preemption="swap"),
+        scheduler="priority",
+        prefetch="on_arrival",
+    )
+    return config, generate("default", seed=1, n_requests=120, rate=4.0)
+
+
+def routed_write_through_case() -> tuple[SimConfig, Trace]:
+    # Write-through over a slow PCIe, and a router that reads each replica's load mid-run.
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet", pcie_gbps=2.0, n_replicas=2),
+        tiers=TierConfig(hbm_blocks=300, dram_blocks=2000),
+        admission="write_through",
+        routing="least_loaded",
+    )
+    return config, generate("default", seed=2, n_requests=120, rate=6.0)
+
+
+def assert_same_results(a: Result, b: Result) -> None:
+    """Every request's row, the time series and the summary agree, times to rounding."""
+    for x, y in ((a.requests, b.requests), (a.timeseries, b.timeseries)):
+        assert list(x.columns) == list(y.columns) and len(x) == len(y)
+        for column in x.columns:
+            if x[column].dtype.kind == "f":
+                np.testing.assert_allclose(x[column], y[column], rtol=1e-9, atol=1e-12, err_msg=column)
+            else:
+                assert (x[column] == y[column]).all(), column
+    for key, value in a.summary.items():
+        if isinstance(value, float):
+            assert value == pytest.approx(b.summary[key], rel=1e-9, nan_ok=True), key
+        else:
+            assert value == b.summary[key], key
+
+
+@pytest.mark.filterwarnings("ignore:overloaded")
+@pytest.mark.parametrize(
+    "case",
+    [decoder_then_arrival_case, urgent_arrival_swaps_a_decoder_case, loaded_replica_case, routed_write_through_case],
+)
+def test_many_decode_steps_in_one_event_give_the_results_of_one_step_per_event(
+    case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Advancing a decode-only batch many steps per event is a shortcut: a wake-up mid-run
+    (an arrival, a copy landing) must find HBM, the queue and the load as they are after
+    the step in progress, and a run must not reserve, evict or skip a stall that the steps
+    one by one would not have."""
+    config, trace = case()
+    many = run(config, trace)
+    monkeypatch.setattr(sim.replica, "_MAX_DECODE_STEPS_PER_EVENT", 1)
+    assert_same_results(many, run(config, trace))
 
 
 @settings(max_examples=200, deadline=None)
