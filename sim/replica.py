@@ -417,9 +417,11 @@ class Replica:
         while m and hit_tokens >= req.prompt_target:
             m -= 1
             hit_tokens = req.tokens_in_first(m)
+        declined = 0
         if self.kv_load == "if_faster" and m:
-            m = self._prefix_worth_loading(req, tiers, m)
-            hit_tokens = req.tokens_in_first(m)
+            use = self._prefix_worth_loading(req, tiers, m)
+            declined = sum(1 for t in tiers[use:m] if t != HBM)
+            m, hit_tokens = use, req.tokens_in_first(use)
         hbm_hits = [j for j in range(m) if tiers[j] == HBM]
         lower = [j for j in range(m) if tiers[j] != HBM]
         chunk = min(req.prompt_target - hit_tokens, budget) if not lower else 0
@@ -433,6 +435,8 @@ class Replica:
             and room - len({req.blocks[j] for j in hbm_hits} - self.hbm.pinned.keys()) < need_new
         ):
             return None
+        # Counted once admitted: a request that does not fit is weighed again at later steps.
+        self.loads_declined_blocks += declined
         if self._staged:
             self._count_staged_hits(req.blocks[:m], tiers[:m])
         for j in hbm_hits:
@@ -502,10 +506,7 @@ class Replica:
         # worked through what is outstanding (this request's prompt included), at the
         # per-token cost of a full step. A lower bound when decodes share the steps.
         recomputed_at = now + self.outstanding_tokens_total * self._prefill_token_s
-        if recomputed_at >= loaded_at:
-            return m
-        self.loads_declined_blocks += sum(per_source.values())
-        return first
+        return m if recomputed_at >= loaded_at else first
 
     def _record_lookup(self, req: Request, tiers: Sequence[int], hit_tokens: int) -> None:
         req.looked_up = True

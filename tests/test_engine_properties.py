@@ -347,6 +347,17 @@ def routed_write_through_case() -> tuple[SimConfig, Trace]:
     return config, generate("default", seed=2, n_requests=120, rate=6.0)
 
 
+def recomputing_lower_hits_case() -> tuple[SimConfig, Trace]:
+    # Lower-tier hits recomputed where that is faster than loading them over a slow PCIe,
+    # weighed for a waiting request at every admission round.
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet", pcie_gbps=1.0),
+        tiers=TierConfig(hbm_blocks=400, dram_blocks=2000),
+        engine=EngineConfig(kv_load="if_faster"),
+    )
+    return config, generate("default", seed=3, n_requests=120, rate=4.0)
+
+
 def assert_same_results(a: Result, b: Result) -> None:
     """Every request's row, the time series and the summary agree, times to rounding."""
     for x, y in ((a.requests, b.requests), (a.timeseries, b.timeseries)):
@@ -366,7 +377,13 @@ def assert_same_results(a: Result, b: Result) -> None:
 @pytest.mark.filterwarnings("ignore:overloaded")
 @pytest.mark.parametrize(
     "case",
-    [decoder_then_arrival_case, urgent_arrival_swaps_a_decoder_case, loaded_replica_case, routed_write_through_case],
+    [
+        decoder_then_arrival_case,
+        urgent_arrival_swaps_a_decoder_case,
+        loaded_replica_case,
+        routed_write_through_case,
+        recomputing_lower_hits_case,
+    ],
 )
 def test_many_decode_steps_in_one_event_give_the_results_of_one_step_per_event(
     case, monkeypatch: pytest.MonkeyPatch
