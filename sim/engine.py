@@ -78,7 +78,10 @@ class _ServeRun:
         self.pool_links = self._build_pool_links()
         self.remaining = len(trace)
         self.arrived = 0
+        self.pool_replicas: list[Replica] = []  # the replicas sharing the pool, for each of them
         self.replicas = [self._build_replica(i) for i in range(config.hardware.n_replicas)]
+        if self.pool is not None:
+            self.pool_replicas.extend(self.replicas)
         self.router = setup.policies["routing"]()
         self.timeseries_rows: list[dict[str, float]] = []
         self.progress = progress
@@ -174,6 +177,7 @@ class _ServeRun:
             on_done=self._on_done,
             clock=setup.execution.profile.clock if config.hardware.power_cap else None,
             pool_flights=self.pool_flights,
+            pool_replicas=self.pool_replicas,
         )
 
     def _context_of(self, req: Request) -> RequestContext:

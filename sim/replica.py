@@ -83,6 +83,7 @@ class Replica:
         kv_load: str = "always",
         clock: ClockModel | None = None,
         pool_flights: tuple[dict[tuple[int, int], simpy.Event], dict[tuple[int, int], float]] | None = None,
+        pool_replicas: Sequence[Replica] = (),
     ) -> None:
         self.env = env
         self.index = index
@@ -126,6 +127,9 @@ class Replica:
         # block another replica is still writing there is read once it has landed.
         self._pool_tier = len(cache.tiers) - 1 if pool_flights is not None else -1
         self._pool_inflight, self._pool_lands_at = pool_flights if pool_flights is not None else ({}, {})
+        # Every replica sharing the pool (filled in once all are built): what one puts there
+        # or evicts changes the others' lookups.
+        self._pool_replicas = pool_replicas
         self._stall_until = 0.0  # the next step waits for write-backs that free its slots
         # The multi-step decode run in progress: (start time, start counter, cumulative step
         # seconds); a wake-up cuts it short after its step in progress (_notify).
@@ -634,18 +638,30 @@ class Replica:
         reusable (once their old contents have left HBM), or now if none was written."""
         down: dict[tuple[int, int], list[int]] = {}
         staged = self._staged
+        pool_changed = False
         for move in moves:
             if staged and (move.src, move.block) in staged:
                 del staged[move.src, move.block]
                 self.prefetch_wasted_blocks += 1
             if move.dst != DROPPED:
                 down.setdefault((move.src, move.dst), []).append(move.block)
+            pool_changed = pool_changed or self._pool_tier in (move.src, move.dst)
+        if pool_changed:
+            self._pool_changed()
         slots_free_at = self.env.now
         for (src, dst), blocks in sorted(down.items()):
             end = self._write_down(src, dst, blocks)
             if src == HBM:
                 slots_free_at = max(slots_free_at, end)
         return slots_free_at
+
+    def _pool_changed(self) -> None:
+        """Blocks entered or left the shared pool: the other replicas with requests waiting
+        look them up again at their next step boundary, as they would at every step (a hit
+        there can make a request fit: its KV is loaded, not computed in chunks)."""
+        for replica in self._pool_replicas:
+            if replica is not self and len(replica.waiting):
+                replica._notify()
 
     def _write_down(self, src: int, dst: int, blocks: list[int]) -> float:
         """Copy ``blocks`` from tier ``src`` down to ``dst``; return when they have left
@@ -867,6 +883,8 @@ class Replica:
         self._stall_until = max(self._stall_until, self._pay(moves))
         for (source, t), written in sorted(through.items()):
             self._write_down(source, t, written)
+            if t == self._pool_tier:
+                self._pool_changed()
 
     def _write_through_tiers(self, position: int) -> list[int]:
         """Tier indices the placement policy writes a new block at ``position`` through to."""

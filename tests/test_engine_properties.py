@@ -358,6 +358,20 @@ def recomputing_lower_hits_case() -> tuple[SimConfig, Trace]:
     return config, generate("default", seed=3, n_requests=120, rate=4.0)
 
 
+def pool_hit_from_another_replica_case() -> tuple[SimConfig, Trace]:
+    # Replica 0 decodes a long answer; the prompt queued behind it does not fit there as a
+    # computation, but does once replica 1 has written that prefix to the shared pool.
+    shared = list(range(1000, 1100))
+    rows = [(0.0, 1280, list(range(1, 81)), 1000), (0.001, 1600, shared, 1), (0.01, 2000, shared, 10)]
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet", n_replicas=2),
+        tiers=TierConfig(hbm_blocks=200, remote_blocks=1000),
+        admission="write_through",
+        routing="round_robin",
+    )
+    return config, chains_trace(rows)
+
+
 def assert_same_results(a: Result, b: Result) -> None:
     """Every request's row, the time series and the summary agree, times to rounding."""
     for x, y in ((a.requests, b.requests), (a.timeseries, b.timeseries)):
@@ -383,6 +397,7 @@ def assert_same_results(a: Result, b: Result) -> None:
         loaded_replica_case,
         routed_write_through_case,
         recomputing_lower_hits_case,
+        pool_hit_from_another_replica_case,
     ],
 )
 def test_many_decode_steps_in_one_event_give_the_results_of_one_step_per_event(
