@@ -570,13 +570,17 @@ class Replica:
             if inflight.get((dest, block)) is self.env.active_process:
                 del inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int):
+    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, held: tuple[int, list[int]] | None = None):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
-        queued on its link once ``after`` (the hop before) fires."""
+        queued on its link once ``after`` (the hop before) fires. ``held``: ``(tier, blocks)``
+        pinned as the copy's source, unpinned once its first hop has read them."""
         yield after
         for hop in path:
             end = self._transfer(hop, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
+            if held is not None:
+                self._source_read(*held)
+                held = None
 
     def _landed_down(self, dst: int, blocks: list[int], copy: simpy.Event) -> None:
         """Callback of a copy down: its blocks are in ``dst`` now, unless a later copy of a
@@ -663,22 +667,30 @@ class Replica:
             if replica is not self and len(replica.waiting):
                 replica._notify()
 
-    def _write_down(self, src: int, dst: int, blocks: list[int]) -> float:
+    def _write_down(self, src: int, dst: int, blocks: list[int], *, hold_source: bool = False) -> float:
         """Copy ``blocks`` from tier ``src`` down to ``dst``; return when they have left
         ``src`` (the first hop), later hops following in the background. Blocks still landing
         in ``src`` (a DRAM copy on its way when DRAM evicts it to SSD) leave once they have
-        arrived; the time returned then is now, which only HBM sources' callers use."""
+        arrived; the time returned then is now, which only HBM sources' callers use.
+        ``hold_source``: the blocks stay in ``src`` (a write-through), pinned until the copy
+        has read them, so that nothing evicts them and takes their slots before."""
         path, n, now = self._path(src, dst), len(blocks), self.env.now
+        if hold_source:
+            for block in blocks:
+                self.cache.pin(src, block)
         landing = self._landing(src, blocks)
         if landing:
             left_src = now
             src_lands_at = self._flights(src)[1]
             lands_at, later_hops = max(src_lands_at.get((src, b), now) for b in blocks), path
-            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n))
+            held = (src, blocks) if hold_source else None
+            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n, held))
         else:
             first, *later_hops = path
             left_src = lands_at = self._transfer(first, n * self.bytes_per_block, n)
             done = self.env.timeout(left_src - now)
+            if hold_source:
+                done.callbacks.append(lambda _event: self._source_read(src, blocks))
             if later_hops:
                 done = self.env.process(self._copy_down(done, later_hops, n))
         # A copy of one hop (HBM -> DRAM, the common case) needs no process: its landing is
@@ -882,7 +894,9 @@ class Replica:
         req.held_named = complete
         self._stall_until = max(self._stall_until, self._pay(moves))
         for (source, t), written in sorted(through.items()):
-            self._write_down(source, t, written)
+            # HBM's slots are the ones timed (an eviction's write-back stalls the next step
+            # until it has left HBM); a copy from a lower tier frees nothing there.
+            self._write_down(source, t, written, hold_source=source == HBM)
             if t == self._pool_tier:
                 self._pool_changed()
 
@@ -1052,6 +1066,13 @@ class Replica:
         waiting for room may fit now, and with nothing running nothing else would wake it."""
         self._unpin_all(tier, blocks)
         self._notify()
+
+    def _source_read(self, tier: int, blocks: list[int]) -> None:
+        """A write-through copy has read ``blocks``: unpin them, and wake the step loop if a
+        request waits (it may fit now); with none, the next step's own eviction finds them."""
+        self._unpin_all(tier, blocks)
+        if len(self.waiting):
+            self._notify()
 
     def _hold(self, order: Hold) -> None:
         req = order.request

@@ -114,6 +114,22 @@ def test_a_block_still_on_its_way_down_is_read_back_only_once_it_has_landed() ->
     assert result.summary["link_ssd_write_utilisation"] <= 1.0  # over the span the copies drained in
 
 
+def test_a_write_through_copy_holds_its_hbm_slots_until_it_has_read_them() -> None:
+    # HBM holds one request's KV (7 named blocks and a private one). A's blocks are written
+    # through to DRAM over a slow PCIe as its prefill ends; B, queued behind A, needs their
+    # slots, and may take them only once the copy has read them out of HBM.
+    slow = 0.2
+    cfg = config(hbm_blocks=8, dram_blocks=100)
+    cfg.admission = "write_through"
+    cfg.hardware.pcie_gbps = slow
+    result = run(cfg, make_trace([(0.0, chain(1)), (0.001, chain(2))]))
+    first, second = result.requests.iloc[0], result.requests.iloc[1]
+    copy_s = 7 * PCIE_LATENCY_S + 7 * bytes_per_block() / (slow * 1e9)
+    read_out_at = first["ttft_s"] + copy_s  # A's one-token answer ends its prefill step
+    assert second["arrival_s"] + second["queue_s"] == pytest.approx(read_out_at)
+    assert second["dram_hit_tokens"] == 0 and result.summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
+
+
 def test_isolated_request_decodes_at_the_models_step_times() -> None:
     output = 50
     result = run(config(hbm_blocks=100), make_trace([(0.0, chain(1))], output=output))
