@@ -1025,9 +1025,16 @@ class Replica:
             return
         dest = self.cache.tier_index(order.to_tier)
         blocks = order.request.blocks
-        below = [(j, t) for j, t in enumerate(self.cache.match_prefix(blocks)) if t > dest]
+        matched = self.cache.match_prefix(blocks)
+        below = [(j, t) for j, t in enumerate(matched) if t > dest]
         if not below:
             return
+        # The prefix's blocks already in the tier are what the staged ones complete: pinned
+        # while room is made, so that it is not made by evicting them (admission pins its
+        # hits first too).
+        resident = [blocks[j] for j, t in enumerate(matched) if t == dest]
+        for block in resident:
+            self.cache.pin(dest, block)
         tier = self.cache.tiers[dest]
         room = tier.free + (tier.evictable if order.evict else 0)
         below = below[:room]
@@ -1039,6 +1046,7 @@ class Replica:
                 placed.append((j, t))
             else:
                 self.cache.unpin(t, blocks[j])
+        self._unpin_all(dest, resident)
         self._stall_until = max(self._stall_until, self._pay(moves))
         for j, _ in placed:
             self._staged[dest, blocks[j]] = None

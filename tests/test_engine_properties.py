@@ -256,6 +256,24 @@ def test_staged_blocks_are_counted_used_or_evicted_unused() -> None:
     assert summary["prefetch_wasted_blocks"] == staged - used
 
 
+def test_a_stage_that_completes_a_prefix_makes_room_without_evicting_its_head() -> None:
+    """A's 10 blocks are cached when B's 15 push A's last 4 down to DRAM (HBM holds 22; a
+    released request's tail goes first). On A's return its 4 blocks are staged back, and the
+    room is made from B's blocks, not from A's head, which the stage completes: A then finds
+    its whole prefix in HBM."""
+    a, b = list(range(100, 110)), list(range(200, 215))
+    trace = chains_trace([(0.0, 10 * BLOCK + 1, a, 1), (1.0, 15 * BLOCK + 1, b, 1), (2.0, 10 * BLOCK + 1, a, 1)])
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet"),
+        tiers=TierConfig(hbm_blocks=22, dram_blocks=100),
+        admission="write_back",
+        prefetch="on_arrival",
+    )
+    result = run(config, trace)
+    assert result.requests.iloc[2]["hbm_hit_tokens"] == 10 * BLOCK
+    assert result.summary["prefetch_staged_blocks"] == result.summary["prefetch_used_blocks"] == 4
+
+
 def test_a_run_that_stalls_ends_and_reports_its_requests_unfinished(monkeypatch: pytest.MonkeyPatch) -> None:
     # Without the wake-up when a stage lands, nothing would ever move the waiting request.
     monkeypatch.setattr(Replica, "_unpin_later", lambda self, tier, blocks: self._unpin_all(tier, blocks))
