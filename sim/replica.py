@@ -564,10 +564,16 @@ class Replica:
         for hop in path:
             end = self._transfer(hop, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
-        inflight = self._flights(dest)[0]
         for block in blocks:
             self.cache.unpin(src, block)
-            if inflight.get((dest, block)) is self.env.active_process:
+        self._landed_up(dest, blocks, self.env.active_process)
+
+    def _landed_up(self, dest: int, blocks: list[int], copy: simpy.Event) -> None:
+        """A copy up has landed: its blocks in ``dest`` are ready for use, unless a later copy
+        of a block into ``dest`` has taken its place."""
+        inflight = self._flights(dest)[0]
+        for block in blocks:
+            if inflight.get((dest, block)) is copy:
                 del inflight[(dest, block)]
 
     def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, held: tuple[int, list[int]] | None = None):
@@ -716,6 +722,8 @@ class Replica:
     def _loaded(self, req: Request) -> None:
         if req.state is not State.LOADING:
             return
+        if self.cache.check_invariants and self._landing(HBM, req.blocks[: req.held_named]):
+            raise InvariantError(f"request {req.index} runs on KV blocks still being copied into HBM")
         waited = self.env.now - req.load_started_s
         req.stall_s += waited
         self.log.stall_s[req.index] += waited
@@ -1007,7 +1015,17 @@ class Replica:
         req.admitted_s = self.env.now
         self.running.append(req)
         copied_in = self._transfer((self.links["pcie_h2d"],), need * self.bytes_per_block, need)
-        self._wait_for(req, self._until(max(self._pay(moves), copied_in)))
+        waits = self._until(max(self._pay(moves), copied_in))
+        copied = [req.blocks[j] for j in range(named) if j not in resident]
+        if copied:
+            # Until the copy lands, a request finding these blocks in HBM waits for it too.
+            (landed,) = waits
+            for block in copied:
+                self._inflight[(HBM, block)] = landed
+            landed.callbacks.append(functools.partial(self._landed_up, HBM, copied))
+        # Blocks found in HBM may still be on their way there (a stage, another's load).
+        waits.extend(self._landing(HBM, [req.blocks[j] for j in in_hbm]))
+        self._wait_for(req, waits)
         return 0
 
     # ================================================================== prefetch orders

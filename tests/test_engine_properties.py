@@ -302,6 +302,49 @@ def test_a_request_swapped_out_for_its_next_chunk_is_not_swapped_straight_back()
     assert copied <= summary["preemptions_swap"] * whole_kv + summary["hbm_evictions"]
 
 
+def swap_then_share_case(third: tuple[float, int, list[int], int], **hardware: float) -> tuple[SimConfig, Trace]:
+    """An agent's 40-block prompt decodes until an urgent chat prompt (10 named blocks, 70
+    private) swaps it out and evicts part of its prefix; ``third`` shares that prefix and is
+    admitted in the round that swaps the agent back in, once the chat is done."""
+    prefix = list(range(1000, 1040))
+    rows = [(0.0, 640, prefix, 400), (0.3, 1280, list(range(2000, 2010)), 20), third]
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet", pcie_latency_s=1e-5, copies_per_block=1, **hardware),
+        tiers=TierConfig(hbm_blocks=100, dram_blocks=500),
+        engine=EngineConfig(preemption="swap"),
+        scheduler="priority",
+        admission="write_back",
+    )
+    return config, chains_trace(rows, categories=["agent", "chat", third[4]])
+
+
+def test_a_request_sharing_blocks_a_swap_in_is_copying_waits_for_them() -> None:
+    # The third request (an agent, behind the first) finds the prefix in HBM, put back there by
+    # the swap-in's copy: it waits for that copy, as long as the swapped-in request does (it
+    # evicts nothing: the chat's private blocks are free).
+    prefix = list(range(1000, 1040))
+    config, trace = swap_then_share_case((0.35, 720, [*prefix, *range(3000, 3005)], 5, "agent"), pcie_gbps=0.5)
+    requests = run(config, trace).requests
+    swapped, sharing = requests.iloc[0], requests.iloc[2]
+    assert swapped["preemptions"] == 1 and sharing["hbm_hit_tokens"] == 40 * BLOCK
+    assert sharing["kv_stall_s"] == pytest.approx(swapped["kv_stall_s"]) and sharing["kv_stall_s"] > 0
+
+
+def test_a_swap_in_waits_for_its_blocks_still_being_copied_into_hbm() -> None:
+    # Here the sharing request is urgent and admitted first: it loads the prefix's evicted part
+    # from the SSD (DRAM, full of the swap space, spilled it there), slower than the swap-in's
+    # own copy over PCIe; the swapped-in request finds those blocks in HBM and waits for them.
+    prefix = list(range(1000, 1040))
+    config, trace = swap_then_share_case((0.31, 720, [*prefix, *range(3000, 3005)], 5, "chat"), pcie_gbps=2.0)
+    config.hardware.ssd_read_gbps = 0.2
+    config.tiers.dram_blocks, config.tiers.ssd_blocks = 50, 1000
+    config.admission = "ssd_spill"
+    requests = run(config, trace).requests  # resuming before they land is an InvariantError
+    swapped, sharing = requests.iloc[0], requests.iloc[2]
+    assert swapped["preemptions"] == 1 and sharing["ssd_hit_tokens"] > 0
+    assert swapped["kv_stall_s"] == pytest.approx(sharing["kv_stall_s"])
+
+
 def test_a_request_preempted_while_its_step_is_planned_gets_no_credit_for_that_steps_chunk() -> None:
     # Found by fuzzing: a prefill preempted (swapped out) while the step was planned, swapped
     # back in, and loaded before the step ended was credited with the step's chunk, and
