@@ -5,7 +5,8 @@ prefills continue in chunks, and waiting requests are admitted in the scheduler'
 the token budget (``max_num_batched_tokens``), the sequence limit (``max_num_seqs``) and KV
 memory allow. Admission looks the prompt's prefix up tier by tier: HBM hits are pinned,
 lower-tier hits are copied up over the links (the request waits in ``LOADING``, which is
-recorded as KV stall), misses are prefilled. Memory is allocated per step; when a running
+recorded as KV stall, as is the wait of running requests for write-backs that free the slots
+of their next step), misses are prefilled. Memory is allocated per step; when a running
 request cannot grow, the scheduler's preemption victim is preempted by recompute or swap.
 
 Cost is O(events), not O(tokens): while the batch is decode-only, the replica advances many
@@ -246,7 +247,9 @@ class Replica:
             if self._wake.triggered:
                 self._wake = env.event()
             if self._stall_until > env.now:
+                stalled_at = env.now
                 yield env.timeout(self._stall_until - env.now)
+                self._charge_stall(stalled_at)
                 continue
             plan = self._plan()
             if plan is None:
@@ -283,6 +286,17 @@ class Replica:
             self.allreduce_busy_s += done * self._step_allreduce_s
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
+
+    def _charge_stall(self, since: float) -> None:
+        """The step loop waited from ``since`` until now for write-backs to free the HBM slots
+        of its next step: KV stall of every request that step would run, from when it was
+        ready (its own KV landed during the wait) if later."""
+        now = self.env.now
+        ready = [req for req in self.running if req.state is State.PREFILL or req.state is State.DECODE]
+        for req in (*ready, *self._resuming):
+            waited = now - max(since, req.ready_at)
+            req.stall_s += waited
+            self.log.stall_s[req.index] += waited
 
     def _steps_begun(self, start: float, cumulative: np.ndarray) -> int:
         """Steps of the run that began at ``start`` (of cumulative durations ``cumulative``)
@@ -724,7 +738,8 @@ class Replica:
             return
         if self.cache.check_invariants and self._landing(HBM, req.blocks[: req.held_named]):
             raise InvariantError(f"request {req.index} runs on KV blocks still being copied into HBM")
-        waited = self.env.now - req.load_started_s
+        req.ready_at = self.env.now
+        waited = req.ready_at - req.load_started_s
         req.stall_s += waited
         self.log.stall_s[req.index] += waited
         if req.swapped_blocks:

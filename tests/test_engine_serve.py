@@ -130,6 +130,25 @@ def test_a_write_through_copy_holds_its_hbm_slots_until_it_has_read_them() -> No
     assert second["dram_hit_tokens"] == 0 and result.summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
 
 
+def test_a_decode_held_up_by_write_backs_is_charged_the_wait_as_kv_stall() -> None:
+    # HBM holds 16 blocks: A's 7 stay cached after it, B takes 7 named and 1 private, then
+    # grows into the last free one. Its third and fourth private blocks (tokens 1152 and 1280)
+    # each evict one of A's, written back over a slow PCIe: the next step waits for the copy
+    # to leave HBM (the decode step that evicted may overlap it), and so does B.
+    slow = 0.05
+    cfg = config(hbm_blocks=16, dram_blocks=100)
+    cfg.hardware.pcie_gbps = slow
+    result = run(cfg, make_trace([(0.0, chain(1)), (1.0, chain(2))], output=300))
+    decoder = result.requests.iloc[1]
+    copy_s = PCIE_LATENCY_S + bytes_per_block() / (slow * 1e9)
+    steps = execution().decode_steps_s(1, PROMPT + 1, 299)  # step j writes token PROMPT + j
+    overlapped = steps[1152 - PROMPT] + steps[1280 - PROMPT]
+    assert result.summary["link_pcie_d2h_bytes"] == 2 * bytes_per_block()
+    assert 2 * copy_s - overlapped - 1e-9 <= decoder["kv_stall_s"] <= 2 * copy_s + 1e-9
+    # Nothing else held it: its decode took its steps and that wait.
+    assert decoder["e2e_s"] - decoder["ttft_s"] == pytest.approx(steps.sum() + decoder["kv_stall_s"])
+
+
 def test_isolated_request_decodes_at_the_models_step_times() -> None:
     output = 50
     result = run(config(hbm_blocks=100), make_trace([(0.0, chain(1))], output=output))
