@@ -25,6 +25,7 @@ from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolv
 from sim.blocks import BlockSizeError, check_block_tokens
 from sim.config import DATASHEET_PROFILE, KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
 from sim.links import DurationModel, linear_duration
+from traces.errors import TraceFormatError
 from traces.schema import Trace
 
 GB = 1e9
@@ -89,6 +90,17 @@ def check_shared_keys(config: SimConfig) -> None:
 def build_setup(config: SimConfig, trace: Trace) -> Setup:
     """Validate ``config`` against ``trace`` and resolve it; raises :class:`ConfigError`."""
     _check_scalars(config)
+    repeat = trace.first_repeated_hash()
+    if repeat is not None:
+        row, block = repeat
+        raise TraceFormatError(
+            trace.source,
+            row,
+            "block_hashes",
+            f"repeats hash {block} within the request: serve mode names a prompt's blocks by their chained "
+            "hash, each naming its whole prefix, so none can occur twice (hash chained prefixes, not block "
+            "contents; mode=replay takes any stream of block ids)",
+        )
     model = _model(config)
     gpu = _gpu(config)
     profile = _profile(config, gpu)

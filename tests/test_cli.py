@@ -235,7 +235,8 @@ def test_resume_redoes_a_run_whose_trace_file_changed_under_the_same_path(tmp_pa
 
     def write_trace(n_rows: int) -> None:
         rows = [
-            {"timestamp": 100 * i, "input_length": 1024, "output_length": 4, "hash_ids": [1, i]} for i in range(n_rows)
+            {"timestamp": 100 * i, "input_length": 1024, "output_length": 4, "hash_ids": [1, 100 + i]}
+            for i in range(n_rows)
         ]
         sample.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
@@ -455,7 +456,9 @@ def test_a_bad_policy_parameter_is_one_line_naming_its_key_and_a_sweep_s_other_r
 def test_a_sweep_over_trace_files_gives_one_directory_per_file_not_nested_ones(tmp_path: Path) -> None:
     paths = []
     for name, n in (("a", 4), ("b", 6)):
-        rows = [{"timestamp": 10 * i, "input_length": 600, "output_length": 4, "hash_ids": [1, i]} for i in range(n)]
+        rows = [
+            {"timestamp": 10 * i, "input_length": 600, "output_length": 4, "hash_ids": [1, 100 + i]} for i in range(n)
+        ]
         (tmp_path / name).mkdir()
         paths.append(tmp_path / name / "trace.jsonl")
         paths[-1].write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -490,7 +493,7 @@ def test_a_sweep_over_a_deep_trace_path_runs_and_resumes(tmp_path: Path) -> None
     having run nothing."""
     trace = tmp_path / ("d" * 120) / ("e" * 120) / "trace.jsonl"
     trace.parent.mkdir(parents=True)
-    rows = [{"timestamp": 10 * i, "input_length": 600, "output_length": 4, "hash_ids": [1, i]} for i in range(5)]
+    rows = [{"timestamp": 10 * i, "input_length": 600, "output_length": 4, "hash_ids": [1, 100 + i]} for i in range(5)]
     trace.write_text("".join(json.dumps(row) + "\n" for row in rows))
     sweep = tmp_path / "sweep"
     args = ("-m", "trace=mooncake", f"trace.path={trace}", "mode=replay", "tiers.hbm_blocks=4", "eviction=lru,fifo")

@@ -338,3 +338,37 @@ def test_kv_copies_split_over_no_more_gpus_than_the_model_has_kv_heads(profile: 
     for link in ("pcie_h2d", "pcie_d2h", "net_read", "net_write"):
         assert getattr(sixteen, link)(nbytes, copies) == getattr(eight, link)(nbytes, copies)
         assert getattr(eight, link)(nbytes, copies) < getattr(four, link)(nbytes, copies)
+
+
+def test_a_hash_repeated_within_a_prompt_is_refused_in_serve_mode_naming_the_row(tmp_path, monkeypatch) -> None:
+    """Serve mode names a prompt's blocks by their chained hash, so one prompt cannot hold a hash
+    twice. The file readers chain the ids they read, but a trace built in a notebook
+    (Trace.from_columns) or a Parquet file takes its hashes as given, and one with block contents
+    hashed without their prefix once stopped a serve run on the engine invariant "block inserted
+    twice". It is refused before the run, naming the source and row, also when the repeat lies
+    past the first of the chunks the check sorts at a time; a cache-only replay takes it, as it
+    takes any stream of block ids."""
+    import traces.schema
+    from sim.run import run
+    from traces import TraceFormatError, read_trace, write_trace
+
+    def trace_with(repeated: list[int]) -> Trace:
+        hashes = [[10 * i, 10 * i + 1] for i in range(40)]
+        hashes[33], hashes[34] = repeated, [5, 6]  # 5 6 again: a shared prefix, not a repeat
+        return Trace.from_columns(
+            arrival_s=list(range(40)),
+            input_tokens=[64] * 40,
+            output_tokens=[4] * 40,
+            block_hashes=hashes,
+            block_size=16,
+        )
+
+    monkeypatch.setattr(traces.schema, "_REPEAT_CHECK_ACCESSES", 8)
+    trace = trace_with([5, 6, 5])
+    with pytest.raises(TraceFormatError, match=r"<memory>: row 33: field 'block_hashes': repeats hash 5 within"):
+        build_setup(SimConfig(), trace)
+    write_trace(trace, tmp_path / "repeats.parquet")
+    with pytest.raises(TraceFormatError, match=r"repeats\.parquet: row 33: field 'block_hashes': repeats hash 5"):
+        build_setup(SimConfig(), read_trace(tmp_path / "repeats.parquet"))
+    assert run(SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=100)), trace).summary["block_hit_ratio"] > 0
+    build_setup(SimConfig(), trace_with([5, 6, 7]))

@@ -184,6 +184,13 @@ class Trace:
         return trace
 
     # ------------------------------------------------------------------ checks
+    def first_repeated_hash(self) -> tuple[int, int] | None:
+        """``(row, hash)`` of the first request whose prompt holds one hash twice, or ``None``.
+        A cache-only replay takes any stream of block ids, but serve mode names a prompt's blocks
+        by their chained hash, each naming its whole prefix, so it refuses such a trace (block
+        contents hashed without their prefix) before it would insert one block twice."""
+        return _first_repeated_hash(self.block_offsets, self.block_hashes)
+
     def validate(self) -> None:
         """Raise :class:`TraceFormatError` naming the first offending row and field."""
         n = len(self.request_id)
@@ -222,16 +229,6 @@ class Trace:
                 "block_hashes",
                 f"has {counts[i]} hashes but input_tokens={self.input_tokens[i]} spans only "
                 f"{max_blocks[i]} blocks of {self.block_size} tokens (ceil(input_tokens / block_size))",
-            )
-        repeat = _first_repeated_hash(self.block_offsets, self.block_hashes)
-        if repeat is not None:
-            i, block = repeat
-            raise TraceFormatError(
-                self.source,
-                i,
-                "block_hashes",
-                f"repeats hash {block} within the request; a prompt's blocks are a chain, each hash "
-                "naming its whole prefix, so none can occur twice (hash chained prefixes, not block contents)",
             )
         if len(np.unique(self.request_id)) != n:
             ids, first = np.unique(self.request_id, return_index=True)
