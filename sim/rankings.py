@@ -209,7 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(STORED, json.dumps(actual, indent=1, sort_keys=True) + "\n")
         print(f"stored {len(actual)} rankings in {STORED}")
         return 0
-    problems = compare(json.loads(STORED.read_text()), actual)
+    expected = json.loads(STORED.read_text())
+    if not MOONCAKE.exists():
+        # Without the trace its rankings cannot be recomputed: they are not checked (as the
+        # test does), rather than failing every check as "no longer computed".
+        mooncake = [k for k in expected if k.startswith("mooncake/")]
+        expected = {k: v for k, v in expected.items() if k not in mooncake}
+        if mooncake:
+            print(f"{MOONCAKE} is missing: the {len(mooncake)} stored Mooncake rankings are not checked")
+    problems = compare(expected, actual)
     print("\n".join(problems) if problems else f"all {len(actual)} rankings hold")
     return 1 if problems else 0
 

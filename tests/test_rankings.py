@@ -83,3 +83,17 @@ def test_a_refresh_without_the_mooncake_slice_keeps_its_stored_rankings(tmp_path
     monkeypatch.setattr(rankings, "compute_rankings", lambda **_: {"rag/hit@500": [["lru", 0.3]]})
     assert rankings.main(["--refresh"]) == 0
     assert json.loads(stored.read_text()) == {"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.3]]}
+
+
+def test_a_check_without_the_mooncake_slice_passes_when_nothing_changed(tmp_path, monkeypatch, capsys) -> None:
+    """``python -m sim.rankings`` on a checkout without ``../shared/traces/`` checks the rankings
+    it can compute; the stored Mooncake ones are skipped, not reported as no longer computed."""
+    stored = tmp_path / "expected.json"
+    stored.write_text(json.dumps({"mooncake/hit@500": [["lru", 0.2]], "rag/hit@500": [["lru", 0.1]]}))
+    monkeypatch.setattr(rankings, "STORED", stored)
+    monkeypatch.setattr(rankings, "MOONCAKE", tmp_path / "absent.jsonl")
+    monkeypatch.setattr(rankings, "compute_rankings", lambda **_: {"rag/hit@500": [["lru", 0.1]]})
+    assert rankings.main([]) == 0
+    assert "Mooncake rankings are not checked" in capsys.readouterr().out
+    monkeypatch.setattr(rankings, "compute_rankings", lambda **_: {})  # a ranking it can compute is gone
+    assert rankings.main([]) == 1
