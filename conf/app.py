@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import traceback
@@ -542,12 +543,25 @@ def _one_line_warning(
     return f"kvsim: warning: {message}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a batch scheduler's stop) to the ``kvsim`` process, raised as an
+    interrupt so that it ends as Ctrl-C does: a sweep's launcher stops its worker processes,
+    which would otherwise live on without it, each finishing the run it had started and then
+    waiting idle, and a run records that it was interrupted."""
+
+
+def _raise_terminated(signum: int, frame: types.FrameType | None) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Console entry point; hydra's own stack traces are shortened to the message, a
     misspelt key or group option and a value of the wrong type are one line before hydra
     starts, warnings are one line each, and a sweep whose runs failed on bad input ends with one
-    line of kvsim's (_exit_if_runs_failed)."""
+    line of kvsim's (_exit_if_runs_failed). SIGTERM ends it as Ctrl-C does (:class:`Terminated`),
+    with exit status 143."""
     warnings.formatwarning = _one_line_warning
+    signal.signal(signal.SIGTERM, _raise_terminated)
     argv = sys.argv[1:]
     problem = _override_key_error(argv) or _override_value_error(argv) or _group_choice_error(argv)
     if problem is not None:
@@ -557,13 +571,14 @@ def main() -> None:
         os.environ[FAILED_RUNS_ENV] = failed_runs  # withdrawn below: the folder lives as long as this command
         try:
             _hydra_main()
-        except KeyboardInterrupt:
-            # Ctrl-C. In a sweep every finished run is complete on disk and no interrupted one
-            # looks complete, so the same command picks up where this one stopped.
+        except KeyboardInterrupt as exc:
+            # Ctrl-C or SIGTERM. In a sweep every finished run is complete on disk and no
+            # interrupted one looks complete, so the same command picks up where this one stopped.
             sweep = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
             rest = "; finished runs are kept, the same command again runs the rest" if sweep else ""
-            print(f"\nkvsim: interrupted{rest}", file=sys.stderr)
-            sys.exit(130)
+            terminated = isinstance(exc, Terminated)
+            print(f"\nkvsim: {'terminated' if terminated else 'interrupted'}{rest}", file=sys.stderr)
+            sys.exit(143 if terminated else 130)
         finally:
             os.environ.pop(FAILED_RUNS_ENV, None)
         _exit_if_runs_failed(Path(failed_runs))

@@ -532,6 +532,46 @@ def test_ctrl_c_mid_sweep_says_how_to_resume_and_leaves_the_interrupted_runs_to_
     assert failed["error"].str.startswith("KeyboardInterrupt: interrupted before it finished").all()
 
 
+def test_sigterm_mid_sweep_stops_its_workers_and_ends_as_ctrl_c_does(tmp_path: Path) -> None:
+    """``kill PID`` of a sweep: the launcher's worker processes used to live on without it, each
+    finishing the run it had started and then idling for minutes (a sweep started again at once
+    ran the same runs twice over)."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = ("-m", "trace.params.n_requests=30000", "hardware.hbm_gb=20,40", "output.progress=false")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conf.app", *args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(sweep.glob("*/overrides.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # both runs have started simulating in their workers
+        process.send_signal(signal.SIGTERM)  # to the kvsim process alone, as `kill PID` sends it
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 143 and "Traceback" not in stderr, stderr
+        assert stderr.strip().splitlines()[-1] == (
+            "kvsim: terminated; finished runs are kept, the same command again runs the rest"
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)  # is any process of the sweep left?
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep's worker processes outlived it")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    table = load_sweep(sweep)
+    assert len(table) == 2 and set(table["status"]) <= {"incomplete", "failed"}
+
+
 def test_override_columns_hold_values_as_typed_without_the_quotes_hydra_adds() -> None:
     from conf.app import _parse_overrides
 
