@@ -79,10 +79,13 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
 #: Summary metrics where more is better; every other metric (latencies, stalls, energy,
 #: recompute, evictions) is better lower.
 HIGHER_IS_BETTER = ("hit_ratio", "attainment", "goodput", "throughput", "tokens_per_s")
+#: Counts of what a run achieved (requests finished, tokens generated, prefetched blocks a
+#: request then used), better higher although no word above names them.
+HIGHER_IS_BETTER_COUNTS = ("n_finished", "output_tokens", "prefetch_used_blocks")
 
 
 def higher_is_better(metric: str) -> bool:
-    return any(word in metric for word in HIGHER_IS_BETTER)
+    return metric in HIGHER_IS_BETTER_COUNTS or any(word in metric for word in HIGHER_IS_BETTER)
 
 
 def check_metrics(table: pd.DataFrame, metrics: list[str]) -> None:

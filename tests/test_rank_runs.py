@@ -66,3 +66,18 @@ def test_the_collect_command_prints_the_ranking(tmp_path, capsys) -> None:
     (tmp_path / "collected.parquet").unlink()
     assert collect([str(tmp_path), "--rank", "ttft"]) == 2
     assert not (tmp_path / "collected.parquet").exists()  # refused before writing
+
+
+def test_counts_of_what_a_run_achieved_rank_higher_first() -> None:
+    """Ranking by finished requests put the run that refused most of them first."""
+    table = pd.DataFrame(
+        [
+            {"run_dir": "a", "status": "ok", "override.hardware.hbm_gb": "2", "n_finished": 57, "n_rejected": 143,
+             "output_tokens": 900, "prefetch_used_blocks": 3},
+            {"run_dir": "b", "status": "ok", "override.hardware.hbm_gb": "8", "n_finished": 200, "n_rejected": 0,
+             "output_tokens": 4000, "prefetch_used_blocks": 40},
+        ]
+    )  # fmt: skip
+    for metric in ("n_finished", "output_tokens", "prefetch_used_blocks"):
+        assert list(rank_runs(table, [metric])["hardware.hbm_gb"]) == ["8", "2"], metric
+    assert list(rank_runs(table, ["n_rejected"])["hardware.hbm_gb"]) == ["8", "2"]
