@@ -10,7 +10,7 @@ and :class:`traces.TraceSpec` objects and calls the library. Each run directory 
 ``summary.json``, ``requests.parquet``, ``timeseries.parquet``, ``config.json`` (the resolved
 config and the trace file's digest), PNG plots, and hydra's own ``.hydra/``; a failed run gets
 ``error.json`` instead of a summary. A run whose directory already holds a complete result for
-the same config and trace file is skipped, which is how an interrupted sweep resumes.
+the same config, trace file and policy source files is skipped, which is how an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -43,7 +44,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from conf.schema import CONF_DIR, KvsimConf, policy_parameters, register
 from hwmodels.calibrated import allreduce_source_file, calibrated_profile_file
 from hwmodels.gpus import get_gpu
-from policies.registry import UnknownPolicyError, available, resolve
+from policies.registry import UnknownPolicyError, available, policy_class, resolve
 from sim.build import ConfigError, timing_profile_name
 from sim.config import EngineConfig, HardwareConfig, ModelConfig, PowerConfig, SimConfig, SLOConfig, TierConfig
 from sim.report import format_summary
@@ -371,11 +372,33 @@ def _identity(cfg: DictConfig) -> str:
         files["timing_profile_sha256"] = calibrated_profile_file(profile)
         if cfg.hardware.get("tensor_parallel", 1) > 1:
             files["allreduce_profile_sha256"] = allreduce_source_file(profile)
+    files.update(_policy_source_files(cfg))
     for key, path in files.items():
         if path is not None and Path(path).is_file():  # a missing file fails later, naming the path
             with open(path, "rb") as file:
                 plain[key] = hashlib.file_digest(file, "sha256").hexdigest()
     return json.dumps(plain, sort_keys=True, indent=2)
+
+
+def _policy_source_files(cfg: DictConfig) -> dict[str, str | None]:
+    """The source file of each policy the run uses, under ``<family>_source_sha256`` (and
+    ``tier_eviction.<tier>_source_sha256``). A policy is the part of a run a user edits most,
+    in place (``policies/eviction/my_policy.py``, or a module of their own package), and a
+    resumed sweep must redo its runs after such an edit rather than keep the old results. A
+    reference that names nothing is left out here: building the run fails on it, naming it."""
+    refs = {
+        f"{family}_source_sha256": (family, OmegaConf.select(cfg, f"{family}._target_")) for family in POLICY_FAMILIES
+    }
+    for tier, name in (cfg.get("tier_eviction") or {}).items():
+        refs[f"tier_eviction.{tier}_source_sha256"] = ("eviction", name)
+    files: dict[str, str | None] = {}
+    for key, (family, ref) in refs.items():
+        try:
+            source = inspect.getsourcefile(policy_class(resolve(family, ref)))
+        except Exception:  # noqa: BLE001 (a bad reference or a broken file: building the run names it)
+            continue
+        files[key] = source
+    return files
 
 
 def _already_done(run_dir: Path, identity: str) -> bool:

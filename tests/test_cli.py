@@ -377,6 +377,23 @@ def test_a_users_own_policy_class_is_selected_by_target(tmp_path: Path) -> None:
     assert mru_summary["block_hit_ratio"] != lru_summary["block_hit_ratio"]
 
 
+def test_resume_redoes_a_run_whose_policy_file_was_edited(tmp_path: Path) -> None:
+    """A user's policy is edited in place between runs of the same command line; the resumed
+    run must not keep the old policy's result."""
+    policy = tmp_path / "my_evict.py"
+    policy.write_text("from policies.eviction.lru import LRU as Mine\n")
+    args = ("mode=replay", "trace=multi_turn", "trace.params.n_requests=400", "tiers.hbm_blocks=300",
+            "eviction._target_=my_evict.Mine", "output.plots=false", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    first = kvsim(*args, cwd=tmp_path, extra_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    lru_hits = json.loads((tmp_path / "run" / "summary.json").read_text())["block_hit_ratio"]
+    assert "skipping" in kvsim(*args, cwd=tmp_path, extra_path=tmp_path).stdout
+    policy.write_text("from policies.eviction.fifo import FIFO as Mine\n")
+    edited = kvsim(*args, cwd=tmp_path, extra_path=tmp_path)
+    assert edited.returncode == 0 and "skipping" not in edited.stdout, edited.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["block_hit_ratio"] != lru_hits
+
+
 def test_another_launcher_replaces_the_default_one_whole(tmp_path: Path) -> None:
     """joblib's n_jobs belongs to kvsim's default launcher option, not to the top-level config,
     where it was merged into every launcher and refused by those without the key (basic, ray)."""
