@@ -377,6 +377,29 @@ def test_a_users_own_policy_class_is_selected_by_target(tmp_path: Path) -> None:
     assert mru_summary["block_hit_ratio"] != lru_summary["block_hit_ratio"]
 
 
+def test_a_users_policy_that_fails_to_bind_is_one_line_naming_it_before_the_run(tmp_path: Path) -> None:
+    """It was a stack trace from inside the engine's set-up."""
+    policy_file = tmp_path / "my_policies.py"
+    policy_file.write_text(
+        textwrap.dedent(
+            """
+            from policies.scheduler.fcfs import FCFS
+
+            class ByTenant(FCFS):
+                def bind(self, categories):
+                    raise LookupError("the trace labels no tenant")
+            """
+        )
+    )
+    run = tmp_path / "run"
+    done = kvsim(SMALL, "scheduler._target_=my_policies.ByTenant", f"hydra.run.dir={run}", cwd=tmp_path,
+                 extra_path=tmp_path)  # fmt: skip
+    message = f"scheduler: ByTenant ({policy_file}) failed in bind(): LookupError: the trace labels no tenant"
+    assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n")
+    assert json.loads((run / "error.json").read_text())["type"] == "ConfigError"
+    assert not (run / "summary.json").exists() and not (run / "config.json").exists()
+
+
 def test_another_launcher_replaces_the_default_one_whole(tmp_path: Path) -> None:
     """joblib's n_jobs belongs to kvsim's default launcher option, not to the top-level config,
     where it was merged into every launcher and refused by those without the key (basic, ray)."""
