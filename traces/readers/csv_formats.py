@@ -35,6 +35,13 @@ from traces.schema import NO_SESSION, NO_TURN, Trace
 
 LENGTHS_ONLY_BLOCK_SIZE = 16  # no hashes to interpret; vLLM's block size, for remapping
 
+# The longest CSV field read, in characters. Python's csv module stops at 131,072 by default,
+# which a long prompt's block_hashes pass (6,300 hashes of 20 digits: 100K tokens in 16-token
+# blocks). This limit takes a hash per token (block size 1) of a 10M-token prompt, the longest
+# context any model serves, yet bounds what a missing closing quote reads into memory before it
+# is named, and fits a C long on every platform (sys.maxsize does not: Windows' is 32 bits).
+CSV_FIELD_LIMIT = 1 << 28
+
 
 def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, values)`` of each record, parsed as CSV is (RFC 4180): a quoted
@@ -44,6 +51,8 @@ def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
     short row and an open quote passed unseen)."""
     error = LineError(str(path))
     taken: list[tuple[int, str]] = []  # the lines the record being parsed has taken: no more are read
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:  # raised, never lowered: the limit is the process's
+        csv.field_size_limit(CSV_FIELD_LIMIT)
 
     def lines() -> Iterator[str]:
         for number, text in open_text(path):
