@@ -528,6 +528,24 @@ def test_csv_quoting_is_parsed_as_csv_and_a_quote_never_closed_names_its_line_an
     )
 
 
+def test_a_blank_line_inside_a_quoted_field_is_kept_and_one_between_records_skipped(tmp_path: Path) -> None:
+    """RFC 4180 keeps every line break of a quoted field; blank lines were dropped before the CSV
+    parser saw them, so "a<blank line>b" was read as "a\\nb"."""
+    text = (
+        "\narrival_s,input_tokens,output_tokens,category\n\n"
+        '0,100,10,"first\n\n\nlast"\n  \n1,100,10,"x\n \ny"\n\n2,100,10,"crlf\r\n\r\nend"\n3,-1,10,chat\n'
+    )
+    src = tmp_path / "t.csv"
+    src.write_bytes(text.encode())
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(src)
+    line = text.split("\n").index("3,-1,10,chat") + 1  # blank lines are still counted
+    assert str(err.value) == f"{src}: line {line}: field 'input_tokens': must be >= 1 (got -1)"
+    src.write_bytes(text.replace("3,-1,", "3,1,").encode())
+    categories = [open_trace(src).category_of(i) for i in range(4)]
+    assert categories == ["first\n\n\nlast", "x\n \ny", "crlf\r\n\r\nend", "chat"]
+
+
 def test_a_hash_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path: Path) -> None:
     """A long prompt's block_hashes (7,000 hashes of up to 20 digits, 112K tokens in 16-token
     blocks) failed with the csv module's "field larger than field limit (131072)"."""

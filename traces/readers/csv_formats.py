@@ -48,14 +48,15 @@ def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
     field may hold commas, doubled quotes and line breaks, so a record may span lines, and is
     named by the line it begins on. A quote never closed is an error on that line, not the rest
     of the file read into one field (parsed a line at a time, a quoted line break read as a
-    short row and an open quote passed unseen)."""
+    short row and an open quote passed unseen). A blank line is a line break inside a quoted
+    field, kept as such, and skipped between records."""
     error = LineError(str(path))
     taken: list[tuple[int, str]] = []  # the lines the record being parsed has taken: no more are read
     if csv.field_size_limit() < CSV_FIELD_LIMIT:  # raised, never lowered: the limit is the process's
         csv.field_size_limit(CSV_FIELD_LIMIT)
 
     def lines() -> Iterator[str]:
-        for number, text in open_text(path):
+        for number, text in open_text(path, keep_blank=True):
             taken.append((number, text))
             yield text
 
@@ -80,6 +81,8 @@ def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
             column = len(next(csv.reader(text for _, text in taken))) - 1
             field = header[column].strip() if header and column < len(header) else None
             raise error(line, field, "opens a quoted field that is never closed (a missing closing quote?)") from None
+        if len(taken) == 1 and not taken[0][1].strip():
+            continue  # a blank line between records
         header = header or values
         yield taken[0][0], values
 
