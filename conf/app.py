@@ -210,14 +210,85 @@ def _schema_refusal(key: str, value: Any) -> str | None:
     a mapping value, ``tiers={hbm_blocks: x}``), or ``None``."""
     try:
         OmegaConf.update(OmegaConf.structured(KvsimConf), key, value, merge=True)
-    except ConfigKeyError as exc:
-        return _unknown_key(exc.full_key) or f"{exc.full_key}: not a kvsim config key"
-    except ValidationError as exc:
-        words = _type_words(exc.full_key)
-        if words is None:
-            return f"{exc.full_key}: {exc.msg.splitlines()[0]}"
-        return f"{exc.full_key}: must be {words}, got {_as_typed(exc.value)}"
+    except (ConfigKeyError, ValidationError) as exc:
+        return _refusal_line(exc)
     return None
+
+
+def _refusal_line(exc: ConfigKeyError | ValidationError) -> str:
+    """The schema's refusal of a key or value, as OmegaConf raised it, in one line naming the key."""
+    if isinstance(exc, ConfigKeyError):
+        return _unknown_key(exc.full_key) or f"{exc.full_key}: not a kvsim config key"
+    words = _type_words(exc.full_key)
+    if words is None:
+        return f"{exc.full_key}: {exc.msg.splitlines()[0]}"
+    return f"{exc.full_key}: must be {words}, got {_as_typed(exc.value)}"
+
+
+_CONFIG_FLAGS = ("--config-path", "--config-name", "--config-dir")
+_COMPOSED_IN = re.compile(r"In '(?P<config>[^']+)': ")
+
+
+def _config_file_error(argv: list[str]) -> str | None:
+    """A key or a value of the wrong type in a config file of the user's own (one named by
+    ``--config-name``, ``--config-path``, ``--config-dir`` or found through ``hydra.searchpath``),
+    or among a sweep file's ``hydra.sweeper.params``, in one line naming the file, the key and
+    what the key holds. Hydra refuses these while composing the config, before kvsim's task
+    runs, in five lines and with exit status 1, and prints its error itself, leaving nothing to
+    catch; so the config is composed here first, as hydra composes it (its own argument parser,
+    search path and loader, ``--config-dir`` first), and anything else that fails is left to
+    hydra to say. Only where the user's files are in play: the shipped ones are checked by tests."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import (
+        create_automatic_config_search_path,
+        detect_calling_file_or_module_from_task_function,
+        get_args_parser,
+    )
+    from hydra.errors import HydraException
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None  # a bad flag: hydra's parser says so when hydra runs
+    searched = any(o.lstrip("+").startswith("hydra.searchpath") for o in args.overrides)
+    if not searched and all(getattr(args, flag[2:].replace("-", "_")) is None for flag in _CONFIG_FLAGS):
+        return None
+    calling_file, calling_module = detect_calling_file_or_module_from_task_function(_hydra_main)
+    search_path = create_automatic_config_search_path(calling_file, calling_module, args.config_path or ".")
+    if args.config_dir is not None:
+        if not os.path.isdir(args.config_dir):
+            return None  # hydra names the missing directory
+        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}")
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    config_name = args.config_name or "config"
+    try:
+        cfg = loader.load_configuration(config_name, args.overrides, RunMode.MULTIRUN if args.multirun else RunMode.RUN)
+    except HydraException as exc:
+        cause = exc.__cause__ or exc.__context__  # hydra raises its own while handling OmegaConf's
+        composed_in = _COMPOSED_IN.match(str(exc))
+        if not isinstance(cause, (ConfigKeyError, ValidationError)) or composed_in is None:
+            return None
+        return f"{_config_file(loader, composed_in['config'])}: {_refusal_line(cause)}"
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") if args.multirun else None
+    primary = _config_file(loader, config_name)
+    for key, value in (params or {}).items():
+        problem = _override_value_error([f"{key}={value}"])  # as hydra's basic sweeper makes them overrides
+        if problem is not None:
+            in_primary = os.path.isfile(primary) and key in (
+                OmegaConf.select(OmegaConf.load(primary), "hydra.sweeper.params") or {}
+            )
+            return (f"{primary}: " if in_primary else "") + f"hydra.sweeper.params: {problem}"
+    return None
+
+
+def _config_file(loader: Any, config_path: str) -> str:
+    """The file a config of hydra's search path (``my_run``, ``hardware/mine``) was read from,
+    as hydra's own search finds it: the first source holding it."""
+    for source in loader.get_sources():
+        if source.is_config(config_path):
+            folder = source.path if source.scheme() == "file" else source.full_path()
+            return os.path.join(folder, f"{config_path}.yaml")
+    return config_path
 
 
 def _field_type(key: str) -> Any:
@@ -549,7 +620,12 @@ def main() -> None:
     line of kvsim's (_exit_if_runs_failed)."""
     warnings.formatwarning = _one_line_warning
     argv = sys.argv[1:]
-    problem = _override_key_error(argv) or _override_value_error(argv) or _group_choice_error(argv)
+    problem = (
+        _override_key_error(argv)
+        or _override_value_error(argv)
+        or _group_choice_error(argv)
+        or _config_file_error(argv)
+    )
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)
