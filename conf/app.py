@@ -15,6 +15,7 @@ the same config and trace file is skipped, which is how an interrupted sweep res
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import hashlib
@@ -225,8 +226,41 @@ def _refusal_line(exc: ConfigKeyError | ValidationError) -> str:
     return f"{exc.full_key}: must be {words}, got {_as_typed(exc.value)}"
 
 
-_CONFIG_FLAGS = ("--config-path", "--config-name", "--config-dir")
 _COMPOSED_IN = re.compile(r"In '(?P<config>[^']+)': ")
+
+
+def _hydra_loader(argv: list[str]) -> tuple[argparse.Namespace, Any] | None:
+    """Hydra's reading of a command line and a config loader over the search path hydra will
+    search for it (its own argument parser, search path and loader, ``--config-dir`` first), so
+    that what is checked before hydra starts is what hydra will compose; ``None`` where hydra
+    will refuse the command line itself (a bad flag, a missing ``--config-dir``) and say why."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import (
+        create_automatic_config_search_path,
+        detect_calling_file_or_module_from_task_function,
+        get_args_parser,
+    )
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None
+    calling_file, calling_module = detect_calling_file_or_module_from_task_function(_hydra_main)
+    search_path = create_automatic_config_search_path(calling_file, calling_module, args.config_path or ".")
+    if args.config_dir is not None:
+        if not os.path.isdir(args.config_dir):
+            return None
+        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}")
+    return args, ConfigLoaderImpl(config_search_path=search_path)
+
+
+def _searchpath_may_grow(args: argparse.Namespace) -> bool:
+    """Whether ``hydra.searchpath`` may add folders (and their group options) to the search path
+    while the config is composed: set on the command line, or possibly in a primary config of
+    the user's own."""
+    return bool(args.config_name or args.config_path) or any(
+        arg.lstrip("+").startswith("hydra.searchpath") for arg in args.overrides
+    )
 
 
 def _config_file_error(argv: list[str]) -> str | None:
@@ -235,31 +269,17 @@ def _config_file_error(argv: list[str]) -> str | None:
     or among a sweep file's ``hydra.sweeper.params``, in one line naming the file, the key and
     what the key holds. Hydra refuses these while composing the config, before kvsim's task
     runs, in five lines and with exit status 1, and prints its error itself, leaving nothing to
-    catch; so the config is composed here first, as hydra composes it (its own argument parser,
-    search path and loader, ``--config-dir`` first), and anything else that fails is left to
-    hydra to say. Only where the user's files are in play: the shipped ones are checked by tests."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import (
-        create_automatic_config_search_path,
-        detect_calling_file_or_module_from_task_function,
-        get_args_parser,
-    )
+    catch; so the config is composed here first, as hydra will compose it, and anything else
+    that fails is left to hydra to say. Only where the user's files are in play: the shipped
+    ones are checked by tests."""
     from hydra.errors import HydraException
 
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:
-        return None  # a bad flag: hydra's parser says so when hydra runs
-    searched = any(o.lstrip("+").startswith("hydra.searchpath") for o in args.overrides)
-    if not searched and all(getattr(args, flag[2:].replace("-", "_")) is None for flag in _CONFIG_FLAGS):
+    parsed = _hydra_loader(argv)
+    if parsed is None:
         return None
-    calling_file, calling_module = detect_calling_file_or_module_from_task_function(_hydra_main)
-    search_path = create_automatic_config_search_path(calling_file, calling_module, args.config_path or ".")
-    if args.config_dir is not None:
-        if not os.path.isdir(args.config_dir):
-            return None  # hydra names the missing directory
-        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}")
-    loader = ConfigLoaderImpl(config_search_path=search_path)
+    args, loader = parsed
+    if args.config_dir is None and not _searchpath_may_grow(args):
+        return None
     config_name = args.config_name or "config"
     try:
         cfg = loader.load_configuration(config_name, args.overrides, RunMode.MULTIRUN if args.multirun else RunMode.RUN)
@@ -589,13 +609,12 @@ def _group_choice_error(argv: list[str]) -> str | None:
         choices.append((key, value.split(",")))
     if not choices:
         return None
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    with initialize_config_module(config_module="conf", version_base=None):
-        loader = GlobalHydra.instance().config_loader()
-        groups = set(loader.list_groups(""))
-        options = {key: loader.get_group_options(key) for key, _ in choices if key in groups}
+    parsed = _hydra_loader(argv)
+    if parsed is None or _searchpath_may_grow(parsed[0]):
+        return None
+    loader = parsed[1]  # with the groups of a --config-dir of the user's own
+    groups = set(loader.list_groups(""))
+    options = {key: loader.get_group_options(key) for key, _ in choices if key in groups}
     for key, values in choices:
         for value in values:
             if key in options and value not in options[key]:

@@ -148,6 +148,24 @@ def test_a_wrong_value_or_key_in_a_users_own_config_file_is_one_line_naming_the_
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["hbm_blocks"] == 50
 
 
+def test_a_group_option_of_the_users_own_config_dir_is_chosen_and_named_among_the_options(tmp_path: Path) -> None:
+    """The check of a group's choice looked only at kvsim's own options, so ``--config-dir``'s
+    were refused as "no such option" before hydra, which has them, ran."""
+    (tmp_path / "configs" / "hardware").mkdir(parents=True)
+    (tmp_path / "configs" / "hardware" / "mine.yaml").write_text("defaults:\n  - h100\n  - _self_\nhbm_gb: 5\n")
+    from omegaconf import OmegaConf
+
+    configs = str(tmp_path / "configs")
+    done = kvsim("-cd", configs, "hardware=mine", SMALL, "output.plots=false", f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml").hardware.hbm_gb == 5
+    misspelt = kvsim("-cd", configs, "hardware=mien", cwd=tmp_path)
+    head = "kvsim: error: hardware=mien: no such hardware option; did you mean mine? choose one of "
+    assert misspelt.returncode == 2 and misspelt.stderr.startswith(head)
+    assert {"h100", "mine"} <= set(misspelt.stderr.removeprefix(head).strip().split(", "))
+
+
 def test_values_the_schema_takes_and_keys_it_does_not_type_are_left_to_the_run() -> None:
     from conf.app import _override_value_error
 
