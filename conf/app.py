@@ -15,6 +15,7 @@ the same config, trace file and policy source files is skipped, which is how an 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import hashlib
@@ -212,14 +213,104 @@ def _schema_refusal(key: str, value: Any) -> str | None:
     a mapping value, ``tiers={hbm_blocks: x}``), or ``None``."""
     try:
         OmegaConf.update(OmegaConf.structured(KvsimConf), key, value, merge=True)
-    except ConfigKeyError as exc:
-        return _unknown_key(exc.full_key) or f"{exc.full_key}: not a kvsim config key"
-    except ValidationError as exc:
-        words = _type_words(exc.full_key)
-        if words is None:
-            return f"{exc.full_key}: {exc.msg.splitlines()[0]}"
-        return f"{exc.full_key}: must be {words}, got {_as_typed(exc.value)}"
+    except (ConfigKeyError, ValidationError) as exc:
+        return _refusal_line(exc)
     return None
+
+
+def _refusal_line(exc: ConfigKeyError | ValidationError) -> str:
+    """The schema's refusal of a key or value, as OmegaConf raised it, in one line naming the key."""
+    if isinstance(exc, ConfigKeyError):
+        return _unknown_key(exc.full_key) or f"{exc.full_key}: not a kvsim config key"
+    words = _type_words(exc.full_key)
+    if words is None:
+        return f"{exc.full_key}: {exc.msg.splitlines()[0]}"
+    return f"{exc.full_key}: must be {words}, got {_as_typed(exc.value)}"
+
+
+_COMPOSED_IN = re.compile(r"In '(?P<config>[^']+)': ")
+
+
+def _hydra_loader(argv: list[str]) -> tuple[argparse.Namespace, Any] | None:
+    """Hydra's reading of a command line and a config loader over the search path hydra will
+    search for it (its own argument parser, search path and loader, ``--config-dir`` first), so
+    that what is checked before hydra starts is what hydra will compose; ``None`` where hydra
+    will refuse the command line itself (a bad flag, a missing ``--config-dir``) and say why."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import (
+        create_automatic_config_search_path,
+        detect_calling_file_or_module_from_task_function,
+        get_args_parser,
+    )
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None
+    calling_file, calling_module = detect_calling_file_or_module_from_task_function(_hydra_main)
+    search_path = create_automatic_config_search_path(calling_file, calling_module, args.config_path or ".")
+    if args.config_dir is not None:
+        if not os.path.isdir(args.config_dir):
+            return None
+        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}")
+    return args, ConfigLoaderImpl(config_search_path=search_path)
+
+
+def _searchpath_may_grow(args: argparse.Namespace) -> bool:
+    """Whether ``hydra.searchpath`` may add folders (and their group options) to the search path
+    while the config is composed: set on the command line, or possibly in a primary config of
+    the user's own."""
+    return bool(args.config_name or args.config_path) or any(
+        arg.lstrip("+").startswith("hydra.searchpath") for arg in args.overrides
+    )
+
+
+def _config_file_error(argv: list[str]) -> str | None:
+    """A key or a value of the wrong type in a config file of the user's own (one named by
+    ``--config-name``, ``--config-path``, ``--config-dir`` or found through ``hydra.searchpath``),
+    or among a sweep file's ``hydra.sweeper.params``, in one line naming the file, the key and
+    what the key holds. Hydra refuses these while composing the config, before kvsim's task
+    runs, in five lines and with exit status 1, and prints its error itself, leaving nothing to
+    catch; so the config is composed here first, as hydra will compose it, and anything else
+    that fails is left to hydra to say. Only where the user's files are in play: the shipped
+    ones are checked by tests."""
+    from hydra.errors import HydraException
+
+    parsed = _hydra_loader(argv)
+    if parsed is None:
+        return None
+    args, loader = parsed
+    if args.config_dir is None and not _searchpath_may_grow(args):
+        return None
+    config_name = args.config_name or "config"
+    try:
+        cfg = loader.load_configuration(config_name, args.overrides, RunMode.MULTIRUN if args.multirun else RunMode.RUN)
+    except HydraException as exc:
+        cause = exc.__cause__ or exc.__context__  # hydra raises its own while handling OmegaConf's
+        composed_in = _COMPOSED_IN.match(str(exc))
+        if not isinstance(cause, (ConfigKeyError, ValidationError)) or composed_in is None:
+            return None
+        return f"{_config_file(loader, composed_in['config'])}: {_refusal_line(cause)}"
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") if args.multirun else None
+    primary = _config_file(loader, config_name)
+    for key, value in (params or {}).items():
+        problem = _override_value_error([f"{key}={value}"])  # as hydra's basic sweeper makes them overrides
+        if problem is not None:
+            in_primary = os.path.isfile(primary) and key in (
+                OmegaConf.select(OmegaConf.load(primary), "hydra.sweeper.params") or {}
+            )
+            return (f"{primary}: " if in_primary else "") + f"hydra.sweeper.params: {problem}"
+    return None
+
+
+def _config_file(loader: Any, config_path: str) -> str:
+    """The file a config of hydra's search path (``my_run``, ``hardware/mine``) was read from,
+    as hydra's own search finds it: the first source holding it."""
+    for source in loader.get_sources():
+        if source.is_config(config_path):
+            folder = source.path if source.scheme() == "file" else source.full_path()
+            return os.path.join(folder, f"{config_path}.yaml")
+    return config_path
 
 
 def _field_type(key: str) -> Any:
@@ -542,13 +633,12 @@ def _group_choice_error(argv: list[str]) -> str | None:
         choices.append((key, value.split(",")))
     if not choices:
         return None
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    with initialize_config_module(config_module="conf", version_base=None):
-        loader = GlobalHydra.instance().config_loader()
-        groups = set(loader.list_groups(""))
-        options = {key: loader.get_group_options(key) for key, _ in choices if key in groups}
+    parsed = _hydra_loader(argv)
+    if parsed is None or _searchpath_may_grow(parsed[0]):
+        return None
+    loader = parsed[1]  # with the groups of a --config-dir of the user's own
+    groups = set(loader.list_groups(""))
+    options = {key: loader.get_group_options(key) for key, _ in choices if key in groups}
     for key, values in choices:
         for value in values:
             if key in options and value not in options[key]:
@@ -586,7 +676,12 @@ def main() -> None:
     warnings.formatwarning = _one_line_warning
     signal.signal(signal.SIGTERM, _raise_terminated)
     argv = sys.argv[1:]
-    problem = _override_key_error(argv) or _override_value_error(argv) or _group_choice_error(argv)
+    problem = (
+        _override_key_error(argv)
+        or _override_value_error(argv)
+        or _group_choice_error(argv)
+        or _config_file_error(argv)
+    )
     if problem is not None:
         print(f"kvsim: error: {problem}", file=sys.stderr)
         sys.exit(2)

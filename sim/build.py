@@ -8,6 +8,7 @@ fails at once rather than an hour in.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 import warnings
@@ -172,11 +173,38 @@ def check_policy_builds(family: str, factory: Callable[..., Any]) -> None:
         raise ConfigError(family, f"cannot build the {family} policy: {exc}") from None
 
 
+def bind_policy(key: str, policy: Any, *args: Any) -> None:
+    """``policy.bind(*args)``, where whatever the policy raises becomes a :class:`ConfigError`
+    naming ``key``, the policy and its file. Bind is where a policy first meets the run's tiers
+    and trace, so a user's policy that refuses them (or breaks on them) is input to fix, not a
+    kvsim failure: it should be one line, as a bad parameter is, not a stack trace. It is said
+    before anything is simulated, since every bind happens while the run is being built; the
+    policy's own exception stays the cause, in ``error.json``'s traceback and under
+    ``HYDRA_FULL_ERROR=1``."""
+    try:
+        policy.bind(*args)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raised = type(exc).__name__ + (f": {lines[0]}" if lines else "")
+        raise ConfigError(key, f"{_policy_and_file(policy)} failed in bind(): {raised}") from exc
+
+
+def _policy_and_file(policy: Any) -> str:
+    """A policy's name as reports give it, with the file that defines it where Python knows it."""
+    cls = type(policy)
+    try:
+        return f"{policy_label(cls)} ({inspect.getfile(cls)})"
+    except (TypeError, OSError):  # a class with no source file (built in, or made in a notebook cell)
+        return policy_label(cls)
+
+
 def unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> list[str]:
     """Tiers below HBM that the placement policy never writes a block to: not a write-through
-    target of a new block, and not on any demotion chain from HBM or from those targets."""
+    target of a new block, and not on any demotion chain from HBM or from those targets. The
+    instance is bound here and thrown away, so an admission policy that cannot be bound to the
+    run's tiers is refused before the trace is simulated (each replica then binds its own)."""
     policy = admission()
-    policy.bind(tuple(tier_names))
+    bind_policy("admission", policy, tuple(tier_names))
     reached, todo = set(), ["hbm", *policy.write_through_tiers(0)]
     while todo:
         tier = todo.pop()

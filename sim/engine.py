@@ -17,7 +17,7 @@ from hwmodels.models import longer_context_model
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import policy_class, policy_label
 from sim.blocks import AccessOracle, remap_blocks
-from sim.build import Setup, build_setup
+from sim.build import Setup, bind_policy, build_setup
 from sim.config import SHARED_TIERS, SimConfig
 from sim.kvcache import InvariantError, Tier, TieredCache, build_tiers
 from sim.links import Link
@@ -101,8 +101,11 @@ class _ServeRun:
         )
 
     def _make_policy(self, tier: str, capacity: int) -> EvictionPolicy:
+        key = f"tier_eviction.{tier}" if tier in self.setup.tier_eviction else "eviction"
         policy = self.setup.tier_eviction.get(tier, self.setup.policies["eviction"])()
-        policy.bind(
+        bind_policy(
+            key,
+            policy,
             capacity,
             WorkloadView(
                 tier=tier,
@@ -157,7 +160,7 @@ class _ServeRun:
             check_invariants=config.check_invariants,
         )
         scheduler = setup.policies["scheduler"]()
-        scheduler.bind(self.trace.categories)
+        bind_policy("scheduler", scheduler, self.trace.categories)
         return Replica(
             env,
             index,

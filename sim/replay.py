@@ -16,7 +16,14 @@ import pandas as pd
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens, next_use, remap_blocks
-from sim.build import ConfigError, check_policy_builds, check_shared_keys, is_integer, resolve_tier_eviction
+from sim.build import (
+    ConfigError,
+    bind_policy,
+    check_policy_builds,
+    check_shared_keys,
+    is_integer,
+    resolve_tier_eviction,
+)
 from sim.config import TIER_NAMES, SimConfig
 from sim.result import Result
 from traces.schema import Trace
@@ -46,21 +53,22 @@ def replay_single_tier(
     *,
     block_tokens: int | None = None,
     block_bytes: int = 0,
+    key: str = "eviction",
 ) -> np.ndarray:
-    """Replay ``trace`` through one tier of ``capacity_blocks``; a hit flag per access."""
+    """Replay ``trace`` through one tier of ``capacity_blocks``; a hit flag per access. ``key``
+    is the config key that chose ``policy``, named if it fails to bind."""
     if capacity_blocks < 1:
         raise ValueError(f"capacity must be at least one block, got {capacity_blocks}")
     offsets, keys = remap_blocks(trace, block_tokens)
     # Only the class that defines the fast path may use it: a subclass overriding a hook
     # (a user's MRU built on LRU) must be replayed through its hooks.
     fast = type(policy).__dict__.get("replay_hits")
-    if fast is not None:
-        fast = policy.replay_hits
-        policy.bind(capacity_blocks, WorkloadView(tier="hbm", block_bytes=block_bytes, categories=trace.categories))
-        return _replay_in_chunks(fast, keys, capacity_blocks)
     whole = type(policy).__dict__.get("replay_trace")
+    if fast is not None or whole is not None:
+        bind_policy(key, policy, capacity_blocks, WorkloadView("hbm", block_bytes, categories=trace.categories))
+    if fast is not None:
+        return _replay_in_chunks(policy.replay_hits, keys, capacity_blocks)
     if whole is not None:
-        policy.bind(capacity_blocks, WorkloadView(tier="hbm", block_bytes=block_bytes, categories=trace.categories))
         return np.frombuffer(policy.replay_trace(trace, offsets, keys, capacity_blocks), dtype=np.uint8).astype(bool)
     workload = WorkloadView(
         tier="hbm",
@@ -68,7 +76,7 @@ def replay_single_tier(
         categories=trace.categories,
         next_use=next_use(keys) if policy.offline else None,
     )
-    policy.bind(capacity_blocks, workload)
+    bind_policy(key, policy, capacity_blocks, workload)
     hits = np.zeros(len(keys), dtype=bool)
     resident: set[int] = set()
     on_request, on_access, on_insert, victim = (
@@ -145,7 +153,8 @@ def replay_tiers(
             next_use=oracle.next_use if oracle else None,
             next_access=oracle.next_access if oracle else None,
         )
-        policy.bind(capacity, view)
+        key = f"tier_eviction.{names[tier]}" if names[tier] in (tier_policies or {}) else "eviction"
+        bind_policy(key, policy, capacity, view)
     resident: list[dict[int, int]] = [{} for _ in capacities]  # block -> chain position
     where = np.full(len(keys), MISS, dtype=np.int8)
 
@@ -254,7 +263,9 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
                              check_invariants=config.check_invariants, tier_policies=per_tier,
                              tier_names=names)  # fmt: skip
     else:
-        hits = replay_single_tier(trace, capacity, per_tier.get("hbm", factory)(), block_tokens=tiers.block_tokens)
+        key = "tier_eviction.hbm" if "hbm" in per_tier else "eviction"
+        policy = per_tier.get("hbm", factory)()
+        hits = replay_single_tier(trace, capacity, policy, block_tokens=tiers.block_tokens, key=key)
         where = np.where(hits, 0, MISS).astype(np.int8)
     offsets, _ = remap_blocks(trace, tiers.block_tokens)
     request_of = np.repeat(np.arange(len(trace)), np.diff(offsets))

@@ -113,6 +113,59 @@ def test_a_value_of_the_wrong_type_a_deleted_key_or_a_missing_target_is_one_line
         assert json.loads((tmp_path / "run" / "error.json").read_text())["type"] == "ConfigError"
 
 
+def test_a_wrong_value_or_key_in_a_users_own_config_file_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """Hydra refuses these while composing the config, in five lines and with exit status 1."""
+    configs = tmp_path / "configs"
+    (configs / "hardware").mkdir(parents=True)
+    files = {
+        "typed.yaml": "defaults:\n  - config\n  - _self_\nhardware:\n  hbm_gb: abc\n",
+        "typo.yaml": "defaults:\n  - config\n  - _self_\ntiers:\n  hbm_blockz: 3\n",
+        "grouped.yaml": "defaults:\n  - config\n  - override hardware: mine\n  - _self_\n",
+        "hardware/mine.yaml": "defaults:\n  - h100\n  - _self_\ndram_gb: lots\n",
+        "sweep.yaml": "defaults:\n  - config\n  - _self_\nhydra:\n  sweeper:\n    params:\n"
+        "      engine.max_num_seqs: 8,2.5\n",
+        "good.yaml": "defaults:\n  - config\n  - _self_\nmode: replay\ntiers:\n  hbm_blocks: 50\n",
+    }
+    for name, text in files.items():
+        (configs / name).write_text(text)
+    for args, message in (
+        (["--config-dir", str(configs), "--config-name", "typed"],
+         f"{configs / 'typed.yaml'}: hardware.hbm_gb: must be a number or null, got 'abc'"),
+        ([f"-cd={configs}", "-cn=typo"],
+         f"{configs / 'typo.yaml'}: tiers.hbm_blockz: not a kvsim config key; did you mean tiers.hbm_blocks?"),
+        (["-cd", str(configs), "-cn", "grouped"],
+         f"{configs / 'hardware' / 'mine.yaml'}: hardware.dram_gb: must be a number, got 'lots'"),
+        (["-cp", str(configs), "-cn", "typed", "hydra.searchpath=[pkg://conf]"],
+         f"{configs / 'typed.yaml'}: hardware.hbm_gb: must be a number or null, got 'abc'"),
+        (["-m", "-cd", str(configs), "-cn", "sweep"],
+         f"{configs / 'sweep.yaml'}: hydra.sweeper.params: engine.max_num_seqs: must be an integer, got 2.5"),
+    ):  # fmt: skip
+        done = kvsim(*args, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n"), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs"]  # refused before a run directory was made
+    good = kvsim("-cd", str(configs), "-cn", "good", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["hbm_blocks"] == 50
+
+
+def test_a_group_option_of_the_users_own_config_dir_is_chosen_and_named_among_the_options(tmp_path: Path) -> None:
+    """The check of a group's choice looked only at kvsim's own options, so ``--config-dir``'s
+    were refused as "no such option" before hydra, which has them, ran."""
+    (tmp_path / "configs" / "hardware").mkdir(parents=True)
+    (tmp_path / "configs" / "hardware" / "mine.yaml").write_text("defaults:\n  - h100\n  - _self_\nhbm_gb: 5\n")
+    from omegaconf import OmegaConf
+
+    configs = str(tmp_path / "configs")
+    done = kvsim("-cd", configs, "hardware=mine", SMALL, "output.plots=false", f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml").hardware.hbm_gb == 5
+    misspelt = kvsim("-cd", configs, "hardware=mien", cwd=tmp_path)
+    head = "kvsim: error: hardware=mien: no such hardware option; did you mean mine? choose one of "
+    assert misspelt.returncode == 2 and misspelt.stderr.startswith(head)
+    assert {"h100", "mine"} <= set(misspelt.stderr.removeprefix(head).strip().split(", "))
+
+
 def test_values_the_schema_takes_and_keys_it_does_not_type_are_left_to_the_run() -> None:
     from conf.app import _override_value_error
 
@@ -392,6 +445,29 @@ def test_resume_redoes_a_run_whose_policy_file_was_edited(tmp_path: Path) -> Non
     edited = kvsim(*args, cwd=tmp_path, extra_path=tmp_path)
     assert edited.returncode == 0 and "skipping" not in edited.stdout, edited.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["block_hit_ratio"] != lru_hits
+
+
+def test_a_users_policy_that_fails_to_bind_is_one_line_naming_it_before_the_run(tmp_path: Path) -> None:
+    """It was a stack trace from inside the engine's set-up."""
+    policy_file = tmp_path / "my_policies.py"
+    policy_file.write_text(
+        textwrap.dedent(
+            """
+            from policies.scheduler.fcfs import FCFS
+
+            class ByTenant(FCFS):
+                def bind(self, categories):
+                    raise LookupError("the trace labels no tenant")
+            """
+        )
+    )
+    run = tmp_path / "run"
+    done = kvsim(SMALL, "scheduler._target_=my_policies.ByTenant", f"hydra.run.dir={run}", cwd=tmp_path,
+                 extra_path=tmp_path)  # fmt: skip
+    message = f"scheduler: ByTenant ({policy_file}) failed in bind(): LookupError: the trace labels no tenant"
+    assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n")
+    assert json.loads((run / "error.json").read_text())["type"] == "ConfigError"
+    assert not (run / "summary.json").exists() and not (run / "config.json").exists()
 
 
 def test_another_launcher_replaces_the_default_one_whole(tmp_path: Path) -> None:

@@ -372,3 +372,76 @@ def test_a_hash_repeated_within_a_prompt_is_refused_in_serve_mode_naming_the_row
         build_setup(SimConfig(), read_trace(tmp_path / "repeats.parquet"))
     assert run(SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=100)), trace).summary["block_hit_ratio"] > 0
     build_setup(SimConfig(), trace_with([5, 6, 7]))
+
+
+REFUSING_POLICIES = """
+from policies.admission.ssd_spill import SsdSpill
+from policies.eviction.fifo import FIFO
+from policies.eviction.lru import LRU
+from policies.scheduler.fcfs import FCFS
+
+
+class SmallOnly(LRU):
+    def bind(self, capacity_blocks, workload):
+        super().bind(capacity_blocks, workload)
+        if capacity_blocks > 50:
+            raise RuntimeError(f"at most 50 blocks, got {capacity_blocks}\\nsecond line")
+
+
+class NoLowerTier(FIFO):
+    def bind(self, capacity_blocks, workload):
+        if workload.tier != "hbm":
+            raise ValueError(f"no {workload.tier}")
+        super().bind(capacity_blocks, workload)
+
+
+class ByCategory(FCFS):
+    def bind(self, categories):
+        raise KeyError("chat")
+
+
+class TwoTiersOnly(SsdSpill):
+    def bind(self, tiers):
+        assert len(tiers) == 2
+        super().bind(tiers)
+"""
+
+
+@pytest.mark.parametrize("mode", ["serve", "replay"])
+def test_a_policy_that_fails_to_bind_is_a_config_error_naming_it_its_file_and_what_it_raised(
+    tmp_path, mode: str
+) -> None:
+    """A user's policy that raises in bind() (meeting the run's tiers or trace) was a stack trace
+    from inside the engine; it is a ConfigError naming the key that chose it, the class, its
+    file and the first line of what it raised, which stays the error's cause."""
+    from sim.run import run
+
+    path = tmp_path / f"refusing_{mode}.py"  # the registry keeps a file's module by its name
+    path.write_text(REFUSING_POLICIES)
+    small, dram = TierConfig(hbm_blocks=40), TierConfig(hbm_blocks=40, dram_blocks=100)
+    cases = [
+        (dict(tiers=TierConfig(hbm_blocks=80), eviction=f"{path}:SmallOnly"), "eviction",
+         f"eviction: SmallOnly ({path}) failed in bind(): RuntimeError: at most 50 blocks, got 80"),
+        (dict(tiers=dram, eviction=f"{path}:SmallOnly"), "eviction",
+         f"eviction: SmallOnly ({path}) failed in bind(): RuntimeError: at most 50 blocks, got 100"),
+        (dict(tiers=dram, tier_eviction={"dram": f"{path}:NoLowerTier"}), "tier_eviction.dram",
+         f"tier_eviction.dram: NoLowerTier ({path}) failed in bind(): ValueError: no dram"),
+    ]  # fmt: skip
+    if mode == "serve":
+        cases += [
+            (dict(tiers=small, scheduler=f"{path}:ByCategory"), "scheduler",
+             f"scheduler: ByCategory ({path}) failed in bind(): KeyError: 'chat'"),
+            (dict(tiers=TierConfig(hbm_blocks=40, dram_blocks=10, ssd_blocks=10), admission=f"{path}:TwoTiersOnly"),
+             "admission", f"admission: TwoTiersOnly ({path}) failed in bind(): AssertionError"),
+        ]  # fmt: skip
+    for fields, key, message in cases:
+        with pytest.raises(ConfigError) as caught:
+            run(SimConfig(mode=mode, **fields), TRACE)
+        assert (caught.value.key, str(caught.value)) == (key, message)
+        assert caught.value.__cause__ is not None
+    # The same policies bind where they accept the run: they are refused for what they raised.
+    for fields in (
+        dict(tiers=small, eviction=f"{path}:SmallOnly"),
+        dict(tiers=TierConfig(hbm_blocks=40, dram_blocks=10), admission=f"{path}:TwoTiersOnly"),
+    ):
+        assert run(SimConfig(mode=mode, **fields), TRACE).summary["n_requests"] == 1

@@ -522,9 +522,65 @@ def test_csv_quoting_is_parsed_as_csv_and_a_quote_never_closed_names_its_line_an
     )
     src.write_text(header + '0,100,10,"open\n' + "".join(f"{i},100,10,chat\n" for i in range(1, 8000)))
     with pytest.raises(TraceFormatError) as err:
-        open_trace(src)  # the csv module's field limit stops the open quote before the end
+        open_trace(src)  # past the csv module's default field limit, and still named
     assert str(err.value) == (
-        f"{src}: line 2: malformed CSV (field larger than field limit (131072)); its record runs on to line 7777 "
+        f"{src}: line 2: field 'category': opens a quoted field that is never closed (a missing closing quote?)"
+    )
+
+
+def test_a_blank_line_inside_a_quoted_field_is_kept_and_one_between_records_skipped(tmp_path: Path) -> None:
+    """RFC 4180 keeps every line break of a quoted field; blank lines were dropped before the CSV
+    parser saw them, so "a<blank line>b" was read as "a\\nb"."""
+    text = (
+        "\narrival_s,input_tokens,output_tokens,category\n\n"
+        '0,100,10,"first\n\n\nlast"\n  \n1,100,10,"x\n \ny"\n\n2,100,10,"crlf\r\n\r\nend"\n3,-1,10,chat\n'
+    )
+    src = tmp_path / "t.csv"
+    src.write_bytes(text.encode())
+    with pytest.raises(TraceFormatError) as err:
+        open_trace(src)
+    line = text.split("\n").index("3,-1,10,chat") + 1  # blank lines are still counted
+    assert str(err.value) == f"{src}: line {line}: field 'input_tokens': must be >= 1 (got -1)"
+    src.write_bytes(text.replace("3,-1,", "3,1,").encode())
+    categories = [open_trace(src).category_of(i) for i in range(4)]
+    assert categories == ["first\n\n\nlast", "x\n \ny", "crlf\r\n\r\nend", "chat"]
+
+
+def test_a_hash_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path: Path) -> None:
+    """A long prompt's block_hashes (7,000 hashes of up to 20 digits, 112K tokens in 16-token
+    blocks) failed with the csv module's "field larger than field limit (131072)"."""
+    import csv
+
+    hashes = [(1 << 63) + 7919 * i for i in range(7000)]
+    field = " ".join(map(str, hashes))
+    assert len(field) > 131_072
+    src = tmp_path / "long.csv"
+    src.write_text(f"arrival_s,input_tokens,output_tokens,block_hashes\n0,{16 * 7000},4,{field}\n1,32,4,{field[:40]}\n")
+    before = csv.field_size_limit()
+    trace = open_trace(src, block_size=16)
+    assert trace.hashes_of(0).tolist() == hashes and len(trace) == 2
+    assert csv.field_size_limit() >= before  # a limit raised by the caller is not lowered
+
+
+def test_a_field_past_the_readers_limit_names_the_line_it_begins_on(tmp_path: Path, monkeypatch) -> None:
+    """The limit is kept (lowered here to stay small) so that a quote never closed in a large
+    file is named before the rest of the file is read into one field."""
+    import csv
+
+    import traces.readers.csv_formats as csv_formats
+
+    monkeypatch.setattr(csv_formats, "CSV_FIELD_LIMIT", 1000)
+    default = csv.field_size_limit(1000)
+    try:
+        src = tmp_path / "t.csv"
+        src.write_text('arrival_s,input_tokens,output_tokens,category\n0,100,10,"open\n' + "1,100,10,chat\n" * 200)
+        with pytest.raises(TraceFormatError) as err:
+            open_trace(src)
+    finally:
+        csv.field_size_limit(default)
+    past = 2 + -(-(1000 - len("open\n")) // len("1,100,10,chat\n"))  # the line that takes the field past 1,000
+    assert str(err.value) == (
+        f"{src}: line 2: malformed CSV (field larger than field limit (1000)); its record runs on to line {past} "
         "(a missing closing quote?)"
     )
 

@@ -54,9 +54,10 @@ def open_binary(path: Path) -> BinaryIO:
     return handle
 
 
-def open_text(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for non-blank lines; decoding errors name the line. A UTF-8
-    byte-order mark (spreadsheet exports write one) is dropped, not taken as part of line 1."""
+def open_text(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for non-blank lines, or every line with ``keep_blank`` (a
+    CSV parser needs the blank lines inside a quoted field); decoding errors name the line. A
+    UTF-8 byte-order mark (spreadsheet exports write one) is dropped, not taken as part of line 1."""
     source = str(path)
     with open_binary(path) as handle:
         try:
@@ -67,7 +68,7 @@ def open_text(path: Path) -> Iterator[tuple[int, str]]:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise TraceFormatError(source, number, None, "is not UTF-8 text", unit="line") from None
-                if text.strip():
+                if keep_blank or text.strip():
                     yield number, text
         except GZIP_ERRORS as exc:
             raise TraceFormatError(source, None, None, f"is a damaged gzip file ({exc})") from None

@@ -35,18 +35,28 @@ from traces.schema import NO_SESSION, NO_TURN, Trace
 
 LENGTHS_ONLY_BLOCK_SIZE = 16  # no hashes to interpret; vLLM's block size, for remapping
 
+# The longest CSV field read, in characters. Python's csv module stops at 131,072 by default,
+# which a long prompt's block_hashes pass (6,300 hashes of 20 digits: 100K tokens in 16-token
+# blocks). This limit takes a hash per token (block size 1) of a 10M-token prompt, the longest
+# context any model serves, yet bounds what a missing closing quote reads into memory before it
+# is named, and fits a C long on every platform (sys.maxsize does not: Windows' is 32 bits).
+CSV_FIELD_LIMIT = 1 << 28
+
 
 def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, values)`` of each record, parsed as CSV is (RFC 4180): a quoted
     field may hold commas, doubled quotes and line breaks, so a record may span lines, and is
     named by the line it begins on. A quote never closed is an error on that line, not the rest
     of the file read into one field (parsed a line at a time, a quoted line break read as a
-    short row and an open quote passed unseen)."""
+    short row and an open quote passed unseen). A blank line is a line break inside a quoted
+    field, kept as such, and skipped between records."""
     error = LineError(str(path))
     taken: list[tuple[int, str]] = []  # the lines the record being parsed has taken: no more are read
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:  # raised, never lowered: the limit is the process's
+        csv.field_size_limit(CSV_FIELD_LIMIT)
 
     def lines() -> Iterator[str]:
-        for number, text in open_text(path):
+        for number, text in open_text(path, keep_blank=True):
             taken.append((number, text))
             yield text
 
@@ -71,6 +81,8 @@ def _csv_records(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
             column = len(next(csv.reader(text for _, text in taken))) - 1
             field = header[column].strip() if header and column < len(header) else None
             raise error(line, field, "opens a quoted field that is never closed (a missing closing quote?)") from None
+        if len(taken) == 1 and not taken[0][1].strip():
+            continue  # a blank line between records
         header = header or values
         yield taken[0][0], values
 
