@@ -9,6 +9,7 @@ package is selected by dotted path (``mypkg.mod.MyPolicy``) or by file
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -118,7 +119,11 @@ def _load_file(family: str, file_part: str) -> ModuleType:
     path = Path(file_part).expanduser().resolve()
     if not path.is_file():
         raise UnknownPolicyError(f"{family} policy file {file_part!r} does not exist")
-    module_name = f"_kvsim_user_{family}_{path.stem}"
+    # Named by the file's path and content, not its name alone: two folders' ``my_policy.py``
+    # are two policies, and a file edited since it was loaded (a notebook's next cell) is
+    # loaded again rather than served from the first load.
+    digest = hashlib.sha256(str(path).encode() + b"\0" + path.read_bytes()).hexdigest()[:16]
+    module_name = f"_kvsim_user_{family}_{path.stem}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)

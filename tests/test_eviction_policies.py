@@ -258,3 +258,16 @@ def test_a_policy_in_a_file_outside_the_package_is_selected_by_config(tmp_path: 
     assert lru.summary["block_hit_ratio"] == 0.0  # a loop of 30 through 20 slots: LRU never hits
     assert mru.summary["block_hit_ratio"] > 0.5
     assert mru.summary["eviction"] == "MRU"
+
+
+def test_policy_files_of_the_same_name_in_two_folders_are_two_policies(tmp_path: Path) -> None:
+    """A file reference was loaded once per file name: the second folder's ``mine.py`` got the
+    first's class. An edit to a file since it was loaded is loaded again, too."""
+    first, second = tmp_path / "a" / "mine.py", tmp_path / "b" / "mine.py"
+    for path, base in ((first, "lru import LRU"), (second, "fifo import FIFO")):
+        path.parent.mkdir()
+        path.write_text(f"from policies.eviction.{base} as Mine\n")
+    assert resolve("eviction", f"{first}:Mine").__name__ == "LRU"
+    assert resolve("eviction", f"{second}:Mine").__name__ == "FIFO"
+    first.write_text("from policies.eviction.sieve import SIEVE as Mine\n")
+    assert resolve("eviction", f"{first}:Mine").__name__ == "SIEVE"
