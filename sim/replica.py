@@ -590,17 +590,17 @@ class Replica:
             if inflight.get((dest, block)) is copy:
                 del inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, held: tuple[int, list[int]] | None = None):
+    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, on_read: Callable[[], None] | None = None):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
-        queued on its link once ``after`` (the hop before) fires. ``held``: ``(tier, blocks)``
-        pinned as the copy's source, unpinned once its first hop has read them."""
+        queued on its link once ``after`` (the hop before) fires. ``on_read``: called once its
+        first hop has read the blocks out of their source tier."""
         yield after
         for hop in path:
             end = self._transfer(hop, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
-            if held is not None:
-                self._source_read(*held)
-                held = None
+            if on_read is not None:
+                on_read()
+                on_read = None
 
     def _landed_down(self, dst: int, blocks: list[int], copy: simpy.Event) -> None:
         """Callback of a copy down: its blocks are in ``dst`` now, unless a later copy of a
@@ -674,7 +674,10 @@ class Replica:
             self._pool_changed()
         slots_free_at = self.env.now
         for (src, dst), blocks in sorted(down.items()):
-            end = self._write_down(src, dst, blocks)
+            # A lower tier kept the victims' slots (TieredCache.hold_demoted): free them once
+            # the copy has read them.
+            vacate = functools.partial(self.cache.vacate, src, len(blocks)) if self.cache.holds_demoted(src) else None
+            end = self._write_down(src, dst, blocks, on_read=vacate)
             if src == HBM:
                 slots_free_at = max(slots_free_at, end)
         return slots_free_at
@@ -687,30 +690,26 @@ class Replica:
             if replica is not self and len(replica.waiting):
                 replica._notify()
 
-    def _write_down(self, src: int, dst: int, blocks: list[int], *, hold_source: bool = False) -> float:
+    def _write_down(self, src: int, dst: int, blocks: list[int], *, on_read: Callable[[], None] | None = None) -> float:
         """Copy ``blocks`` from tier ``src`` down to ``dst``; return when they have left
         ``src`` (the first hop), later hops following in the background. Blocks still landing
         in ``src`` (a DRAM copy on its way when DRAM evicts it to SSD) leave once they have
         arrived; the time returned then is now, which only HBM sources' callers use.
-        ``hold_source``: the blocks stay in ``src`` (a write-through), pinned until the copy
-        has read them, so that nothing evicts them and takes their slots before."""
+        ``on_read``: called when the first hop has read the blocks out of ``src`` (what frees
+        or unpins the slots they held there)."""
         path, n, now = self._path(src, dst), len(blocks), self.env.now
-        if hold_source:
-            for block in blocks:
-                self.cache.pin(src, block)
         landing = self._landing(src, blocks)
         if landing:
             left_src = now
             src_lands_at = self._flights(src)[1]
             lands_at, later_hops = max(src_lands_at.get((src, b), now) for b in blocks), path
-            held = (src, blocks) if hold_source else None
-            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n, held))
+            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n, on_read))
         else:
             first, *later_hops = path
             left_src = lands_at = self._transfer(first, n * self.bytes_per_block, n)
             done = self.env.timeout(left_src - now)
-            if hold_source:
-                done.callbacks.append(lambda _event: self._source_read(src, blocks))
+            if on_read is not None:
+                done.callbacks.append(lambda _event: on_read())
             if later_hops:
                 done = self.env.process(self._copy_down(done, later_hops, n))
         # A copy of one hop (HBM -> DRAM, the common case) needs no process: its landing is
@@ -917,9 +916,14 @@ class Replica:
         req.held_named = complete
         self._stall_until = max(self._stall_until, self._pay(moves))
         for (source, t), written in sorted(through.items()):
-            # HBM's slots are the ones timed (an eviction's write-back stalls the next step
-            # until it has left HBM); a copy from a lower tier frees nothing there.
-            self._write_down(source, t, written, hold_source=source == HBM)
+            # HBM's blocks stay pinned until the copy has read them, so that nothing evicts
+            # them and takes their slots before (a lower tier's slots are not timed here).
+            read = None
+            if source == HBM:
+                for block in written:
+                    self.cache.pin(HBM, block)
+                read = functools.partial(self._source_read, HBM, written)
+            self._write_down(source, t, written, on_read=read)
             if t == self._pool_tier:
                 self._pool_changed()
 

@@ -114,6 +114,44 @@ def test_a_block_still_on_its_way_down_is_read_back_only_once_it_has_landed() ->
     assert result.summary["link_ssd_write_utilisation"] <= 1.0  # over the span the copies drained in
 
 
+def test_a_dram_slot_is_not_reused_until_its_copy_down_has_read_it() -> None:
+    # HBM holds one request's KV, DRAM one request's cached blocks, and the SSD is written
+    # slowly. B pushes A's blocks down to DRAM; C pushes B's down, and DRAM evicts A's to the
+    # SSD to make room. A's slots hold A's data until the SSD write has read it, so B's blocks
+    # cannot have them: with no room, they are dropped. Once the write has read A's blocks,
+    # the slots are free again, and C's blocks, pushed down by B's return, take them.
+    ssd_write_gbps = 0.05
+    copy_s = 7 * bytes_per_block() / (ssd_write_gbps * 1e9)
+    written_at = 0.6 + copy_s  # C evicts B's blocks from HBM at its arrival
+    hardware = HardwareConfig(
+        pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+        ssd_write_gbps=ssd_write_gbps,
+    )  # fmt: skip
+    cfg = SimConfig(
+        hardware=hardware,
+        tiers=TierConfig(hbm_blocks=8, dram_blocks=7),
+        admission="ssd_spill",
+        timeseries_interval_s=0.1,
+    )
+    rows = [
+        (0.0, chain(1)),
+        (0.3, chain(2)),
+        (0.6, chain(3)),
+        (written_at + 0.5, chain(2)),
+        (written_at + 1.0, chain(3)),
+    ]
+    result = run(cfg, make_trace(rows))
+    b_again, c_again = result.requests.iloc[3], result.requests.iloc[4]
+    assert b_again["dram_hit_tokens"] == b_again["ssd_hit_tokens"] == 0 and b_again["recomputed_tokens"] == PROMPT
+    assert c_again["dram_hit_tokens"] == 7 * BLOCK
+    # Inside the copy DRAM is full: the 7 slots it is reading count against the capacity.
+    series = result.timeseries
+    during = series[(series["time_s"] > 0.6) & (series["time_s"] < written_at)]
+    assert len(during) and (during["dram_used_blocks"] == 7).all()
+    # Nothing of B's was written to DRAM while the copy ran: PCIe D2H carried A's and C's blocks.
+    assert result.summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
+
+
 def test_a_write_through_copy_holds_its_hbm_slots_until_it_has_read_them() -> None:
     # HBM holds one request's KV (7 named blocks and a private one). A's blocks are written
     # through to DRAM over a slow PCIe as its prefill ends; B, queued behind A, needs their
