@@ -158,6 +158,9 @@ class _ServeRun:
             tiers,
             setup.policies["admission"](),
             check_invariants=config.check_invariants,
+            # A tier below HBM keeps a demoted block's slot until its copy has read it. HBM's
+            # slots go to the step that evicted, which waits for the copies (Replica._pay).
+            hold_demoted=range(1, len(tiers)),
         )
         scheduler = setup.policies["scheduler"]()
         bind_policy("scheduler", scheduler, self.trace.categories)

@@ -9,11 +9,19 @@ modes, so replay hit ratios and serve-mode residency follow the same rules.
 
 Rules kept here (and checked when ``check_invariants`` is on):
 
-* a tier never holds more than its capacity (named blocks + reserved private blocks);
+* a tier never holds more than its capacity (named blocks + reserved private blocks + the
+  slots of evicted blocks still being copied out, see below);
 * a pinned block is never evicted (victims are verified against the pin table);
 * the hierarchy is inclusive: promoting a block up leaves its lower copy in place;
 * a block is told to its tier's eviction policy when it becomes a candidate: at once when
   inserted unpinned, or when its pinning request releases it (see ``policies/eviction/base``).
+
+Timing enters in one place. In the tiers the caller names ``hold_demoted``, a victim demoted
+to a lower tier keeps its slot (``Tier.leaving``) until the caller calls :meth:`vacate`, when
+its copy has read it: a real offload engine (vLLM swap, LMCache) cannot reuse the memory
+before its copy engine has read the old contents out, so while copies are in flight the tier
+holds fewer blocks. The slot is neither evictable nor reusable meanwhile. The cache-only
+replayer has no time and names none: its slots are free at once.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class Tier:
         "capacity",
         "evictions",
         "index",
+        "leaving",
         "name",
         "pinned",
         "policy",
@@ -65,15 +74,16 @@ class Tier:
         self.pinned: dict[int, int] = {}  # block id -> pin count; only resident blocks
         self.untold: set[int] = set()  # resident, pinned, not yet told to the policy
         self.reserved = 0  # private blocks of running or swapped requests
+        self.leaving = 0  # slots of evicted blocks whose copy down has not read them yet
         self.evictions = 0
 
     @property
     def used(self) -> int:
-        return len(self.blocks) + self.reserved
+        return len(self.blocks) + self.reserved + self.leaving
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.blocks) - self.reserved
+        return self.capacity - len(self.blocks) - self.reserved - self.leaving
 
     @property
     def evictable(self) -> int:
@@ -89,8 +99,12 @@ class TieredCache:
         admission: AdmissionPolicy,
         *,
         check_invariants: bool = True,
+        hold_demoted: Sequence[int] = (),
     ) -> None:
+        """``hold_demoted``: indices of the tiers whose demoted victims keep their slots until
+        :meth:`vacate` (see the module docstring)."""
         self.tiers = list(tiers)
+        self._hold_demoted = frozenset(hold_demoted)
         self.names = tuple(t.name for t in self.tiers)
         self.admission = admission
         admission.bind(self.names)
@@ -129,16 +143,19 @@ class TieredCache:
 
     # ------------------------------------------------------------------ space
     def make_room(self, t: int, n: int, moves: list[Move]) -> bool:
-        """Evict from tier ``t`` until ``n`` slots are free; ``False`` if pins forbid it."""
+        """Evict ``n`` minus the free slots from tier ``t``; ``True`` if ``n`` slots are free
+        then. ``False`` if pins forbid it (evicting nothing), or if victims demoted from a
+        tier in ``hold_demoted`` still hold their slots (they are evicted all the same, as an
+        offload engine evicts for room it gets once their copies have read them)."""
         tier = self.tiers[t]
-        free = tier.capacity - len(tier.blocks) - tier.reserved
+        free = tier.free
         if free >= n:
             return True
         if free + len(tier.blocks) - len(tier.pinned) < n:
             return False
         for _ in range(n - free):
             self._evict_one(tier, moves)
-        return True
+        return tier.free >= n
 
     def reserve(self, t: int, n: int, moves: list[Move]) -> bool:
         """Hold ``n`` private (unnamed) blocks in tier ``t``, evicting to make room."""
@@ -146,6 +163,18 @@ class TieredCache:
             return False
         self.tiers[t].reserved += n
         return True
+
+    def holds_demoted(self, t: int) -> bool:
+        """Whether tier ``t``'s demoted victims keep their slots until :meth:`vacate`."""
+        return t in self._hold_demoted
+
+    def vacate(self, t: int, n: int) -> None:
+        """The copies down of ``n`` blocks evicted from tier ``t`` have read them: their slots
+        are free."""
+        tier = self.tiers[t]
+        if self.check_invariants and n > tier.leaving:
+            raise InvariantError(f"{tier.name}: vacating {n} slots but only {tier.leaving} are being copied out")
+        tier.leaving -= n
 
     def unreserve(self, t: int, n: int) -> None:
         tier = self.tiers[t]
@@ -177,6 +206,8 @@ class TieredCache:
             return
         if self.insert(dest, victim, position, moves, pin=False):
             moves.append(Move(victim, tier.index, dest))
+            if tier.index in self._hold_demoted:
+                tier.leaving += 1
         else:
             moves.append(Move(victim, tier.index, DROPPED))
 
@@ -206,7 +237,7 @@ class TieredCache:
             tier.untold.add(block)
         else:
             tier.policy.on_insert(block, position)
-        if self.check_invariants and len(tier.blocks) + tier.reserved > tier.capacity:
+        if self.check_invariants and tier.used > tier.capacity:
             raise InvariantError(f"{tier.name}: {tier.used} blocks held, capacity {tier.capacity}")
         return True
 

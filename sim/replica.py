@@ -5,9 +5,11 @@ prefills continue in chunks, and waiting requests are admitted in the scheduler'
 the token budget (``max_num_batched_tokens``), the sequence limit (``max_num_seqs``) and KV
 memory allow. Admission looks the prompt's prefix up tier by tier: HBM hits are pinned,
 lower-tier hits are copied up over the links (the request waits in ``LOADING``, which is
-recorded as KV stall, as is the wait of running requests for write-backs that free the slots
-of their next step), misses are prefilled. Memory is allocated per step; when a running
-request cannot grow, the scheduler's preemption victim is preempted by recompute or swap.
+recorded as KV stall), misses are prefilled. A step whose plan evicted from HBM or swapped a
+request out waits for those copies to leave HBM before it runs, as vLLM's cache engine swaps
+out before the model executes; that wait is KV stall of the step's requests too. Memory is
+allocated per step; when a running request cannot grow, the scheduler's preemption victim is
+preempted by recompute or swap.
 
 Cost is O(events), not O(tokens): while the batch is decode-only, the replica advances many
 decode steps in one SimPy timeout, up to the next completion or the last step HBM's free room
@@ -15,8 +17,8 @@ covers, priced in one vectorised call. Decode progress is kept implicitly agains
 per-replica step counter (``generated = joined_generated + counter - joined_counter``), so a
 step does not touch every running request. An arrival or a finished copy wakes the replica at
 the next step boundary, exactly when a real engine would see it. The run is a shortcut of its
-steps planned one by one, and gives the same results: a step that must evict, or that a
-write-back stall follows, is planned on its own, and a wake-up gives back the blocks reserved
+steps planned one by one, and gives the same results: a step that must evict, or that waits
+for write-backs, is planned on its own, and a wake-up gives back the blocks reserved
 for the steps after the one in progress.
 """
 
@@ -131,7 +133,7 @@ class Replica:
         # Every replica sharing the pool (filled in once all are built): what one puts there
         # or evicts changes the others' lookups.
         self._pool_replicas = pool_replicas
-        self._stall_until = 0.0  # the next step waits for write-backs that free its slots
+        self._stall_until = 0.0  # the step planned next runs once the write-backs freeing its slots are done
         # The multi-step decode run in progress: (start time, start counter, cumulative step
         # seconds); a wake-up cuts it short after its step in progress (_notify).
         self._run: tuple[float, int, np.ndarray] | None = None
@@ -246,16 +248,17 @@ class Replica:
         while True:
             if self._wake.triggered:
                 self._wake = env.event()
-            if self._stall_until > env.now:
-                stalled_at = env.now
-                yield env.timeout(self._stall_until - env.now)
-                self._charge_stall(stalled_at)
-                continue
             plan = self._plan()
             if plan is None:
                 yield self._wake
                 continue
-            prefill, k, durations = plan
+            prefill, k = plan
+            if self._stall_until > env.now:
+                # Its slots are free once the write-backs have left HBM: the step runs then.
+                stalled_at = env.now
+                yield env.timeout(self._stall_until - env.now)
+                self._charge_stall(stalled_at, prefill)
+            durations = self._price(prefill, k)
             batch = self.n_decode + len(prefill)
             start, start_counter = env.now, self.counter
             cumulative = np.cumsum(durations)
@@ -287,14 +290,12 @@ class Replica:
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
 
-    def _charge_stall(self, since: float) -> None:
-        """The step loop waited from ``since`` until now for write-backs to free the HBM slots
-        of its next step: KV stall of every request that step would run, from when it was
-        ready (its own KV landed during the wait) if later."""
-        now = self.env.now
-        ready = [req for req in self.running if req.state is State.PREFILL or req.state is State.DECODE]
-        for req in (*ready, *self._resuming):
-            waited = now - max(since, req.ready_at)
+    def _charge_stall(self, since: float, prefill: list[tuple[Request, int]]) -> None:
+        """The planned step waited from ``since`` until now for write-backs to free its HBM
+        slots: KV stall of every request it runs (its decoders and its prefill chunks)."""
+        waited = self.env.now - since
+        decoders = [req for req in self.running if req.state is State.DECODE]
+        for req in (*decoders, *(req for req, _ in prefill)):
             req.stall_s += waited
             self.log.stall_s[req.index] += waited
 
@@ -306,8 +307,9 @@ class Replica:
             return len(cumulative)
         return min(int(np.searchsorted(cumulative, now - start, side="left")) + 1, len(cumulative))
 
-    def _plan(self) -> tuple[list[tuple[Request, int]], int, np.ndarray] | None:
-        """Build the next step: ``(prefill chunks, decode steps, step durations)`` or ``None``."""
+    def _plan(self) -> tuple[list[tuple[Request, int]], int] | None:
+        """Build the next step: ``(prefill chunks, decode steps)``, or ``None`` if there is no
+        work. Priced by :meth:`_price` once it starts, after any wait for write-backs."""
         for req in self._resuming:
             self._join_decode(req)
         self._resuming.clear()
@@ -335,27 +337,32 @@ class Replica:
                 self._execute(self.prefetch.on_queue_change(self.waiting.head(32, self.env.now), self))
         self._track_peaks()
         if prefill:
-            new = [chunk for _, chunk in prefill]
-            prefix = [req.computed for req, _ in prefill]
-            ctx = self.decode_ctx_base + self.n_decode * self.counter
-            full = np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)])
-            self._step_allreduce_s = self.execution.allreduce_s(sum(new) + self.n_decode)
-            return prefill, 1, self._at_clock(full, lambda: self._bounds(new, prefix))
+            return prefill, 1
         if not self.n_decode:
             return None
         k = self._finish_heap[0][0] - self.counter + 1 if self._finish_heap else 1
         k = max(1, min(k, _MAX_DECODE_STEPS_PER_EVENT))
         if self._stall_until > self.env.now:
-            # The step after this one waits for the write-backs this plan issued (the loop's
-            # stall); a run would carry on through that wait.
+            # This step waits for write-backs before it runs: what arrives meanwhile is seen
+            # after it, which a run, cut short only by a wake-up while it runs, would miss.
             k = 1
         # The later steps of a run take only free room: one step per event would evict for a
         # step only when it plans it, so a run stops where eviction would be needed.
-        k = max(1, self._grow_decoders(k, evict=False))
+        return prefill, max(1, self._grow_decoders(k, evict=False))
+
+    def _price(self, prefill: list[tuple[Request, int]], k: int) -> np.ndarray:
+        """The seconds of each of the ``k`` steps planned, as they start now (the power-cap
+        clock has relaxed over any wait before them)."""
         ctx = self.decode_ctx_base + self.n_decode * self.counter
+        if prefill:
+            new = [chunk for _, chunk in prefill]
+            prefix = [req.computed for req, _ in prefill]
+            full = np.array([self.execution.iteration_s(new, prefix, self.n_decode, ctx)])
+            self._step_allreduce_s = self.execution.allreduce_s(sum(new) + self.n_decode)
+            return self._at_clock(full, lambda: self._bounds(new, prefix))
         full = self.execution.decode_steps_s(self.n_decode, ctx, k)
         self._step_allreduce_s = self.execution.allreduce_s(self.n_decode)
-        return prefill, k, self._at_clock(full, lambda: self._bounds([], []))
+        return self._at_clock(full, lambda: self._bounds([], []))
 
     def _bounds(self, new: list[int], prefix: list[int]) -> tuple[float, float]:
         """The planned step's clock-bound and full-power seconds (:mod:`hwmodels.clock`)."""
@@ -590,17 +597,17 @@ class Replica:
             if inflight.get((dest, block)) is copy:
                 del inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, held: tuple[int, list[int]] | None = None):
+    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, on_read: Callable[[], None] | None = None):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
-        queued on its link once ``after`` (the hop before) fires. ``held``: ``(tier, blocks)``
-        pinned as the copy's source, unpinned once its first hop has read them."""
+        queued on its link once ``after`` (the hop before) fires. ``on_read``: called once its
+        first hop has read the blocks out of their source tier."""
         yield after
         for hop in path:
             end = self._transfer(hop, n * self.bytes_per_block, n)
             yield self.env.timeout(end - self.env.now)
-            if held is not None:
-                self._source_read(*held)
-                held = None
+            if on_read is not None:
+                on_read()
+                on_read = None
 
     def _landed_down(self, dst: int, blocks: list[int], copy: simpy.Event) -> None:
         """Callback of a copy down: its blocks are in ``dst`` now, unless a later copy of a
@@ -674,7 +681,10 @@ class Replica:
             self._pool_changed()
         slots_free_at = self.env.now
         for (src, dst), blocks in sorted(down.items()):
-            end = self._write_down(src, dst, blocks)
+            # A lower tier kept the victims' slots (TieredCache.hold_demoted): free them once
+            # the copy has read them.
+            vacate = functools.partial(self.cache.vacate, src, len(blocks)) if self.cache.holds_demoted(src) else None
+            end = self._write_down(src, dst, blocks, on_read=vacate)
             if src == HBM:
                 slots_free_at = max(slots_free_at, end)
         return slots_free_at
@@ -687,30 +697,26 @@ class Replica:
             if replica is not self and len(replica.waiting):
                 replica._notify()
 
-    def _write_down(self, src: int, dst: int, blocks: list[int], *, hold_source: bool = False) -> float:
+    def _write_down(self, src: int, dst: int, blocks: list[int], *, on_read: Callable[[], None] | None = None) -> float:
         """Copy ``blocks`` from tier ``src`` down to ``dst``; return when they have left
         ``src`` (the first hop), later hops following in the background. Blocks still landing
         in ``src`` (a DRAM copy on its way when DRAM evicts it to SSD) leave once they have
         arrived; the time returned then is now, which only HBM sources' callers use.
-        ``hold_source``: the blocks stay in ``src`` (a write-through), pinned until the copy
-        has read them, so that nothing evicts them and takes their slots before."""
+        ``on_read``: called when the first hop has read the blocks out of ``src`` (what frees
+        or unpins the slots they held there)."""
         path, n, now = self._path(src, dst), len(blocks), self.env.now
-        if hold_source:
-            for block in blocks:
-                self.cache.pin(src, block)
         landing = self._landing(src, blocks)
         if landing:
             left_src = now
             src_lands_at = self._flights(src)[1]
             lands_at, later_hops = max(src_lands_at.get((src, b), now) for b in blocks), path
-            held = (src, blocks) if hold_source else None
-            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n, held))
+            done = self.env.process(self._copy_down(self.env.all_of(landing), path, n, on_read))
         else:
             first, *later_hops = path
             left_src = lands_at = self._transfer(first, n * self.bytes_per_block, n)
             done = self.env.timeout(left_src - now)
-            if hold_source:
-                done.callbacks.append(lambda _event: self._source_read(src, blocks))
+            if on_read is not None:
+                done.callbacks.append(lambda _event: on_read())
             if later_hops:
                 done = self.env.process(self._copy_down(done, later_hops, n))
         # A copy of one hop (HBM -> DRAM, the common case) needs no process: its landing is
@@ -738,8 +744,7 @@ class Replica:
             return
         if self.cache.check_invariants and self._landing(HBM, req.blocks[: req.held_named]):
             raise InvariantError(f"request {req.index} runs on KV blocks still being copied into HBM")
-        req.ready_at = self.env.now
-        waited = req.ready_at - req.load_started_s
+        waited = self.env.now - req.load_started_s
         req.stall_s += waited
         self.log.stall_s[req.index] += waited
         if req.swapped_blocks:
@@ -917,9 +922,14 @@ class Replica:
         req.held_named = complete
         self._stall_until = max(self._stall_until, self._pay(moves))
         for (source, t), written in sorted(through.items()):
-            # HBM's slots are the ones timed (an eviction's write-back stalls the next step
-            # until it has left HBM); a copy from a lower tier frees nothing there.
-            self._write_down(source, t, written, hold_source=source == HBM)
+            # HBM's blocks stay pinned until the copy has read them, so that nothing evicts
+            # them and takes their slots before (a lower tier's slots are not timed here).
+            read = None
+            if source == HBM:
+                for block in written:
+                    self.cache.pin(HBM, block)
+                read = functools.partial(self._source_read, HBM, written)
+            self._write_down(source, t, written, on_read=read)
             if t == self._pool_tier:
                 self._pool_changed()
 

@@ -53,7 +53,6 @@ class Request:
         "preemptions",
         "priority",
         "prompt_target",
-        "ready_at",
         "replica",
         "session_id",
         "stall_s",
@@ -94,7 +93,6 @@ class Request:
         self.first_scheduled_s = -1.0
         self.first_token_s = -1.0
         self.load_started_s = -1.0
-        self.ready_at = 0.0  # when its KV last finished loading (it may then run)
         self.stall_s = 0.0
         self.looked_up = False  # hit accounting happens at the first lookup only
         self.prompt_target = input_tokens  # tokens to prefill (prompt + regenerated output after recompute)

@@ -331,17 +331,19 @@ def test_a_request_sharing_blocks_a_swap_in_is_copying_waits_for_them() -> None:
 
 
 def test_a_swap_in_waits_for_its_blocks_still_being_copied_into_hbm() -> None:
-    # Here the sharing request is urgent and admitted first: it loads the prefix's evicted part
-    # from the SSD (DRAM, full of the swap space, spilled it there), slower than the swap-in's
-    # own copy over PCIe; the swapped-in request finds those blocks in HBM and waits for them.
+    # Here the sharing request is urgent and admitted first: it loads most of the prefix's
+    # evicted part from the shared pool (written through there; DRAM, full of the swap space,
+    # keeps little of it) over a slow network, slower than the swap-in's own copy over PCIe;
+    # the swapped-in request finds those blocks in HBM and waits for them.
     prefix = list(range(1000, 1040))
-    config, trace = swap_then_share_case((0.31, 720, [*prefix, *range(3000, 3005)], 5, "chat"), pcie_gbps=2.0)
-    config.hardware.ssd_read_gbps = 0.2
-    config.tiers.dram_blocks, config.tiers.ssd_blocks = 50, 1000
-    config.admission = "ssd_spill"
+    config, trace = swap_then_share_case(
+        (0.31, 720, [*prefix, *range(3000, 3005)], 5, "chat"), pcie_gbps=2.0, net_gbps=0.2
+    )
+    config.tiers.dram_blocks, config.tiers.remote_blocks = 50, 1000
+    config.admission = "write_through"
     requests = run(config, trace).requests  # resuming before they land is an InvariantError
     swapped, sharing = requests.iloc[0], requests.iloc[2]
-    assert swapped["preemptions"] == 1 and sharing["ssd_hit_tokens"] > 0
+    assert swapped["preemptions"] == 1 and sharing["remote_hit_tokens"] > 0
     assert swapped["kv_stall_s"] == pytest.approx(sharing["kv_stall_s"])
 
 

@@ -151,3 +151,28 @@ def test_demotion_to_a_tier_above_is_refused() -> None:
     c.insert(0, 1, 0, [], pin=False)
     with pytest.raises(ValueError, match="expected a tier below 'hbm'"):
         c.insert(0, 2, 0, [], pin=False)
+
+
+def test_a_held_tier_keeps_a_demoted_blocks_slot_until_it_is_vacated() -> None:
+    # DRAM holds 2 blocks and keeps the slot of a block it demotes to the SSD until the copy
+    # has read it: a third block finds no room (and is dropped on its way down from HBM)
+    # until vacate() frees the slot; the cache-only replayer holds nothing.
+    held = TieredCache(build_tiers([("hbm", 1), ("dram", 2), ("ssd", 4)], lru), SsdSpill(), hold_demoted=[1])
+    moves: list[Move] = []
+    for block in (1, 2):
+        held.insert(1, block, 0, moves, pin=False)
+    assert not held.insert(1, 3, 0, moves, pin=False)  # evicts 1 to the SSD, whose slot stays taken
+    dram = held.tiers[1]
+    assert Move(1, 1, 2) in moves and sorted(dram.blocks) == [2] and dram.leaving == 1 and dram.free == 0
+    assert dram.used == dram.capacity
+    held.insert(0, 4, 0, moves, pin=False)
+    held.insert(0, 5, 0, moves, pin=False)  # demotes 4 from HBM: DRAM evicts 2, and still has no room
+    assert Move(4, 0, DROPPED) in moves and 4 not in dram.blocks and dram.leaving == 2
+    held.vacate(1, 2)
+    assert dram.free == 2 and held.insert(1, 3, 0, moves, pin=False)
+    with pytest.raises(InvariantError, match="vacating"):
+        held.vacate(1, 1)
+    unheld = cache([("hbm", 1), ("dram", 2), ("ssd", 4)])
+    for block in (1, 2, 3):
+        assert unheld.insert(1, block, 0, [], pin=False)
+    assert sorted(unheld.tiers[1].blocks) == [2, 3] and unheld.tiers[1].leaving == 0

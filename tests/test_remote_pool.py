@@ -117,10 +117,12 @@ def _inserts_and_evictions(n_replicas: int, remote_blocks: int) -> tuple[int, in
 def test_the_pool_is_one_tier_whose_blocks_are_counted_once(n_replicas: int) -> None:
     # Every block enters the pool by a network write and leaves it only by eviction, so what
     # is left at the end is what was written less what was evicted, whatever the replicas.
-    written, evicted, left = _inserts_and_evictions(n_replicas, remote_blocks=150)
+    # (A small pool: DRAM, which spills to it, keeps a slot until its copy has read it, and
+    # drops what finds no room meanwhile, so fewer blocks reach the pool than DRAM evicts.)
+    written, evicted, left = _inserts_and_evictions(n_replicas, remote_blocks=60)
     assert evicted > 0, "the pool should have filled for this to test anything"
     assert left == written - evicted
-    assert left <= 150
+    assert left <= 60
 
 
 def test_same_config_with_a_pool_gives_byte_identical_results() -> None:
