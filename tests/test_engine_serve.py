@@ -96,6 +96,25 @@ def test_prompt_evicted_from_hbm_hits_in_dram_and_pays_the_pcie_load() -> None:
     assert summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
 
 
+def test_an_ssd_hit_of_many_blocks_pays_the_ssd_latency_once_not_per_block() -> None:
+    # An NVMe drive serves a load's block reads at once (deep queues): they stream at its
+    # rated bandwidth and the load lands one request latency after its bytes (sim.links), not
+    # one latency per block queued behind each other's.
+    ssd_gbps, ssd_latency = 2.0, 1e-3
+    trace = make_trace([(0.0, chain(1)), (10.0, chain(2)), (20.0, chain(1))])
+    hardware = HardwareConfig(
+        profile="datasheet", pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+        ssd_read_gbps=ssd_gbps, ssd_latency_s=ssd_latency,
+    )  # fmt: skip
+    result = run(SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=8), admission="ssd_spill"), trace)
+    third = result.requests.iloc[2]
+    assert third["ssd_hit_tokens"] == 7 * BLOCK
+    nbytes = 7 * bytes_per_block()
+    ssd = ssd_latency + nbytes / (ssd_gbps * 1e9)
+    pcie = 7 * PCIE_LATENCY_S + nbytes / (PCIE_GBPS * 1e9)
+    assert third["kv_stall_s"] == pytest.approx(ssd + pcie)
+
+
 def test_a_block_still_on_its_way_down_is_read_back_only_once_it_has_landed() -> None:
     # HBM -> SSD crosses PCIe, then a slow SSD write: A's blocks leave HBM as soon as PCIe has
     # carried them (B takes their slots), but they are on the SSD only when the write lands.
