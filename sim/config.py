@@ -71,6 +71,7 @@ class HardwareConfig:
     ssd_gb: float = 0.0
     pcie_gbps: float | None = None  # per direction; None = the profile's copy model
     pcie_latency_s: float | None = None  # per copy; None = the profile's copy model
+    # One NVMe drive per replica: its reads and writes take turns on it (sim.links), each at its rate.
     ssd_read_gbps: float = 7.0
     ssd_write_gbps: float = 5.0
     ssd_latency_s: float = 100e-6  # per transfer to or from the SSD, not holding it (sim.links)

@@ -20,7 +20,7 @@ from sim.blocks import AccessOracle, remap_blocks
 from sim.build import Setup, bind_policy, build_setup
 from sim.config import SHARED_TIERS, SimConfig
 from sim.kvcache import InvariantError, Tier, TieredCache, build_tiers
-from sim.links import Link
+from sim.links import Link, Medium
 from sim.metrics import GpuPower, RequestLog, RunTotals, requests_frame, summarise
 from sim.progress import SimProgress
 from sim.replica import Replica
@@ -146,9 +146,10 @@ class _ServeRun:
             "pcie_d2h": Link(env, "pcie_d2h", setup.pcie_d2h, bucket),
         }
         if "ssd" in self.tier_names:
-            ssd = setup.ssd_latency_s
-            links["ssd_read"] = Link(env, "ssd_read", setup.ssd_read, bucket, latency_s=ssd)
-            links["ssd_write"] = Link(env, "ssd_write", setup.ssd_write, bucket, latency_s=ssd)
+            # One drive: its reads and writes take turns on the same flash (sim.links).
+            ssd, drive = setup.ssd_latency_s, Medium()
+            links["ssd_read"] = Link(env, "ssd_read", setup.ssd_read, bucket, latency_s=ssd, medium=drive)
+            links["ssd_write"] = Link(env, "ssd_write", setup.ssd_write, bucket, latency_s=ssd, medium=drive)
         if self.pool is not None:
             net = setup.net_latency_s
             links["net_read"] = Link(env, "net_read", setup.net_read, bucket, latency_s=net)

@@ -19,6 +19,12 @@ an NVMe drive its datasheet sequential rate at 128 KiB requests from queue depth
 Micron 7450 MAX, rated 6.8 GB/s, read 6.46 GiB/s by fio in 2 MiB requests at QD >= 8,
 NVIDIA/recsys-examples#472), a 400 Gb/s NIC 48 GB/s in a batch of 1 MB blocks (ROCm/mori#351).
 
+Links that are two directions of one **medium** take turns on it: an SSD's reads and writes
+are both served by the same flash and controller (a drive rated 7 GB/s read and 5 GB/s write
+does not do both at once; NVIDIA/recsys-examples#472 names concurrent reads and writes as a
+cause of lost SSD bandwidth), so its two links share one queue, each transfer priced at its
+own direction's rate. PCIe and a NIC are full duplex: each direction is a medium of its own.
+
 Because service is FIFO and durations are known when a transfer is queued, its completion
 time is exact at issue: :meth:`Link.transfer` returns a SimPy event that fires then. Bytes,
 copies and busy time are accounted per link, and busy time per time bucket gives utilisation

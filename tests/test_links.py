@@ -3,7 +3,7 @@
 import pytest
 import simpy
 
-from sim.links import Link, linear_duration
+from sim.links import Link, Medium, linear_duration
 
 
 def test_fifo_transfers_queue_behind_each_other_and_account_bytes() -> None:
@@ -54,3 +54,16 @@ def test_a_device_latency_delays_each_transfer_but_a_stream_still_reaches_the_ra
     assert link.busy_s == pytest.approx(64 * block_bytes / bandwidth)  # latency is not busy time
     assert link.done_at == pytest.approx(ends[-1])
     assert link.completion_if_queued(block_bytes, 1, env.now) == pytest.approx(ends[-1] + block_bytes / bandwidth)
+
+
+def test_links_on_one_medium_take_turns_and_full_duplex_directions_do_not() -> None:
+    env = simpy.Environment()
+    drive = Medium()
+    read = Link(env, "ssd_read", linear_duration(0.0, 7e9), bucket_s=1.0, medium=drive)
+    write = Link(env, "ssd_write", linear_duration(0.0, 5e9), bucket_s=1.0, medium=drive)
+    assert read.reserve(7_000_000, 1) == pytest.approx(1e-3)
+    assert write.reserve(5_000_000, 1) == pytest.approx(2e-3)  # behind the read, at its own rate
+    assert read.completion_if_queued(7_000_000, 1, 0.0) == pytest.approx(3e-3)
+    h2d = Link(env, "pcie_h2d", linear_duration(0.0, 50e9), bucket_s=1.0)
+    d2h = Link(env, "pcie_d2h", linear_duration(0.0, 50e9), bucket_s=1.0)
+    assert h2d.reserve(50_000_000, 1) == d2h.reserve(50_000_000, 1) == pytest.approx(1e-3)
