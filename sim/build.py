@@ -65,6 +65,10 @@ class Setup:
     ssd_write: DurationModel
     net_read: DurationModel  # pool -> replica, per replica
     net_write: DurationModel  # replica -> pool, per replica
+    # A request's latency on the SSD and the network: paid once per transfer, after its bytes,
+    # without holding the link (both keep many requests in flight; sim.links).
+    ssd_latency_s: float
+    net_latency_s: float
     # The pool servers' side of the same copies, shared by all replicas; None = not a limit.
     pool_read: DurationModel | None
     pool_write: DurationModel | None
@@ -148,10 +152,12 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
         copies_per_block=copies,
         pcie_h2d=h2d,
         pcie_d2h=d2h,
-        ssd_read=linear_duration(hw.ssd_latency_s, hw.ssd_read_gbps * GB),
-        ssd_write=linear_duration(hw.ssd_latency_s, hw.ssd_write_gbps * GB),
-        net_read=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), kv_shards),
-        net_write=_sharded(linear_duration(hw.net_latency_s, hw.net_gbps * GB), kv_shards),
+        ssd_read=linear_duration(0.0, hw.ssd_read_gbps * GB),
+        ssd_write=linear_duration(0.0, hw.ssd_write_gbps * GB),
+        net_read=_sharded(linear_duration(0.0, hw.net_gbps * GB), kv_shards),
+        net_write=_sharded(linear_duration(0.0, hw.net_gbps * GB), kv_shards),
+        ssd_latency_s=hw.ssd_latency_s,
+        net_latency_s=hw.net_latency_s,
         pool_read=None if hw.pool_gbps is None else linear_duration(0.0, hw.pool_gbps * GB),
         pool_write=None if hw.pool_gbps is None else linear_duration(0.0, hw.pool_gbps * GB),
         policies=policies,

@@ -71,12 +71,13 @@ class HardwareConfig:
     ssd_gb: float = 0.0
     pcie_gbps: float | None = None  # per direction; None = the profile's copy model
     pcie_latency_s: float | None = None  # per copy; None = the profile's copy model
+    # One NVMe drive per replica: its reads and writes take turns on it (sim.links), each at its rate.
     ssd_read_gbps: float = 7.0
     ssd_write_gbps: float = 5.0
-    ssd_latency_s: float = 100e-6  # per request to the SSD
+    ssd_latency_s: float = 100e-6  # per transfer to or from the SSD, not holding it (sim.links)
     remote_gb: float = 0.0  # the shared pool's capacity, for all replicas together
     net_gbps: float = 25.0  # per GPU and direction to the pool: a 200 Gb/s RDMA NIC each
-    net_latency_s: float = 20e-6  # per block read from or written to the pool
+    net_latency_s: float = 20e-6  # per transfer to or from the pool, not holding the NIC (sim.links)
     # The pool servers' own bandwidth per direction, all replicas together; None = they keep
     # up with every replica's NIC (a pool spread over as many nodes as there are replicas).
     pool_gbps: float | None = None

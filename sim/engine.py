@@ -20,7 +20,7 @@ from sim.blocks import AccessOracle, remap_blocks
 from sim.build import Setup, bind_policy, build_setup
 from sim.config import SHARED_TIERS, SimConfig
 from sim.kvcache import InvariantError, Tier, TieredCache, build_tiers
-from sim.links import Link
+from sim.links import Link, Medium
 from sim.metrics import GpuPower, RequestLog, RunTotals, requests_frame, summarise
 from sim.progress import SimProgress
 from sim.replica import Replica
@@ -146,11 +146,14 @@ class _ServeRun:
             "pcie_d2h": Link(env, "pcie_d2h", setup.pcie_d2h, bucket),
         }
         if "ssd" in self.tier_names:
-            links["ssd_read"] = Link(env, "ssd_read", setup.ssd_read, bucket)
-            links["ssd_write"] = Link(env, "ssd_write", setup.ssd_write, bucket)
+            # One drive: its reads and writes take turns on the same flash (sim.links).
+            ssd, drive = setup.ssd_latency_s, Medium()
+            links["ssd_read"] = Link(env, "ssd_read", setup.ssd_read, bucket, latency_s=ssd, medium=drive)
+            links["ssd_write"] = Link(env, "ssd_write", setup.ssd_write, bucket, latency_s=ssd, medium=drive)
         if self.pool is not None:
-            links["net_read"] = Link(env, "net_read", setup.net_read, bucket)
-            links["net_write"] = Link(env, "net_write", setup.net_write, bucket)
+            net = setup.net_latency_s
+            links["net_read"] = Link(env, "net_read", setup.net_read, bucket, latency_s=net)
+            links["net_write"] = Link(env, "net_write", setup.net_write, bucket, latency_s=net)
             links.update(self.pool_links)
         local = [(name, capacity) for name, capacity in setup.tier_blocks if name not in SHARED_TIERS]
         tiers = build_tiers(local, self._make_policy) + ([self.pool] if self.pool is not None else [])
@@ -396,7 +399,7 @@ class _ServeRun:
             link_busy[name] = sum(link.busy_s for link in links) / len(links)
             link_transfers[name] = sum(link.transfers for link in links)
         tp = self.config.hardware.tensor_parallel
-        last_copy = max((link.free_at for links in self._distinct_links().values() for link in links), default=start)
+        last_copy = max((link.done_at for links in self._distinct_links().values() for link in links), default=start)
         return RunTotals(
             makespan_s=makespan,
             link_span_s=max(makespan, last_copy - start),

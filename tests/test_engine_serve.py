@@ -21,7 +21,7 @@ from sim.config import EngineConfig, HardwareConfig, SimConfig, TierConfig
 from sim.report import format_summary
 from sim.result import summary_json
 from sim.run import run
-from traces import Trace
+from traces import Trace, generate
 
 BLOCK = 128
 PROMPT = 1000  # 7 full blocks (896 tokens) + a 104-token unhashed tail
@@ -97,6 +97,25 @@ def test_prompt_evicted_from_hbm_hits_in_dram_and_pays_the_pcie_load() -> None:
     assert summary["link_pcie_h2d_bytes"] == 7 * bytes_per_block()
     # Written back: A's 7 blocks when B arrived, B's 7 when A returned.
     assert summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
+
+
+def test_an_ssd_hit_of_many_blocks_pays_the_ssd_latency_once_not_per_block() -> None:
+    # An NVMe drive serves a load's block reads at once (deep queues): they stream at its
+    # rated bandwidth and the load lands one request latency after its bytes (sim.links), not
+    # one latency per block queued behind each other's.
+    ssd_gbps, ssd_latency = 2.0, 1e-3
+    trace = make_trace([(0.0, chain(1)), (10.0, chain(2)), (20.0, chain(1))])
+    hardware = HardwareConfig(
+        profile="datasheet", pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+        ssd_read_gbps=ssd_gbps, ssd_latency_s=ssd_latency,
+    )  # fmt: skip
+    result = run(SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=8), admission="ssd_spill"), trace)
+    third = result.requests.iloc[2]
+    assert third["ssd_hit_tokens"] == 7 * BLOCK
+    nbytes = 7 * bytes_per_block()
+    ssd = ssd_latency + nbytes / (ssd_gbps * 1e9)
+    pcie = 7 * PCIE_LATENCY_S + nbytes / (PCIE_GBPS * 1e9)
+    assert third["kv_stall_s"] == pytest.approx(ssd + pcie)
 
 
 def test_a_block_still_on_its_way_down_is_read_back_only_once_it_has_landed() -> None:
@@ -494,3 +513,22 @@ def test_an_overloaded_run_says_so_and_a_light_one_does_not() -> None:
     with pytest.warns(UserWarning, match=r"overloaded: half the requests queued over .* \(TTFT objective 2.0 s\)"):
         summary = run(SimConfig(), crushed).summary
     assert summary["queue_s_p50"] > 2.0
+
+
+def test_an_ssds_reads_and_writes_take_turns_on_the_drive() -> None:
+    # A small HBM spilling to a slow SSD, with reuse: blocks are written to the SSD and read
+    # back from it all run long. One drive serves both (a 7 GB/s-read, 5 GB/s-write NVMe does
+    # not do both at once), so in no interval are its reads and writes together busy more than
+    # the whole interval.
+    hardware = HardwareConfig(
+        profile="datasheet", pcie_gbps=1.0, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=100.0,
+        ssd_read_gbps=0.5, ssd_write_gbps=0.5,
+    )  # fmt: skip
+    trace = generate("default", seed=0, n_requests=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overloaded, on purpose
+        result = run(SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=400), admission="ssd_spill"), trace)
+    series = result.timeseries
+    ssd = series["ssd_read_utilisation"] + series["ssd_write_utilisation"]
+    assert (series["ssd_read_utilisation"] > 0).any() and (series["ssd_write_utilisation"] > 0).any()
+    assert (ssd <= 1.0 + 1e-9).all()
