@@ -525,7 +525,16 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], progress_label
 
     identity = _identity(cfg)
     if cfg.output.resume and _already_done(run_dir, identity):
-        print(f"kvsim: {run_dir} already holds this run's result; skipping (output.resume=false to redo)")
+        if cfg.output.plots and not (run_dir / PLOT_FILES[0]).exists():
+            # First made with output.plots=false: its result stands, and its plots are drawn
+            # from the files it saved (every run has the hit-ratio plot).
+            from sim.plots import plot_run
+            from sim.result import Result
+
+            plot_run(Result.load(run_dir), run_dir)
+            print(f"kvsim: {run_dir} already holds this run's result; drew its plots (output.resume=false to redo)")
+        else:
+            print(f"kvsim: {run_dir} already holds this run's result; skipping (output.resume=false to redo)")
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     _forget_previous_result(run_dir)

@@ -430,6 +430,24 @@ def test_a_users_own_policy_class_is_selected_by_target(tmp_path: Path) -> None:
     assert mru_summary["block_hit_ratio"] != lru_summary["block_hit_ratio"]
 
 
+def test_resume_with_plots_on_draws_the_plots_a_run_made_without_them_lacks(tmp_path: Path) -> None:
+    """A sweep first run with output.plots=false and resumed with plots on was skipped whole,
+    so its runs never got plots; they are drawn from the saved results, as a fresh run draws
+    them, without running again."""
+    bare, fresh = tmp_path / "bare", tmp_path / "fresh"
+    first = kvsim(SMALL, "output.plots=false", f"hydra.run.dir={bare}", cwd=tmp_path)
+    assert first.returncode == 0 and not list(bare.glob("*.png")), first.stderr
+    summary = (bare / "summary.json").read_bytes()
+    again = kvsim(SMALL, f"hydra.run.dir={bare}", cwd=tmp_path)
+    assert again.returncode == 0 and "drew its plots" in again.stdout, again.stderr
+    assert (bare / "summary.json").read_bytes() == summary
+    assert kvsim(SMALL, f"hydra.run.dir={fresh}", cwd=tmp_path).returncode == 0
+    plots = sorted(p.name for p in fresh.glob("*.png"))
+    assert plots == sorted(p.name for p in bare.glob("*.png")) and len(plots) == 3
+    for name in plots:
+        assert (bare / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
 def test_resume_redoes_a_run_whose_policy_file_was_edited(tmp_path: Path) -> None:
     """A user's policy is edited in place between runs of the same command line; the resumed
     run must not keep the old policy's result."""
