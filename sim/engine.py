@@ -21,7 +21,7 @@ from sim.build import Setup, bind_policy, build_setup
 from sim.config import SHARED_TIERS, SimConfig
 from sim.kvcache import InvariantError, Tier, TieredCache, build_tiers
 from sim.links import Link, Medium
-from sim.metrics import GpuPower, RequestLog, RunTotals, requests_frame, summarise
+from sim.metrics import GpuPower, RequestLog, RunTotals, request_labels, requests_frame, summarise
 from sim.progress import SimProgress
 from sim.replica import Replica
 from sim.request import Request
@@ -305,6 +305,7 @@ class _ServeRun:
             "arrival_s": trace.arrival_s,
             "input_tokens": trace.input_tokens.astype(np.int64),
             "output_tokens": trace.output_tokens.astype(np.int64),
+            **request_labels(trace),
         }
         frame = requests_frame(columns, log)
         totals = self._totals(frame)

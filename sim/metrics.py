@@ -24,6 +24,7 @@ import pandas as pd
 from hwmodels.gpus import GpuSpec
 from sim.config import PowerConfig
 from sim.links import SERVER_SIDE
+from traces.schema import NO_SESSION, NO_TURN, Trace
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -109,7 +110,21 @@ class RunTotals:
     bytes_per_block: int
 
 
-def requests_frame(trace_columns: dict[str, np.ndarray], log: RequestLog) -> pd.DataFrame:
+def request_labels(trace: Trace) -> dict[str, Any]:
+    """Each request's category, session and turn from the trace, as nullable columns (a trace
+    without them gives nulls): tail latency and hit ratio are read per category and per turn
+    in a notebook (``requests.groupby("category").ttft_s.quantile(0.99)``), which the request
+    rows alone could not give without joining the trace back."""
+    return {
+        "category": pd.Categorical.from_codes(trace.category_code, categories=list(trace.categories)),
+        "session_id": pd.array(np.where(trace.session_id == NO_SESSION, None, trace.session_id), dtype="Int64"),
+        "turn": pd.array(np.where(trace.turn == NO_TURN, None, trace.turn), dtype="Int32"),
+    }
+
+
+def requests_frame(trace_columns: dict[str, Any], log: RequestLog) -> pd.DataFrame:
+    """One row per request: ``trace_columns`` (its id, arrival, token counts and
+    :func:`request_labels`) and what the run measured of it."""
     arrival = trace_columns["arrival_s"]
     output = trace_columns["output_tokens"]
     ttft = log.first_token_s - arrival
@@ -122,6 +137,9 @@ def requests_frame(trace_columns: dict[str, np.ndarray], log: RequestLog) -> pd.
             "arrival_s": arrival,
             "input_tokens": trace_columns["input_tokens"],
             "output_tokens": output,
+            "category": trace_columns["category"],
+            "session_id": trace_columns["session_id"],
+            "turn": trace_columns["turn"],
             "replica": log.replica,
             "finished": log.finished,
             "reject_reason": pd.Categorical.from_codes(log.reject_reason, categories=list(REJECT_REASONS)),

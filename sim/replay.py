@@ -25,6 +25,7 @@ from sim.build import (
     resolve_tier_eviction,
 )
 from sim.config import TIER_NAMES, SimConfig
+from sim.metrics import request_labels
 from sim.result import Result
 from traces.schema import Trace
 
@@ -269,7 +270,7 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
         where = np.where(hits, 0, MISS).astype(np.int8)
     offsets, _ = remap_blocks(trace, tiers.block_tokens)
     request_of = np.repeat(np.arange(len(trace)), np.diff(offsets))
-    columns = {"request_id": trace.request_id, "blocks": np.diff(offsets)}
+    columns = {"request_id": trace.request_id, **request_labels(trace), "blocks": np.diff(offsets)}
     summary = {
         "mode": "replay",
         "eviction": policy_label(factory),

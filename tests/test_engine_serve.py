@@ -535,3 +535,22 @@ def test_an_ssds_reads_and_writes_take_turns_on_the_drive() -> None:
     ssd = series["ssd_read_utilisation"] + series["ssd_write_utilisation"]
     assert (series["ssd_read_utilisation"] > 0).any() and (series["ssd_write_utilisation"] > 0).any()
     assert (ssd <= 1.0 + 1e-9).all()
+
+
+@pytest.mark.parametrize("mode", ["serve", "replay"])
+def test_each_request_row_carries_its_category_session_and_turn_from_the_trace(mode: str, tmp_path) -> None:
+    # Per-category tail latency is read from the rows alone (a notebook's groupby); a trace
+    # mixing labelled and unlabelled requests (RAG has no sessions) gives nulls, not -1.
+    trace = generate("mixed", 3, n_requests=150)
+    config = SimConfig(mode=mode, tiers=TierConfig(hbm_blocks=400) if mode == "replay" else TierConfig())
+    result = run(config, trace)
+    result.save(tmp_path)
+    rows = type(result).load(tmp_path).requests
+    assert list(rows["category"].astype(object)) == [trace.category_of(i) for i in range(len(trace))]
+    sessions = rows["session_id"].to_numpy(dtype=float, na_value=np.nan)
+    turns = rows["turn"].to_numpy(dtype=float, na_value=np.nan)
+    labelled = trace.session_id >= 0
+    assert 0 < labelled.sum() < len(trace)
+    assert np.array_equal(sessions[labelled], trace.session_id[labelled])
+    assert np.array_equal(turns[labelled], trace.turn[labelled])
+    assert np.isnan(sessions[~labelled]).all() and np.isnan(turns[~labelled]).all()
