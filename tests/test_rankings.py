@@ -8,6 +8,7 @@ import json
 import pytest
 
 from policies.eviction import lru
+from policies.scheduler import priority
 from sim import rankings
 
 
@@ -43,6 +44,18 @@ def test_a_policy_changed_on_purpose_fails_with_a_readable_diff(stored: dict, mo
     problems = rankings.compare(relevant(stored, actual), actual)
     assert problems
     assert any("lru" in p and "stored:" in p and "now:" in p for p in problems)
+
+
+def test_a_priority_scheduler_that_stops_ranking_classes_is_caught(
+    stored: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every single-kind workload has one category, where priority is FCFS; the mixed one
+    ranks the urgent requests' TTFT, so a priority scheduler that serves in arrival order
+    (and preempts nobody) is a change."""
+    monkeypatch.setattr(priority.Priority, "class_of", lambda self, req: 0)
+    actual = rankings.scheduler_rankings("mixed", rankings.workloads(include_mooncake=False)["mixed"])
+    problems = rankings.compare({k: stored[k] for k in actual}, actual)
+    assert any(p.startswith("mixed/scheduler/") and "priority" in p for p in problems), problems
 
 
 def test_kendall_tau_counts_swaps_and_ties() -> None:
