@@ -256,24 +256,50 @@ def _hydra_loader(argv: list[str]) -> tuple[argparse.Namespace, Any] | None:
     return args, ConfigLoaderImpl(config_search_path=search_path)
 
 
+def _config_source_error(argv: list[str]) -> str | None:
+    """A ``--config-dir`` that is not a folder, or a ``--config-name`` that no folder of the
+    search path holds, in one line (hydra says either in several, the second with its search
+    path and no list of what is there). A primary config that ``hydra.searchpath`` may find is
+    left to hydra, which knows that path only while composing."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None  # hydra says what is wrong with the command line itself
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        return f"--config-dir: {args.config_dir}: no such folder"
+    parsed = _hydra_loader(argv)
+    if parsed is None or not args.config_name or _searchpath_may_grow_from_overrides(args):
+        return None
+    _, loader = parsed
+    if any(source.is_config(args.config_name) for source in loader.get_sources()):
+        return None
+    main_folder = f"--config-path {args.config_path}" if args.config_path else "kvsim's conf/"
+    where = " or ".join([*([args.config_dir] if args.config_dir else []), main_folder])
+    return f"--config-name: {args.config_name}: no such config in {where}"
+
+
+def _searchpath_may_grow_from_overrides(args: argparse.Namespace) -> bool:
+    return any(arg.lstrip("+").startswith("hydra.searchpath") for arg in args.overrides)
+
+
 def _searchpath_may_grow(args: argparse.Namespace) -> bool:
     """Whether ``hydra.searchpath`` may add folders (and their group options) to the search path
     while the config is composed: set on the command line, or possibly in a primary config of
     the user's own."""
-    return bool(args.config_name or args.config_path) or any(
-        arg.lstrip("+").startswith("hydra.searchpath") for arg in args.overrides
-    )
+    return bool(args.config_name or args.config_path) or _searchpath_may_grow_from_overrides(args)
 
 
 def _config_file_error(argv: list[str]) -> str | None:
     """A key or a value of the wrong type in a config file of the user's own (one named by
     ``--config-name``, ``--config-path``, ``--config-dir`` or found through ``hydra.searchpath``),
-    or among a sweep file's ``hydra.sweeper.params``, in one line naming the file, the key and
-    what the key holds. Hydra refuses these while composing the config, before kvsim's task
-    runs, in five lines and with exit status 1, and prints its error itself, leaving nothing to
-    catch; so the config is composed here first, as hydra will compose it, and anything else
-    that fails is left to hydra to say. Only where the user's files are in play: the shipped
-    ones are checked by tests."""
+    or a misspelt key or a wrong value among a sweep file's ``hydra.sweeper.params``, in one
+    line naming the file, the key and what the key holds. Hydra refuses these while composing
+    the config, before kvsim's task runs, in five lines and with exit status 1, and prints its
+    error itself, leaving nothing to catch; so the config is composed here first, as hydra will
+    compose it, and anything else that fails is left to hydra to say. Only where the user's
+    files are in play: the shipped ones are checked by tests."""
     from hydra.errors import HydraException
 
     parsed = _hydra_loader(argv)
@@ -294,7 +320,8 @@ def _config_file_error(argv: list[str]) -> str | None:
     params = OmegaConf.select(cfg, "hydra.sweeper.params") if args.multirun else None
     primary = _config_file(loader, config_name)
     for key, value in (params or {}).items():
-        problem = _override_value_error([f"{key}={value}"])  # as hydra's basic sweeper makes them overrides
+        override = [f"{key}={value}"]  # as hydra's basic sweeper makes them overrides
+        problem = _override_key_error(override) or _override_value_error(override)
         if problem is not None:
             in_primary = os.path.isfile(primary) and key in (
                 OmegaConf.select(OmegaConf.load(primary), "hydra.sweeper.params") or {}
@@ -686,7 +713,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
     argv = sys.argv[1:]
     problem = (
-        _override_key_error(argv)
+        _config_source_error(argv)
+        or _override_key_error(argv)
         or _override_value_error(argv)
         or _group_choice_error(argv)
         or _config_file_error(argv)

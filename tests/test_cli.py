@@ -124,6 +124,8 @@ def test_a_wrong_value_or_key_in_a_users_own_config_file_is_one_line_naming_the_
         "hardware/mine.yaml": "defaults:\n  - h100\n  - _self_\ndram_gb: lots\n",
         "sweep.yaml": "defaults:\n  - config\n  - _self_\nhydra:\n  sweeper:\n    params:\n"
         "      engine.max_num_seqs: 8,2.5\n",
+        "sweep_typo.yaml": "defaults:\n  - config\n  - _self_\nhydra:\n  sweeper:\n    params:\n"
+        "      eviction: lru,fifo\n      tracee.max_requests: 5,6\n",
         "good.yaml": "defaults:\n  - config\n  - _self_\nmode: replay\ntiers:\n  hbm_blocks: 50\n",
     }
     for name, text in files.items():
@@ -139,6 +141,8 @@ def test_a_wrong_value_or_key_in_a_users_own_config_file_is_one_line_naming_the_
          f"{configs / 'typed.yaml'}: hardware.hbm_gb: must be a number or null, got 'abc'"),
         (["-m", "-cd", str(configs), "-cn", "sweep"],
          f"{configs / 'sweep.yaml'}: hydra.sweeper.params: engine.max_num_seqs: must be an integer, got 2.5"),
+        (["-m", "-cd", str(configs), "-cn", "sweep_typo"],
+         f"{configs / 'sweep_typo.yaml'}: hydra.sweeper.params: tracee: not a kvsim config key; did you mean trace?"),
     ):  # fmt: skip
         done = kvsim(*args, cwd=tmp_path)
         assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n"), args
@@ -146,6 +150,20 @@ def test_a_wrong_value_or_key_in_a_users_own_config_file_is_one_line_naming_the_
     good = kvsim("-cd", str(configs), "-cn", "good", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert good.returncode == 0, good.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["hbm_blocks"] == 50
+
+
+def test_a_missing_config_dir_or_config_name_is_one_line(tmp_path: Path) -> None:
+    """Hydra says these in three to eight lines, the second with its search path."""
+    (tmp_path / "configs").mkdir()
+    configs = str(tmp_path / "configs")
+    for args, message in (
+        (["-cd", str(tmp_path / "nosuch"), "hardware=mine"], f"--config-dir: {tmp_path / 'nosuch'}: no such folder"),
+        (["-cn", "nosuch"], "--config-name: nosuch: no such config in kvsim's conf/"),
+        (["-cd", configs, "-cn", "nosuch"], f"--config-name: nosuch: no such config in {configs} or kvsim's conf/"),
+    ):
+        done = kvsim(*args, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, f"kvsim: error: {message}\n"), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs"]
 
 
 def test_a_group_option_of_the_users_own_config_dir_is_chosen_and_named_among_the_options(tmp_path: Path) -> None:
