@@ -3,7 +3,8 @@
 The engine describes a step as prefill chunks (new tokens and the prefix each one attends to)
 plus decode sequences (their summed context). :class:`ExecutionModel` prices it layer by layer
 with a :class:`~hwmodels.profile.GpuProfile`: the four linear projections of a layer as GEMMs
-over all the step's tokens, attention per prefill chunk and for the decode batch, elementwise
+over all the step's tokens (a mixture of experts' MLP as its router and grouped expert GEMMs,
+:mod:`hwmodels.moe`), attention per prefill chunk and for the decode batch, elementwise
 kernels, a tensor-parallel all-reduce, then the LM head. The same composition serves the
 datasheet and calibrated profiles.
 """
@@ -17,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from hwmodels import moe
 from hwmodels.models import ModelSpec
-from hwmodels.profile import QUERY_TILE, GpuProfile
+from hwmodels.profile import LAYER_KERNELS, QUERY_TILE, GpuProfile
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,21 @@ class ExecutionModel:
             value = self._memo[key] = float(price(count))
         return value
 
-    def _gemm_shapes(self) -> tuple[tuple[int, int], ...]:
-        """``(k, n)`` of a layer's four linear projections: QKV, attention output, gate/up, down."""
+    def _layer_gemms(self, tokens: float | np.ndarray) -> tuple[tuple[float | np.ndarray, int, int], ...]:
+        """``(rows, k, n)`` of a layer's GEMMs for a step of ``tokens``: QKV and attention
+        output, then gate/up and down of a dense MLP, or a mixture's (:func:`hwmodels.moe.mlp_gemms`)."""
         m, tp = self.model, self.tensor_parallel
         h, hd = m.hidden_size, m.head_dim
-        return (
-            (h, (m.n_q_heads + 2 * m.n_kv_heads) * hd // tp),
-            (m.n_q_heads * hd // tp, h),
-            (h, 2 * m.intermediate_size // tp),
-            (m.intermediate_size // tp, h),
+        attention = (
+            (tokens, h, (m.n_q_heads + 2 * m.n_kv_heads) * hd // tp),
+            (tokens, m.n_q_heads * hd // tp, h),
         )
+        if m.is_moe:
+            return attention + moe.mlp_gemms(m, tokens, tp)
+        return attention + ((tokens, h, 2 * m.intermediate_size // tp), (tokens, m.intermediate_size // tp, h))
 
     def _linear_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
-        gemms = sum(self.profile.gemm_s(tokens, k, n) for k, n in self._gemm_shapes())
+        gemms = sum(self.profile.gemm_s(rows, k, n) for rows, k, n in self._layer_gemms(tokens))
         return gemms + self._elementwise_s(tokens) + self._allreduce_per_layer_s(tokens)
 
     def _beyond_streaming(self, seconds: float | np.ndarray, nbytes: float | np.ndarray) -> float | np.ndarray:
@@ -71,11 +75,11 @@ class ExecutionModel:
 
     def _linear_clock_bound_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         """The clock-bound seconds of :meth:`_linear_s` (the all-reduce has none)."""
-        p, b = self.profile, self.model.bytes_per_param
-        out = sum(self._gemm_clock_bound_s(tokens, k, n) for k, n in self._gemm_shapes())
+        b = self.model.bytes_per_param
+        out = sum(self._gemm_clock_bound_s(rows, k, n) for rows, k, n in self._layer_gemms(tokens))
         for kernel, elements in self._layer_kernels():
             nbytes = elements * b * tokens
-            out = out + self._beyond_streaming(p.layer_kernel_s(kernel, nbytes), nbytes)
+            out = out + self._beyond_streaming(self._kernel_s(kernel, nbytes), nbytes)
         return out
 
     def _elementwise_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
@@ -91,21 +95,26 @@ class ExecutionModel:
         of them).
         """
         bytes_per_token = self.model.bytes_per_param * tokens
-        return sum(
-            self.profile.layer_kernel_s(kernel, elements * bytes_per_token)
-            for kernel, elements in self._layer_kernels()
-        )
+        return sum(self._kernel_s(kernel, elements * bytes_per_token) for kernel, elements in self._layer_kernels())
+
+    def _kernel_s(self, kernel: str, nbytes: float | np.ndarray) -> float | np.ndarray:
+        """A calibrated layer kernel, or a mixture's routing kernel priced as plain streaming."""
+        if kernel in LAYER_KERNELS:
+            return self.profile.layer_kernel_s(kernel, nbytes)
+        return self.profile.elementwise_s(nbytes)
 
     def _layer_kernels(self) -> tuple[tuple[str, int], ...]:
-        """``(kernel, elements moved per token)`` of :meth:`_elementwise_s`."""
+        """``(kernel, elements moved per token)`` of :meth:`_elementwise_s`; a mixture's MLP
+        has its own (:func:`hwmodels.moe.mlp_kernels`)."""
         m, tp = self.model, self.tensor_parallel
         q, kv = m.n_q_heads * m.head_dim // tp, m.n_kv_heads * m.head_dim // tp
+        mlp = moe.mlp_kernels(m, tp) if m.is_moe else (("silu_mul", 3 * m.intermediate_size // tp),)
         return (
             ("add_rms_norm", 4 * m.hidden_size),  # before attention
             ("add_rms_norm", 4 * m.hidden_size),  # before the MLP
             ("rope", 2 * (q + kv)),
             ("kv_write", 4 * kv),
-            ("silu_mul", 3 * m.intermediate_size // tp),
+            *mlp,
         )
 
     def _allreduce_per_layer_s(self, tokens: float | np.ndarray) -> float | np.ndarray:

@@ -1,8 +1,9 @@
 """Transformer model shapes: what sizes the KV cache and the GEMMs.
 
 Shapes are taken from the models' published ``config.json`` files; parameter counts are
-derived from them (a SwiGLU MLP), so a new model needs only its shape: add it to
-:data:`MODELS`, or read a Hugging Face ``config.json`` with :func:`spec_from_hf_config`.
+derived from them (a SwiGLU MLP, or a mixture of SwiGLU experts), so a new model needs only
+its shape: add it to :data:`MODELS`, or read a Hugging Face ``config.json`` with
+:func:`spec_from_hf_config`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A decoder-only transformer with grouped-query attention and a SwiGLU MLP."""
+    """A decoder-only transformer with grouped-query attention and a SwiGLU MLP, or in every
+    layer a mixture of SwiGLU experts (``n_experts`` > 0: Mixtral, Qwen2-MoE, Qwen3-MoE).
+
+    In a mixture, ``intermediate_size`` is each expert's width (Mixtral's ``intermediate_size``,
+    Qwen's ``moe_intermediate_size``): a router picks ``experts_per_token`` of the
+    ``n_experts`` for each token, and where ``shared_expert_intermediate_size`` > 0 every token
+    also runs one shared expert of that width, scaled by a sigmoid gate (Qwen2-MoE).
+    """
 
     name: str
     n_layers: int
@@ -34,6 +42,23 @@ class ModelSpec:
     # The longest sequence (prompt + output) the model serves: its config's
     # max_position_embeddings, which vLLM takes as max_model_len. None: not limited.
     max_context_tokens: int | None = None
+    n_experts: int = 0  # routed experts per layer; 0: a dense MLP
+    experts_per_token: int = 0  # the router's top-k
+    shared_expert_intermediate_size: int = 0  # 0: no shared expert
+
+    def __post_init__(self) -> None:
+        if self.n_experts:
+            if not 1 <= self.experts_per_token <= self.n_experts:
+                raise ValueError(
+                    f"model {self.name}: experts_per_token must be 1 to n_experts ({self.n_experts}), "
+                    f"got {self.experts_per_token}"
+                )
+        elif self.experts_per_token or self.shared_expert_intermediate_size:
+            raise ValueError(f"model {self.name}: experts_per_token and shared experts need n_experts > 0")
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -46,15 +71,42 @@ class ModelSpec:
 
     @property
     def params_per_layer(self) -> int:
-        h, hd = self.hidden_size, self.head_dim
-        attn = h * (self.n_q_heads + 2 * self.n_kv_heads) * hd + self.n_q_heads * hd * h
-        mlp = 3 * h * self.intermediate_size
-        return attn + mlp
+        """Every weight of a layer, all experts included: they all sit in HBM."""
+        return self._attention_params + self._mlp_params(max(self.n_experts, 1))
 
     @property
     def n_params(self) -> int:
-        embeddings = (1 if self.tied_embeddings else 2) * self.vocab_size * self.hidden_size
-        return self.n_layers * self.params_per_layer + embeddings
+        return self.n_layers * self.params_per_layer + self._embedding_params
+
+    @property
+    def n_active_params(self) -> int:
+        """The weights one token's forward pass multiplies by: all of a dense model's, and of
+        a mixture only the ``experts_per_token`` experts it is routed to (what "A3B" in
+        Qwen3-30B-A3B counts)."""
+        if not self.is_moe:
+            return self.n_params
+        per_layer = self._attention_params + self._mlp_params(self.experts_per_token)
+        return self.n_layers * per_layer + self._embedding_params
+
+    @property
+    def _attention_params(self) -> int:
+        h, hd = self.hidden_size, self.head_dim
+        return h * (self.n_q_heads + 2 * self.n_kv_heads) * hd + self.n_q_heads * hd * h
+
+    def _mlp_params(self, experts: int) -> int:
+        """A layer's MLP with ``experts`` routed experts (one: a dense MLP), plus a mixture's
+        router (hidden x experts), shared expert and its gate (hidden x 1)."""
+        h = self.hidden_size
+        mlp = experts * 3 * h * self.intermediate_size
+        if self.is_moe:
+            mlp += h * self.n_experts
+        if self.shared_expert_intermediate_size:
+            mlp += 3 * h * self.shared_expert_intermediate_size + h
+        return mlp
+
+    @property
+    def _embedding_params(self) -> int:
+        return (1 if self.tied_embeddings else 2) * self.vocab_size * self.hidden_size
 
     @property
     def weight_bytes(self) -> int:
@@ -83,28 +135,41 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("qwen-2.5-14b", 48, 5120, 40, 8, 128, 13824, 152064, max_context_tokens=32768),
         ModelSpec("qwen-2.5-72b", 80, 8192, 64, 8, 128, 29568, 152064, max_context_tokens=32768),
         ModelSpec("qwen-3-8b", 36, 4096, 32, 8, 128, 12288, 151936, max_context_tokens=40960),
+        # Mixtures of experts (Mixtral v0.1; Qwen3-30B-A3B): intermediate_size is each expert's
+        # width. Their grouped expert GEMMs are priced from the dense GEMM calibration
+        # (hwmodels.moe; README, "Mixtures of experts"), not measured.
+        ModelSpec("mixtral-8x7b", 32, 4096, 32, 8, 128, 14336, 32000,
+                  n_experts=8, experts_per_token=2, max_context_tokens=32768),
+        ModelSpec("qwen-3-30b-a3b", 48, 2048, 32, 4, 128, 768, 151936,
+                  n_experts=128, experts_per_token=8, max_context_tokens=40960),
     )
-}
+}  # fmt: skip
 
 
 def _architecture(model: ModelSpec) -> tuple[int, ...]:
     m = model
-    return (m.n_layers, m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, m.vocab_size)
+    return (
+        m.n_layers, m.hidden_size, m.n_q_heads, m.n_kv_heads, m.head_dim, m.intermediate_size, m.vocab_size,
+        m.n_experts, m.experts_per_token, m.shared_expert_intermediate_size,
+    )  # fmt: skip
 
 
 def longer_context_model(model: ModelSpec, lengths: Sequence[int]) -> tuple[ModelSpec, int] | None:
     """The shipped model to suggest where ``model`` refused sequences of ``lengths`` tokens, and
     how many of them it serves: the one that serves the most, and among those one of the same
     shape if any (Llama 3 → Llama 3.1: the same weights' cost with a longer context), else the
-    nearest in size, so that the suggestion changes the context and not the GPU time per token;
-    ``None`` if no shipped model serves any of them."""
+    nearest in size among those dense or mixture-of-experts as ``model`` is (a mixture's GPU time
+    follows its active parameters, not its size), so that the suggestion changes the context
+    and not the GPU time per token; ``None`` if no shipped model serves any of them."""
 
     def served(candidate: ModelSpec) -> int:
         return sum(1 for n in lengths if n <= (candidate.max_context_tokens or 0))
 
-    def preference(candidate: ModelSpec) -> tuple[int, bool, float, str]:
+    def preference(candidate: ModelSpec) -> tuple[int, bool, bool, float, str]:
         same_shape = _architecture(candidate) == _architecture(model)
-        return -served(candidate), not same_shape, abs(math.log(candidate.n_params / model.n_params)), candidate.name
+        other_kind = candidate.is_moe != model.is_moe
+        size = abs(math.log(candidate.n_params / model.n_params))
+        return -served(candidate), not same_shape, other_kind, size, candidate.name
 
     best = min(MODELS.values(), key=preference)
     count = served(best)
@@ -118,20 +183,21 @@ def get_model(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; shipped models: {', '.join(sorted(MODELS))}") from None
 
 
-# Keys that mark an architecture the execution model does not price: mixture-of-experts MLPs
-# (each token runs a few experts' GEMMs, not one dense MLP) and latent attention (MLA caches a
-# compressed latent, not K and V per head).
+# Keys that mark an architecture the execution model does not price: latent attention (MLA
+# caches a compressed latent, not K and V per head) and DeepSeek's mixture (dense first layers,
+# grouped routing). Checked in this order: DeepSeek-V2/V3 configs carry both.
 _UNSUPPORTED_KEYS = {
-    "num_local_experts": "a mixture-of-experts MLP",
-    "num_experts": "a mixture-of-experts MLP",
-    "n_routed_experts": "a mixture-of-experts MLP",
     "kv_lora_rank": "multi-head latent attention",
+    "n_routed_experts": "a DeepSeek-style mixture of experts (dense first layers, grouped routing)",
 }
+# Where a config counts its routed experts: Mixtral, and Qwen2-MoE / Qwen3-MoE.
+_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts")
 
 
 def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     """A :class:`ModelSpec` from a Hugging Face ``config.json`` (Llama, Mistral, Qwen 2/2.5/3
-    and other dense decoders with grouped-query attention and a gated MLP).
+    and other dense decoders with grouped-query attention and a gated MLP; Mixtral, Qwen2-MoE
+    and Qwen3-MoE mixtures of experts).
 
     Read: ``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``,
     ``intermediate_size``, ``vocab_size`` (required); ``num_key_value_heads`` (default: the
@@ -142,10 +208,18 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     is used where present. ``name``: the spec's name, else the config's ``_name_or_path``, else
     its directory's name.
 
+    A mixture of experts is a config with ``num_local_experts`` (Mixtral) or ``num_experts``
+    (Qwen) above 1; it needs ``num_experts_per_tok``, and takes each expert's width from
+    ``moe_intermediate_size`` where present (Qwen; else ``intermediate_size``, Mixtral) and a
+    shared expert from ``shared_expert_intermediate_size`` (Qwen2-MoE; absent or 0: none).
+    Every layer's MLP must be the mixture: a Qwen config whose ``decoder_sparse_step`` is not
+    1 or whose ``mlp_only_layers`` is not empty is refused.
+
     Weights and KV are 16-bit whatever ``torch_dtype`` says, as vLLM's ``dtype=auto`` serves
     them (``model.kv_bytes_per_element`` sets FP8 KV). A sliding attention window is not
-    modelled: every layer keeps and attends to the whole context. Mixture-of-experts and
-    latent-attention configs are refused, since their GEMMs and KV differ from this model's.
+    modelled: every layer keeps and attends to the whole context. Latent-attention and
+    DeepSeek-style mixture configs are refused, since their GEMMs and KV differ from this
+    model's.
     """
     path = Path(path)
     try:
@@ -162,7 +236,7 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     for key, what in _UNSUPPORTED_KEYS.items():
         value = config.get(key)
         if isinstance(value, int) and value > (1 if "experts" in key else 0):
-            raise ValueError(f"{path}: field {key}={value}: {what} is not modelled (dense decoders only)")
+            raise ValueError(f"{path}: field {key}={value}: {what} is not modelled")
 
     def count(key: str, default: Any = None) -> int:
         value = config.get(key, default)
@@ -181,6 +255,7 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     if not isinstance(tied, bool):
         raise ValueError(f"{path}: field 'tie_word_embeddings' must be true or false, got {tied!r}")
     context = _context_limit(path, config, count)
+    mlp = _mixture(path, config, count) or {"intermediate_size": count("intermediate_size")}
     # Hugging Face keeps a model's config.json in a folder named after the model; a file named
     # otherwise (llama-8b.json beside llama-70b.json) is named by itself.
     own = path.resolve().parent.name if path.name == "config.json" else path.stem
@@ -192,11 +267,41 @@ def spec_from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         n_q_heads=heads,
         n_kv_heads=kv_heads,
         head_dim=head_dim,
-        intermediate_size=count("intermediate_size"),
         vocab_size=count("vocab_size"),
         tied_embeddings=tied,
         max_context_tokens=context,
+        **mlp,
     )
+
+
+def _mixture(path: Path, config: dict[str, Any], count: Callable[..., int]) -> dict[str, int]:
+    """The :class:`ModelSpec` fields of a mixture-of-experts config (each expert's width as
+    ``intermediate_size``), or none for a dense one."""
+    key = next((k for k in _EXPERT_COUNT_KEYS if config.get(k) is not None), None)
+    if key is None or (isinstance(config[key], int) and not isinstance(config[key], bool) and config[key] <= 1):
+        return {}  # a dense model, or one expert: a dense MLP
+    n_experts = count(key)
+    top_k = count("num_experts_per_tok")
+    if top_k > n_experts:
+        raise ValueError(f"{path}: field 'num_experts_per_tok' ({top_k}) must be at most {key} ({n_experts})")
+    if config.get("decoder_sparse_step", 1) != 1:
+        raise ValueError(
+            f"{path}: field decoder_sparse_step={config['decoder_sparse_step']!r}: layers alternating dense and "
+            "mixture-of-experts MLPs are not modelled (every layer's MLP must be the mixture: 1)"
+        )
+    if config.get("mlp_only_layers"):
+        raise ValueError(
+            f"{path}: field mlp_only_layers={config['mlp_only_layers']!r}: dense MLP layers in a mixture of "
+            "experts are not modelled (every layer's MLP must be the mixture: [])"
+        )
+    width_key = "moe_intermediate_size" if config.get("moe_intermediate_size") is not None else "intermediate_size"
+    shared = config.get("shared_expert_intermediate_size") or 0
+    return {
+        "n_experts": n_experts,
+        "experts_per_token": top_k,
+        "intermediate_size": count(width_key),
+        "shared_expert_intermediate_size": count("shared_expert_intermediate_size") if shared else 0,
+    }
 
 
 # RoPE scaling types whose max_position_embeddings already states the scaled context (vLLM does

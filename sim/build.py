@@ -412,15 +412,19 @@ MAX_TENSOR_PARALLEL = 16  # the sizes suggested when one is refused: two hosts o
 def tensor_parallel_problem(model: ModelSpec, tp: int) -> str | None:
     """Why ``tp`` GPUs cannot split ``model`` as vLLM shards it, or ``None`` if they can.
 
-    vLLM splits the attention heads and the MLP's intermediate width evenly across GPUs, and
-    splits the KV heads too, or, when there are fewer KV heads than GPUs, gives each GPU a
-    replica of one (which needs ``tp`` to be a multiple of their number)."""
+    vLLM splits the attention heads and the MLP's intermediate width evenly across GPUs (each
+    expert's and the shared expert's, in a mixture of experts), and splits the KV heads too, or,
+    when there are fewer KV heads than GPUs, gives each GPU a replica of one (which needs ``tp``
+    to be a multiple of their number)."""
     if model.n_q_heads % tp:
         return f"{tp} does not divide {model.name}'s {model.n_q_heads} attention heads"
     if model.n_kv_heads % tp and tp % model.n_kv_heads:
         return f"{tp} neither divides nor is a multiple of {model.name}'s {model.n_kv_heads} KV heads"
     if model.intermediate_size % tp:
-        return f"{tp} does not divide {model.name}'s MLP width of {model.intermediate_size}"
+        what = "expert width" if model.is_moe else "MLP width"
+        return f"{tp} does not divide {model.name}'s {what} of {model.intermediate_size}"
+    if model.shared_expert_intermediate_size % tp:
+        return f"{tp} does not divide {model.name}'s shared expert width of {model.shared_expert_intermediate_size}"
     return None
 
 
