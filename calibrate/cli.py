@@ -4,6 +4,7 @@
     kvsim-calibrate e2e --out DIR          # on a GPU machine: e2e.json only
     kvsim-calibrate power --out DIR        # on a GPU machine: power.json only
     kvsim-calibrate tp --out DIR           # on a host of 2+ GPUs: tp.json (all-reduce, TP steps)
+    kvsim-calibrate moe --out DIR          # on a GPU machine: moe.json (routed experts vs kvsim)
     kvsim-calibrate fit DIR --gpu h100-sxm --name h100-sxm-calibrated
     kvsim-calibrate report hwmodels/profiles/h100-sxm-calibrated
 
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from calibrate.e2e import ENGINES
+from calibrate.moe import MOE_MODELS, MOE_TOKENS
 from calibrate.power import ClockSampler
 from calibrate.shapes import FAMILIES
 from hwmodels.calibrated import PROFILE_FILE, PROFILES_DIR, load_calibrated_profile
@@ -30,6 +32,7 @@ RAW_FILE = "raw.json"
 E2E_FILE = "e2e.json"
 POWER_FILE = "power.json"
 TP_FILE = "tp.json"
+MOE_FILE = "moe.json"
 CLOCK_PLOT = "clock.png"
 VALIDATION_FILE = "validation.json"
 SLOW_GPU_TOLERANCE = 0.15  # relative error of the reference GEMM beyond which the e2e check is suspect
@@ -120,6 +123,27 @@ def cmd_tp(args: argparse.Namespace) -> int:
     sizes = sorted({r["tp"] for r in records if r["op"] == "allreduce"})
     steps = sum(r["op"] != "allreduce" for r in records)
     print(f"wrote {out / TP_FILE}: all-reduce at TP {sizes}, {steps} tensor-parallel steps")
+    return 0
+
+
+def cmd_moe(args: argparse.Namespace) -> int:
+    """One mixture-of-experts layer's routed experts, measured against kvsim's price of them
+    from the shipped profile measured on this GPU (:mod:`calibrate.moe`)."""
+    out = _gpu_out_dir("moe", args.out)
+    from calibrate.bench import environment
+    from calibrate.moe import measure
+    from hwmodels.calibrated import profile_measured_on
+
+    env = environment()
+    name = profile_measured_on(env["device_name"])
+    if name is None:
+        print(f"no shipped profile was measured on a {env['device_name']}: timings only", flush=True)
+    profile = load_calibrated_profile(name) if name is not None else None
+    specs = [MODELS[m] for m in args.model]
+    records = measure(specs, args.tokens, profile=profile, log=lambda s: print(s, flush=True))
+    result = {"environment": env, "profile": name, "records": records}
+    write_text_atomic(out / MOE_FILE, json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out / MOE_FILE}: {len(records)} timings")
     return 0
 
 
@@ -245,13 +269,14 @@ def format_e2e(rows: list[dict]) -> str:
 
 
 def _add_e2e_models(parser: argparse.ArgumentParser) -> None:
+    dense = sorted(name for name, spec in MODELS.items() if not spec.is_moe)  # the e2e model has a dense MLP
     parser.add_argument(
         "--e2e-model",
         nargs="+",
         default=["llama-3-8b"],
-        choices=sorted(MODELS),
+        choices=dense,
         metavar="MODEL",
-        help=f"one or more of {', '.join(sorted(MODELS))}",
+        help=f"one or more of {', '.join(dense)}",
     )
 
 
@@ -286,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tp", help="the all-reduce and tensor-parallel steps (needs 2+ CUDA GPUs)").add_argument(
         "--out", required=True
     )
+    moe = sub.add_parser("moe", help="one mixture-of-experts layer's routed experts against kvsim (needs a CUDA GPU)")
+    moe.add_argument("--out", required=True)
+    moe.add_argument("--model", nargs="+", choices=MOE_MODELS, default=list(MOE_MODELS), help="default both")
+    moe.add_argument("--tokens", nargs="+", type=_positive, default=list(MOE_TOKENS), help="tokens in the step")
     fit = sub.add_parser("fit", help="fit a profile from DIR/raw.json (and DIR/tp.json; no GPU needed)")
     fit.add_argument("dir")
     fit.add_argument("--gpu", required=True, help="the GPU spec it was measured on, e.g. h100-sxm")
@@ -296,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         commands = {
-            "run": cmd_run, "e2e": cmd_e2e, "power": cmd_power, "tp": cmd_tp, "fit": cmd_fit, "report": cmd_report,
+            "run": cmd_run, "e2e": cmd_e2e, "power": cmd_power, "tp": cmd_tp, "moe": cmd_moe, "fit": cmd_fit,
+            "report": cmd_report,
         }  # fmt: skip
         return commands[args.command](args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
