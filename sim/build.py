@@ -225,12 +225,12 @@ def unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> list
 
 def _warn_of_unfilled_tiers(config: SimConfig, admission: Callable[..., Any], tier_names: list[str]) -> None:
     """A configured tier that stays empty is most likely a forgotten ``admission`` setting (a
-    shared pool with the default, or ``write_back`` with an SSD): say so, as the run still means
+    shared pool under ``write_back``, or an SSD under ``drop``): say so, as the run still means
     something (the tier's capacity simply goes unused)."""
     for name in unfilled_tiers(admission, tier_names):
         warnings.warn(
             f"admission={policy_label(admission)} never writes a block to the {name} tier, which stays empty; "
-            + ("admission=write_through or ssd_spill fill it" if name == "remote" else "admission=ssd_spill fills it"),
+            + "admission=write_through_all (the default) or ssd_spill fills it",
             UserWarning,
             stacklevel=3,
         )

@@ -152,7 +152,9 @@ class SimConfig:
     # sees only what HBM evicts, which a policy tuned for the access stream may rank badly.
     tier_eviction: dict[str, PolicyRef] = field(default_factory=dict)
     prefetch: PolicyRef = "none"
-    admission: PolicyRef = "ssd_spill"
+    # Every computed block is copied at once to each tier below HBM, as LMCache, SGLang HiCache
+    # and vLLM's offloading connector do by default (policies/admission/write_through_all.py).
+    admission: PolicyRef = "write_through_all"
     scheduler: PolicyRef = "fcfs"
     routing: PolicyRef = "round_robin"
     mode: str = "serve"
