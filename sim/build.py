@@ -135,7 +135,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
             raise ConfigError(family, str(exc)) from None
         check_policy_builds(family, policies[family])
     tier_eviction = resolve_tier_eviction(config, [name for name, _ in tiers])
-    _warn_of_unfilled_tiers(config, policies["admission"], [name for name, _ in tiers])
+    warn_of_unfilled_tiers(policies["admission"], [name for name, _ in tiers])
     # A GPU past the model's KV-head count holds a replica of one head (as HBM is sized), so a
     # block's copies are split over at most that many GPUs' links.
     kv_shards = min(tp, model.n_kv_heads)
@@ -223,7 +223,7 @@ def unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> list
     return [name for name in tier_names[1:] if name not in reached]
 
 
-def _warn_of_unfilled_tiers(config: SimConfig, admission: Callable[..., Any], tier_names: list[str]) -> None:
+def warn_of_unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> None:
     """A configured tier that stays empty is most likely a forgotten ``admission`` setting (a
     shared pool under ``write_back``, or an SSD under ``drop``): say so, as the run still means
     something (the tier's capacity simply goes unused)."""
