@@ -24,7 +24,15 @@ from hwmodels.profile import GpuProfile, load_profile
 from policies.params import PolicyParameterError
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
-from sim.config import DATASHEET_PROFILE, KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
+from sim.config import (
+    DATASHEET_PROFILE,
+    KV_LOAD_MODES,
+    KV_LOAD_OVERLAP_MODES,
+    MODES,
+    PREEMPTION_MODES,
+    TIER_NAMES,
+    SimConfig,
+)
 from sim.links import DurationModel, linear_duration
 from traces.errors import TraceFormatError
 from traces.schema import Trace
@@ -293,6 +301,10 @@ def _check_scalars(config: SimConfig) -> None:
         raise ConfigError("engine.preemption", f"{eng.preemption!r} is not one of {', '.join(PREEMPTION_MODES)}")
     if eng.kv_load not in KV_LOAD_MODES:
         raise ConfigError("engine.kv_load", f"{eng.kv_load!r} is not one of {', '.join(KV_LOAD_MODES)}")
+    if eng.kv_load_overlap not in KV_LOAD_OVERLAP_MODES:
+        raise ConfigError(
+            "engine.kv_load_overlap", f"{eng.kv_load_overlap!r} is not one of {', '.join(KV_LOAD_OVERLAP_MODES)}"
+        )
     non_negative("engine.iteration_overhead_s", eng.iteration_overhead_s)
     positive("slo.ttft_s", slo.ttft_s)
     positive("slo.tpot_s", slo.tpot_s)

@@ -587,3 +587,29 @@ def test_each_request_row_carries_its_category_session_and_turn_from_the_trace(m
     assert np.array_equal(sessions[labelled], trace.session_id[labelled])
     assert np.array_equal(turns[labelled], trace.turn[labelled])
     assert np.isnan(sessions[~labelled]).all() and np.isnan(turns[~labelled]).all()
+
+
+@pytest.mark.parametrize("overlap", ["none", "layerwise"])
+@pytest.mark.parametrize("pcie_gbps", [PCIE_GBPS, 2.0])  # the load shorter than the step, then longer
+def test_a_dram_load_runs_before_the_prefill_or_under_it_layer_by_layer(overlap: str, pcie_gbps: float) -> None:
+    # A's blocks are written through to DRAM; B's admission evicts them from HBM (no copy: DRAM
+    # has them), and A's return loads them. Loaded first ("none", vLLM's offloading connector),
+    # its prefill starts once the copy has landed. Layer by layer (SGLang HiCache), it runs in
+    # the step that loads: layer i's attention waits for layer i's KV, so the step ends one
+    # layer's share of its compute after the copy lands, or when its compute ends if later.
+    cfg = config(hbm_blocks=8, dram_blocks=100)
+    cfg.admission = "write_through"
+    cfg.engine.kv_load_overlap = overlap
+    cfg.hardware.pcie_gbps = pcie_gbps
+    result = run(cfg, make_trace([(0.0, chain(1)), (10.0, chain(2)), (20.0, chain(1))]))
+    third = result.requests.iloc[2]
+    assert third["dram_hit_tokens"] == 7 * BLOCK
+    load_s = 7 * PCIE_LATENCY_S + 7 * bytes_per_block() / (pcie_gbps * 1e9)
+    step_s = execution().iteration_s([104], [896], 0, 0)
+    if overlap == "none":
+        expected = load_s + step_s
+    else:
+        expected = max(step_s, load_s + step_s / execution().model.n_layers)
+    assert third["ttft_s"] == pytest.approx(expected)
+    assert third["kv_stall_s"] == pytest.approx(expected - step_s)
+    assert result.summary["link_pcie_h2d_bytes"] == 7 * bytes_per_block()
