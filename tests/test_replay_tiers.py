@@ -113,4 +113,3 @@ def test_a_replay_places_blocks_below_hbm_as_its_admission_policy_says(admission
         requests = run(config, stream_trace([1, 2, 1])).requests
     assert requests["dram_hit_blocks"].tolist() == [0, 0, int(third == 1)]
     assert requests["hbm_hit_blocks"].tolist() == [0, 0, 0]
-
