@@ -432,6 +432,7 @@ def serve(trace: Trace) -> pd.DataFrame:
                 tier_eviction=per_tier,
                 hardware=HardwareConfig(n_replicas=replicas, tensor_parallel=tp, dram_gb=dram_gb),
                 routing=routing,
+                admission="ssd_spill",  # what the stored report was made with (the default until 2026-12-08)
             )
             s = run(config, trace).summary
             rows.append(
@@ -833,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 "Llama-3.1-8B on H100 (its calibrated profile, power-cap clock included), 512-token blocks (64 MiB), "
                 "HBM as vLLM sizes it, a DRAM "
-                "tier per replica, write-back demotion (the default `ssd_spill` admission); the same policy evicts "
+                "tier per replica, write-back demotion (`ssd_spill` admission); the same policy evicts "
                 "in every tier. One H100 cannot keep up with the slice's 3.4 req/s of ~12k-token prompts, so: 4 "
                 "replicas with prefix-affinity routing at several DRAM sizes, and one replica of 4 GPUs "
                 "(tensor parallel) whose single cache sees the whole stream. `block_hit_ratio` = HBM + DRAM hits.",

@@ -87,6 +87,7 @@ class EngineConf:
     preemption: str = "recompute"
     iteration_overhead_s: float = 0.001
     kv_load: str = "always"
+    kv_load_overlap: str = "none"
 
 
 @dataclass

@@ -24,7 +24,15 @@ from hwmodels.profile import GpuProfile, load_profile
 from policies.params import PolicyParameterError
 from policies.registry import FAMILIES, UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens
-from sim.config import DATASHEET_PROFILE, KV_LOAD_MODES, MODES, PREEMPTION_MODES, TIER_NAMES, SimConfig
+from sim.config import (
+    DATASHEET_PROFILE,
+    KV_LOAD_MODES,
+    KV_LOAD_OVERLAP_MODES,
+    MODES,
+    PREEMPTION_MODES,
+    TIER_NAMES,
+    SimConfig,
+)
 from sim.links import DurationModel, linear_duration
 from traces.errors import TraceFormatError
 from traces.schema import Trace
@@ -135,7 +143,7 @@ def build_setup(config: SimConfig, trace: Trace) -> Setup:
             raise ConfigError(family, str(exc)) from None
         check_policy_builds(family, policies[family])
     tier_eviction = resolve_tier_eviction(config, [name for name, _ in tiers])
-    _warn_of_unfilled_tiers(config, policies["admission"], [name for name, _ in tiers])
+    warn_of_unfilled_tiers(policies["admission"], [name for name, _ in tiers])
     # A GPU past the model's KV-head count holds a replica of one head (as HBM is sized), so a
     # block's copies are split over at most that many GPUs' links.
     kv_shards = min(tp, model.n_kv_heads)
@@ -223,14 +231,14 @@ def unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> list
     return [name for name in tier_names[1:] if name not in reached]
 
 
-def _warn_of_unfilled_tiers(config: SimConfig, admission: Callable[..., Any], tier_names: list[str]) -> None:
+def warn_of_unfilled_tiers(admission: Callable[..., Any], tier_names: list[str]) -> None:
     """A configured tier that stays empty is most likely a forgotten ``admission`` setting (a
-    shared pool with the default, or ``write_back`` with an SSD): say so, as the run still means
+    shared pool under ``write_back``, or an SSD under ``drop``): say so, as the run still means
     something (the tier's capacity simply goes unused)."""
     for name in unfilled_tiers(admission, tier_names):
         warnings.warn(
             f"admission={policy_label(admission)} never writes a block to the {name} tier, which stays empty; "
-            + ("admission=write_through or ssd_spill fill it" if name == "remote" else "admission=ssd_spill fills it"),
+            + "admission=write_through_all (the default) or ssd_spill fills it",
             UserWarning,
             stacklevel=3,
         )
@@ -293,6 +301,10 @@ def _check_scalars(config: SimConfig) -> None:
         raise ConfigError("engine.preemption", f"{eng.preemption!r} is not one of {', '.join(PREEMPTION_MODES)}")
     if eng.kv_load not in KV_LOAD_MODES:
         raise ConfigError("engine.kv_load", f"{eng.kv_load!r} is not one of {', '.join(KV_LOAD_MODES)}")
+    if eng.kv_load_overlap not in KV_LOAD_OVERLAP_MODES:
+        raise ConfigError(
+            "engine.kv_load_overlap", f"{eng.kv_load_overlap!r} is not one of {', '.join(KV_LOAD_OVERLAP_MODES)}"
+        )
     non_negative("engine.iteration_overhead_s", eng.iteration_overhead_s)
     positive("slo.ttft_s", slo.ttft_s)
     positive("slo.tpot_s", slo.tpot_s)

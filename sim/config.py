@@ -25,6 +25,7 @@ TIER_NAMES = ("hbm", "dram", "ssd", "remote")  # top first
 SHARED_TIERS = ("remote",)  # one pool for all replicas; the others are per replica
 PREEMPTION_MODES = ("recompute", "swap")
 KV_LOAD_MODES = ("always", "if_faster")
+KV_LOAD_OVERLAP_MODES = ("none", "layerwise")
 DATASHEET_PROFILE = "datasheet"  # hardware.profile value: the GPU's datasheet roofline, measured profile or not
 
 
@@ -114,6 +115,12 @@ class EngineConfig:
     # "if_faster" than recomputing its tokens, given the links' queues (load-or-recompute, as
     # in Cake): with small blocks copied layer by layer, or a congested link, recomputing wins.
     kv_load: str = "always"
+    # When a load from DRAM runs: "none", before the request's first prefill step (vLLM's
+    # OffloadingConnector loads asynchronously and schedules the request once its KV is in;
+    # LMCache's default retrieve also completes before the forward pass); "layerwise", during
+    # it, layer by layer (SGLang HiCache, LMCache use_layerwise): the request joins the step at
+    # once and the step ends no earlier than the load's landing plus one layer's compute.
+    kv_load_overlap: str = "none"
 
 
 @dataclass
@@ -152,7 +159,9 @@ class SimConfig:
     # sees only what HBM evicts, which a policy tuned for the access stream may rank badly.
     tier_eviction: dict[str, PolicyRef] = field(default_factory=dict)
     prefetch: PolicyRef = "none"
-    admission: PolicyRef = "ssd_spill"
+    # Every computed block is copied at once to each tier below HBM, as LMCache, SGLang HiCache
+    # and vLLM's offloading connector do by default (policies/admission/write_through_all.py).
+    admission: PolicyRef = "write_through_all"
     scheduler: PolicyRef = "fcfs"
     routing: PolicyRef = "round_robin"
     mode: str = "serve"

@@ -183,6 +183,7 @@ class _ServeRun:
             max_num_batched_tokens=config.engine.max_num_batched_tokens,
             preemption=config.engine.preemption,
             kv_load=config.engine.kv_load,
+            kv_load_overlap=config.engine.kv_load_overlap,
             on_done=self._on_done,
             clock=setup.execution.profile.clock if config.hardware.power_cap else None,
             pool_flights=self.pool_flights,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from policies.admission.base import AdmissionPolicy
 from policies.eviction.base import EvictionPolicy, RequestContext, WorkloadView
 from policies.registry import UnknownPolicyError, policy_label, resolve
 from sim.blocks import BlockSizeError, check_block_tokens, next_use, remap_blocks
@@ -23,6 +24,7 @@ from sim.build import (
     check_shared_keys,
     is_integer,
     resolve_tier_eviction,
+    warn_of_unfilled_tiers,
 )
 from sim.config import TIER_NAMES, SimConfig
 from sim.metrics import request_labels
@@ -123,13 +125,16 @@ def replay_tiers(
     check_invariants: bool = True,
     tier_policies: dict[str, Callable[[], EvictionPolicy]] | None = None,
     tier_names: list[str] | None = None,
+    admission: AdmissionPolicy | None = None,
 ) -> np.ndarray:
     """Replay through a hierarchy (HBM first); per access the tier that hit, or :data:`MISS`.
 
-    The hierarchy is inclusive and write-back, as LMCache's CPU and disk tiers behave: a block
-    found in a lower tier is copied up to HBM and keeps its lower copy; a block evicted from a
-    tier is written to the next one unless that already holds it; the last tier drops. A missed
-    block is computed into HBM. Each tier has its own policy instance, from
+    The hierarchy is inclusive: a block found in a lower tier is copied up to HBM and keeps its
+    lower copy. A missed block is computed into HBM. Where blocks go below HBM is ``admission``'s
+    (bound here to the tier names), as in serve mode: a computed block is also copied to its
+    ``write_through_tiers``, and a block evicted from a tier goes to ``demote_to`` unless that
+    tier already holds it, or is dropped. ``None``: write-back down the chain (``ssd_spill``),
+    each eviction one tier down, the last tier dropping. Each tier has its own policy instance, from
     ``tier_policies[name]`` where given, else from ``make_policy``; tiers are named by
     ``tier_names``, by default hbm, dram, ssd, remote in order. Offline policies see the access
     stream's future through ``next_access`` (blocks also arrive by demotion).
@@ -156,6 +161,7 @@ def replay_tiers(
         )
         key = f"tier_eviction.{names[tier]}" if names[tier] in (tier_policies or {}) else "eviction"
         bind_policy(key, policy, capacity, view)
+    demote_to, write_through = _placement(admission, names)
     resident: list[dict[int, int]] = [{} for _ in capacities]  # block -> chain position
     where = np.full(len(keys), MISS, dtype=np.int8)
 
@@ -164,8 +170,8 @@ def replay_tiers(
         if len(held) >= capacities[tier]:
             victim = policies[tier].victim(_NO_PINS)
             victim_position = held.pop(victim)
-            below = tier + 1
-            if below < len(capacities):
+            below = demote_to[tier]
+            if below is not None:
                 if victim in resident[below]:
                     policies[below].on_access(victim, victim_position)
                 else:
@@ -189,7 +195,42 @@ def replay_tiers(
             if hit > 0:
                 policies[hit].on_access(block, position)
             place(0, block, position)
+            if hit == MISS and write_through is not None:
+                for tier in write_through(position):
+                    if block not in resident[tier]:
+                        place(tier, block, position)
     return where
+
+
+def _placement(
+    admission: AdmissionPolicy | None, names: list[str]
+) -> tuple[list[int | None], Callable[[int], list[int]] | None]:
+    """Per tier, the tier its victims are demoted to (``None``: dropped), and the tiers a
+    computed block at a chain position is written through to, top first (``None``: none ever),
+    from ``admission`` bound to ``names``; without one, the write-back chain."""
+    if admission is None:
+        return [t + 1 if t + 1 < len(names) else None for t in range(len(names))], None
+    admission.bind(tuple(names))
+    index = {name: t for t, name in enumerate(names)}
+
+    def below(name: str | None, upper: int, method: str) -> int | None:
+        if name is None:
+            return None
+        if index.get(name, -1) <= upper:
+            raise ValueError(
+                f"{type(admission).__name__}.{method} returned {name!r}; "
+                f"expected a tier below {names[upper]!r} among {names}"
+            )
+        return index[name]
+
+    demote_to = [below(admission.demote_to(name), t, "demote_to") for t, name in enumerate(names)]
+    if type(admission).write_through_tiers is AdmissionPolicy.write_through_tiers:
+        return demote_to, None  # never overridden: nothing is written through
+
+    def write_through(position: int) -> list[int]:
+        return sorted(below(name, 0, "write_through_tiers") for name in admission.write_through_tiers(position))  # type: ignore[type-var]
+
+    return demote_to, write_through
 
 
 def usable_prefix(hit: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -260,9 +301,16 @@ def run_replay(config: SimConfig, trace: Trace) -> Result:
     lower = [c for _, c in below]
     per_tier = resolve_tier_eviction(config, names)
     if lower:
+        try:
+            placement = resolve("admission", config.admission)
+        except UnknownPolicyError as exc:
+            raise ConfigError("admission", str(exc)) from None
+        admission = placement()
+        bind_policy("admission", admission, tuple(names))
+        warn_of_unfilled_tiers(placement, names)
         where = replay_tiers(trace, [capacity, *lower], factory, block_tokens=tiers.block_tokens,
                              check_invariants=config.check_invariants, tier_policies=per_tier,
-                             tier_names=names)  # fmt: skip
+                             tier_names=names, admission=admission)  # fmt: skip
     else:
         key = "tier_eviction.hbm" if "hbm" in per_tier else "eviction"
         policy = per_tier.get("hbm", factory)()

@@ -5,9 +5,11 @@ prefills continue in chunks, and waiting requests are admitted in the scheduler'
 the token budget (``max_num_batched_tokens``), the sequence limit (``max_num_seqs``) and KV
 memory allow. Admission looks the prompt's prefix up tier by tier: HBM hits are pinned,
 lower-tier hits are copied up over the links (the request waits in ``LOADING``, which is
-recorded as KV stall), misses are prefilled. A step whose plan evicted from HBM or swapped a
-request out waits for those copies to leave HBM before it runs, as vLLM's cache engine swaps
-out before the model executes; that wait is KV stall of the step's requests too. Memory is
+recorded as KV stall; or, with layer-wise loads, a DRAM hit is prefilled in the step that
+loads it, which ends no earlier than the copy's landing), misses are prefilled. A step whose
+plan evicted from HBM or swapped a request out waits for those copies to leave HBM before it
+runs, as vLLM's cache engine swaps out before the model executes; that wait is KV stall of the
+step's requests too. Memory is
 allocated per step; when a running request cannot grow, the scheduler's preemption victim is
 preempted by recompute or swap.
 
@@ -84,6 +86,7 @@ class Replica:
         preemption: str,
         on_done: Callable[[Request], None],
         kv_load: str = "always",
+        kv_load_overlap: str = "none",
         clock: ClockModel | None = None,
         pool_flights: tuple[dict[tuple[int, int], simpy.Event], dict[tuple[int, int], float]] | None = None,
         pool_replicas: Sequence[Replica] = (),
@@ -103,6 +106,11 @@ class Replica:
         self.token_budget = max_num_batched_tokens
         self.preemption = preemption
         self.kv_load = kv_load
+        # Layer-wise loads (engine.kv_load_overlap): a request whose lower-tier prefix is one
+        # hop away (DRAM) prefills in the step that loads it; the step's last layer waits for
+        # the copies issued while it was planned, which land at this time.
+        self._layerwise = kv_load_overlap == "layerwise"
+        self._layer_loads_until = 0.0
         self.max_context_tokens = execution.model.max_context_tokens
         # GPU seconds per prompt token in a full chunked-prefill step (weights amortised):
         # what recomputing a token costs once it is the GPU's turn.
@@ -257,8 +265,10 @@ class Replica:
                 # Its slots are free once the write-backs have left HBM: the step runs then.
                 stalled_at = env.now
                 yield env.timeout(self._stall_until - env.now)
-                self._charge_stall(stalled_at, prefill)
+                self._charge_stall(env.now - stalled_at, prefill)
             durations = self._price(prefill, k)
+            if self._layer_loads_until:
+                durations = self._after_layer_loads(durations, prefill)
             batch = self.n_decode + len(prefill)
             start, start_counter = env.now, self.counter
             cumulative = np.cumsum(durations)
@@ -290,14 +300,30 @@ class Replica:
             self.steps += done
             self._complete(prefill, start, start_counter, cumulative[:done])
 
-    def _charge_stall(self, since: float, prefill: list[tuple[Request, int]]) -> None:
-        """The planned step waited from ``since`` until now for write-backs to free its HBM
-        slots: KV stall of every request it runs (its decoders and its prefill chunks)."""
-        waited = self.env.now - since
+    def _charge_stall(self, waited: float, prefill: list[tuple[Request, int]]) -> None:
+        """The planned step waited ``waited`` seconds on KV copies (write-backs freeing its HBM
+        slots, or layer-wise loads): KV stall of every request it runs (its decoders and its
+        prefill chunks)."""
         decoders = [req for req in self.running if req.state is State.DECODE]
         for req in (*decoders, *(req for req, _ in prefill)):
             req.stall_s += waited
             self.log.stall_s[req.index] += waited
+
+    def _after_layer_loads(self, durations: np.ndarray, prefill: list[tuple[Request, int]]) -> np.ndarray:
+        """The step's durations once it waits for the layer-wise loads issued while it was
+        planned: each layer's attention reads its layer of the loaded KV, so the step's last
+        layer starts no earlier than the copy has landed (SGLang HiCache's per-layer events).
+        The stretch is KV stall of all the step's requests, decoders included, as the whole
+        forward pass waits."""
+        loads_until, self._layer_loads_until = self._layer_loads_until, 0.0
+        if not prefill:  # the loading request was preempted while the step was planned
+            return durations
+        compute = float(durations[0])
+        ends = max(compute, loads_until - self.env.now + compute / self.execution.model.n_layers)
+        if ends <= compute:
+            return durations
+        self._charge_stall(ends - compute, prefill)
+        return np.array([ends])
 
     def _steps_begun(self, start: float, cumulative: np.ndarray) -> int:
         """Steps of the run that began at ``start`` (of cumulative durations ``cumulative``)
@@ -449,7 +475,8 @@ class Replica:
             m, hit_tokens = use, req.tokens_in_first(use)
         hbm_hits = [j for j in range(m) if tiers[j] == HBM]
         lower = [j for j in range(m) if tiers[j] != HBM]
-        chunk = min(req.prompt_target - hit_tokens, budget) if not lower else 0
+        layerwise = bool(lower) and self._layerwise and self._one_hop_up(req.blocks, tiers, lower)
+        chunk = min(req.prompt_target - hit_tokens, budget) if not lower or layerwise else 0
         need_new = len(lower) + req.kv_blocks_for(hit_tokens + chunk) - m
         # Room is checked before the hits are pinned: pinning them takes those not pinned yet
         # out of what eviction may free. A request that does not fit (tried again at later
@@ -490,6 +517,10 @@ class Replica:
             pending = self._inflight.get((HBM, req.blocks[j]))
             if pending is not None:
                 waits.append(pending)
+        if layerwise and not waits:
+            self._layer_loads_until = max(self._layer_loads_until, self._load_up_now(req.blocks, sources))
+            req.state = State.PREFILL
+            return chunk
         if lower:
             waits.extend(self._load_up(req.blocks, sources, HBM))
         if waits:
@@ -571,6 +602,40 @@ class Replica:
                 inflight[(dest, block)] = done
             events.append(done)
         return events
+
+    def _one_hop_up(self, blocks: Sequence[int], tiers: Sequence[int], lower: Sequence[int]) -> bool:
+        """Whether every lower-tier block ``blocks[j]`` (``j`` in ``lower``, in tier
+        ``tiers[j]``) is one copy from HBM and there already (DRAM, not a copy on its way down):
+        what a layer-wise load can stream while the step runs. SGLang HiCache prefetches from
+        its storage tier into host memory before it schedules the request."""
+        for j in lower:
+            t = tiers[j]
+            if len(self._path(t, HBM)) != 1 or (t, blocks[j]) in self._flights(t)[0]:
+                return False
+        return True
+
+    def _load_up_now(self, blocks: Sequence[int], sources: Sequence[tuple[int, int]]) -> float:
+        """Queue the one-hop copies of ``blocks[j]`` from tier ``t`` into HBM for each ``(j,
+        t)`` now (:meth:`_one_hop_up`); return when the last lands. As :meth:`_load_up`, with
+        the destination slots held and the sources pinned, unpinned as their copy lands."""
+        by_source: dict[int, list[int]] = {}
+        for j, t in sources:
+            by_source.setdefault(t, []).append(blocks[j])
+        landed_at = self.env.now
+        for t, moved in sorted(by_source.items()):
+            n = len(moved)
+            end = self._transfer(self._path(t, HBM)[0], n * self.bytes_per_block, n)
+            done = self.env.timeout(end - self.env.now)
+            done.callbacks.append(functools.partial(self._landed_up_now, t, moved))
+            for block in moved:
+                self._inflight[(HBM, block)] = done
+            landed_at = max(landed_at, end)
+        return landed_at
+
+    def _landed_up_now(self, src: int, blocks: list[int], copy: simpy.Event) -> None:
+        for block in blocks:
+            self.cache.unpin(src, block)
+        self._landed_up(HBM, blocks, copy)
 
     def _copy_up(self, path: list[Hop], src: int, dest: int, blocks: list[int]):
         """Process: the copy hop by hop (SSD -> host -> HBM), each hop queued on its link

@@ -67,6 +67,7 @@ def error_for(config: SimConfig) -> ConfigError:
             "tiers.dram_blocks=0 leaves none",
         ),
         (SimConfig(engine=EngineConfig(kv_load="never")), "engine.kv_load", "always, if_faster"),
+        (SimConfig(engine=EngineConfig(kv_load_overlap="always")), "engine.kv_load_overlap", "none, layerwise"),
         (SimConfig(engine=EngineConfig(max_num_seqs=0)), "engine.max_num_seqs", ">= 1"),
         (SimConfig(model=ModelConfig(name="gpt-5")), "model.name", "llama-3-8b"),
         (SimConfig(hardware=HardwareConfig(gpu="b200")), "hardware.gpu", "h100-sxm"),

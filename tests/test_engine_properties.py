@@ -410,6 +410,17 @@ def routed_write_through_case() -> tuple[SimConfig, Trace]:
     return config, generate("default", seed=2, n_requests=120, rate=6.0)
 
 
+def layerwise_loads_case() -> tuple[SimConfig, Trace]:
+    # DRAM hits loaded layer by layer under the step that prefills them, over a slow PCIe that
+    # stretches those steps (and the decoders in them), while SSD hits still load first.
+    config = SimConfig(
+        hardware=HardwareConfig(profile="datasheet", pcie_gbps=2.0, ssd_gb=50.0),
+        tiers=TierConfig(hbm_blocks=300, dram_blocks=600),
+        engine=EngineConfig(kv_load_overlap="layerwise"),
+    )
+    return config, generate("default", seed=4, n_requests=120, rate=4.0)
+
+
 def recomputing_lower_hits_case() -> tuple[SimConfig, Trace]:
     # Lower-tier hits recomputed where that is faster than loading them over a slow PCIe,
     # weighed for a waiting request at every admission round.
@@ -461,6 +472,7 @@ def assert_same_results(a: Result, b: Result) -> None:
         routed_write_through_case,
         recomputing_lower_hits_case,
         pool_hit_from_another_replica_case,
+        layerwise_loads_case,
     ],
 )
 def test_many_decode_steps_in_one_event_give_the_results_of_one_step_per_event(

@@ -177,6 +177,39 @@ def test_a_dram_slot_is_not_reused_until_its_copy_down_has_read_it() -> None:
     assert result.summary["link_pcie_d2h_bytes"] == 14 * bytes_per_block()
 
 
+def test_by_default_a_computed_block_is_written_to_every_lower_tier_before_any_eviction() -> None:
+    # LMCache puts each stored chunk to every configured backend, SGLang HiCache writes
+    # through by default, vLLM's offloading connector stores every computed block: the default
+    # placement copies A's blocks down (HBM -> DRAM over PCIe, DRAM -> SSD) as they are
+    # computed, although HBM has room to spare and never evicts them.
+    hardware = HardwareConfig(
+        pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+    )  # fmt: skip
+    result = run(
+        SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=100, dram_blocks=100)), make_trace([(0.0, chain(1))])
+    )
+    assert result.summary["link_pcie_d2h_bytes"] == 7 * bytes_per_block()
+    assert result.summary["link_ssd_write_bytes"] == 7 * bytes_per_block()
+
+
+def test_by_default_a_burst_of_evictions_behind_a_slow_ssd_loses_no_block() -> None:
+    # The scenario of the test above this one's neighbour (a DRAM slot is not reused until its
+    # copy down has read it), under the default placement: every block is on the SSD from the
+    # moment its write was queued, so DRAM's victims need no copy and free their slots at
+    # once, and B's blocks, pushed out of HBM by C, have room. B's return finds all of them.
+    ssd_write_gbps = 0.05
+    copy_s = 7 * bytes_per_block() / (ssd_write_gbps * 1e9)
+    hardware = HardwareConfig(
+        pcie_gbps=PCIE_GBPS, pcie_latency_s=PCIE_LATENCY_S, copies_per_block=1, ssd_gb=10.0,
+        ssd_write_gbps=ssd_write_gbps,
+    )  # fmt: skip
+    cfg = SimConfig(hardware=hardware, tiers=TierConfig(hbm_blocks=8, dram_blocks=7))
+    rows = [(0.0, chain(1)), (0.3, chain(2)), (0.6, chain(3)), (0.6 + 3 * copy_s + 0.5, chain(2))]
+    b_again = run(cfg, make_trace(rows)).requests.iloc[3]
+    assert b_again["dram_hit_tokens"] + b_again["ssd_hit_tokens"] == 7 * BLOCK
+    assert b_again["recomputed_tokens"] == PROMPT - 7 * BLOCK
+
+
 def test_a_write_through_copy_holds_its_hbm_slots_until_it_has_read_them() -> None:
     # HBM holds one request's KV (7 named blocks and a private one). A's blocks are written
     # through to DRAM over a slow PCIe as its prefill ends; B, queued behind A, needs their
@@ -554,3 +587,29 @@ def test_each_request_row_carries_its_category_session_and_turn_from_the_trace(m
     assert np.array_equal(sessions[labelled], trace.session_id[labelled])
     assert np.array_equal(turns[labelled], trace.turn[labelled])
     assert np.isnan(sessions[~labelled]).all() and np.isnan(turns[~labelled]).all()
+
+
+@pytest.mark.parametrize("overlap", ["none", "layerwise"])
+@pytest.mark.parametrize("pcie_gbps", [PCIE_GBPS, 2.0])  # the load shorter than the step, then longer
+def test_a_dram_load_runs_before_the_prefill_or_under_it_layer_by_layer(overlap: str, pcie_gbps: float) -> None:
+    # A's blocks are written through to DRAM; B's admission evicts them from HBM (no copy: DRAM
+    # has them), and A's return loads them. Loaded first ("none", vLLM's offloading connector),
+    # its prefill starts once the copy has landed. Layer by layer (SGLang HiCache), it runs in
+    # the step that loads: layer i's attention waits for layer i's KV, so the step ends one
+    # layer's share of its compute after the copy lands, or when its compute ends if later.
+    cfg = config(hbm_blocks=8, dram_blocks=100)
+    cfg.admission = "write_through"
+    cfg.engine.kv_load_overlap = overlap
+    cfg.hardware.pcie_gbps = pcie_gbps
+    result = run(cfg, make_trace([(0.0, chain(1)), (10.0, chain(2)), (20.0, chain(1))]))
+    third = result.requests.iloc[2]
+    assert third["dram_hit_tokens"] == 7 * BLOCK
+    load_s = 7 * PCIE_LATENCY_S + 7 * bytes_per_block() / (pcie_gbps * 1e9)
+    step_s = execution().iteration_s([104], [896], 0, 0)
+    if overlap == "none":
+        expected = load_s + step_s
+    else:
+        expected = max(step_s, load_s + step_s / execution().model.n_layers)
+    assert third["ttft_s"] == pytest.approx(expected)
+    assert third["kv_stall_s"] == pytest.approx(expected - step_s)
+    assert result.summary["link_pcie_h2d_bytes"] == 7 * bytes_per_block()

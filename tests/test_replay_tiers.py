@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,24 @@ def test_the_tier_plot_counts_every_hit_of_a_replay(dram_blocks: int | None) -> 
     shares = shares_by_source(summary)
     assert shares["hbm"] > 0 and ("dram" in shares) == (dram_blocks is not None)
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("admission", "third"),
+    [
+        # Write-back: 2 pushes 1 down to DRAM, where 1 then hits.
+        ("ssd_spill", 1),
+        # Write-through: 1 and 2 are each copied to DRAM as they are computed, so DRAM holds
+        # a copy of what HBM holds: 2's copy takes 1's only DRAM slot, and 1 misses.
+        ("write_through_all", MISS),
+        # Nothing is ever written below HBM.
+        ("drop", MISS),
+    ],
+)
+def test_a_replay_places_blocks_below_hbm_as_its_admission_policy_says(admission: str, third: int) -> None:
+    config = SimConfig(mode="replay", tiers=TierConfig(hbm_blocks=1, dram_blocks=1), admission=admission)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # drop leaves DRAM empty, and says so
+        requests = run(config, stream_trace([1, 2, 1])).requests
+    assert requests["dram_hit_blocks"].tolist() == [0, 0, int(third == 1)]
+    assert requests["hbm_hit_blocks"].tolist() == [0, 0, 0]
