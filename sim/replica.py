@@ -144,6 +144,9 @@ class Replica:
         self._queue_dirty = False
         # Showing the queue costs a partial sort; skip it for policies that ignore it.
         self._watches_queue = type(prefetch).on_queue_change is not PrefetchPolicy.on_queue_change
+        # Listing the preemptable requests scans the batch at every admission that does not
+        # fit; the default preempt_for never preempts, so skip it for schedulers that keep it.
+        self._preempts_for = type(scheduler).preempt_for is not Scheduler.preempt_for
         self._wake = env.event()
         self.outstanding_tokens_total = 0
         # Totals for the summary.
@@ -403,7 +406,7 @@ class Replica:
                     self._release_holds()
                     chunk = self._try_admit(req, budget)
                     continue
-                candidates = self._preemptable()
+                candidates = self._preemptable() if self._preempts_for else []
                 victim = self.scheduler.preempt_for(req, candidates) if candidates else None
                 if victim is None:
                     break
