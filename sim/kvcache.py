@@ -128,12 +128,16 @@ class TieredCache:
         A prefix block is only useful if every block before it is too, so the walk stops at
         the first block no tier holds.
         """
+        # find() inlined: admission walks every waiting head's prefix at every step.
+        residency = [(tier.index, tier.blocks) for tier in self.tiers]
         found: list[int] = []
         for block in blocks:
-            where = self.find(block)
-            if where == DROPPED:
+            for index, resident in residency:
+                if block in resident:
+                    found.append(index)
+                    break
+            else:
                 break
-            found.append(where)
         return found
 
     def begin(self, ctx: RequestContext) -> None:
@@ -153,8 +157,9 @@ class TieredCache:
             return True
         if free + len(tier.blocks) - len(tier.pinned) < n:
             return False
+        evict_one = self._evict_one
         for _ in range(n - free):
-            self._evict_one(tier, moves)
+            evict_one(tier, moves)
         return tier.free >= n
 
     def reserve(self, t: int, n: int, moves: list[Move]) -> bool:
@@ -183,13 +188,14 @@ class TieredCache:
         tier.reserved -= n
 
     def _evict_one(self, tier: Tier, moves: list[Move]) -> None:
-        victim = tier.policy.victim(tier.pinned)
+        pinned, blocks = tier.pinned, tier.blocks
+        victim = tier.policy.victim(pinned)
         if self.check_invariants:
-            if victim in tier.pinned:
+            if victim in pinned:
                 raise InvariantError(f"{tier.name}: {type(tier.policy).__name__} evicted pinned block {victim}")
-            if victim not in tier.blocks:
+            if victim not in blocks:
                 raise InvariantError(f"{tier.name}: {type(tier.policy).__name__} evicted non-resident block {victim}")
-        position = tier.blocks.pop(victim)
+        position = blocks.pop(victim)
         tier.evictions += 1
         dest_name = self.admission.demote_to(tier.name)
         if dest_name is None:
@@ -227,17 +233,19 @@ class TieredCache:
         told at once.
         """
         tier = self.tiers[t]
-        if self.check_invariants and block in tier.blocks:
+        blocks = tier.blocks
+        if self.check_invariants and block in blocks:
             raise InvariantError(f"{tier.name}: block {block} inserted twice")
-        if not self.make_room(t, 1, moves):
+        # Tier.free spelled out: this runs for every block named, loaded or demoted.
+        if tier.capacity - len(blocks) - tier.reserved - tier.leaving < 1 and not self.make_room(t, 1, moves):
             return False
-        tier.blocks[block] = position
+        blocks[block] = position
         if pin:
             tier.pinned[block] = tier.pinned.get(block, 0) + 1
             tier.untold.add(block)
         else:
             tier.policy.on_insert(block, position)
-        if self.check_invariants and tier.used > tier.capacity:
+        if self.check_invariants and len(blocks) + tier.reserved + tier.leaving > tier.capacity:
             raise InvariantError(f"{tier.name}: {tier.used} blocks held, capacity {tier.capacity}")
         return True
 
