@@ -57,6 +57,9 @@ class ClockModel:
             raise ValueError("clock model: time constants and bandwidth must be positive")
         if len(self.gemm_rows) != len(self.gemm_clock_bound_fractions):
             raise ValueError("clock model: gemm_rows and gemm_clock_bound_fractions need the same length")
+        # As arrays once: np.interp converts a tuple at every call, and a run asks per step.
+        object.__setattr__(self, "_shares", np.asarray(self.shares, dtype=np.float64))
+        object.__setattr__(self, "_multipliers", np.asarray(self.multipliers, dtype=np.float64))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ClockModel:
@@ -86,7 +89,7 @@ class ClockModel:
 
     def steady_multiplier(self, share: float) -> float:
         """Multiplier on clock-bound seconds once work of this share has run for a while."""
-        return float(np.interp(share, self.shares, self.multipliers))
+        return float(np.interp(share, self._shares, self._multipliers))
 
     def _tau(self, multiplier: float, target: float) -> float:
         """Heating and cooling run at their own pace."""
