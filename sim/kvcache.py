@@ -110,6 +110,9 @@ class TieredCache:
         admission.bind(self.names)
         self.check_invariants = check_invariants
         self._index = {t.name: t.index for t in self.tiers}
+        #: Whether any tier's policy reads the request context (overrides ``on_request``): the
+        #: engine builds one per admission and release only then.
+        self.wants_request_context = any(type(t.policy).on_request is not EvictionPolicy.on_request for t in self.tiers)
 
     # ------------------------------------------------------------------ queries
     def tier_index(self, name: str) -> int:

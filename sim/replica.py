@@ -264,7 +264,7 @@ class Replica:
             durations = self._price(prefill, k)
             batch = self.n_decode + len(prefill)
             start, start_counter = env.now, self.counter
-            cumulative = np.cumsum(durations)
+            cumulative = durations.cumsum()
             if k == 1:
                 yield env.timeout(float(cumulative[0]))
                 done = 1
@@ -297,10 +297,14 @@ class Replica:
         """The planned step waited from ``since`` until now for write-backs to free its HBM
         slots: KV stall of every request it runs (its decoders and its prefill chunks)."""
         waited = self.env.now - since
-        decoders = [req for req in self.running if req.state is State.DECODE]
-        for req in (*decoders, *(req for req, _ in prefill)):
+        stall_s = self.log.stall_s
+        for req in self.running:
+            if req.state is State.DECODE:
+                req.stall_s += waited
+                stall_s[req.index] += waited
+        for req, _ in prefill:
             req.stall_s += waited
-            self.log.stall_s[req.index] += waited
+            stall_s[req.index] += waited
 
     def _steps_begun(self, start: float, cumulative: np.ndarray) -> int:
         """Steps of the run that began at ``start`` (of cumulative durations ``cumulative``)
@@ -437,7 +441,8 @@ class Replica:
         if req.swapped_blocks:
             return self._swap_in(req, budget)
         cache, now = self.cache, self.env.now
-        cache.begin(self._context_of(req))
+        if cache.wants_request_context:
+            cache.begin(self._context_of(req))
         tiers = cache.match_prefix(req.blocks)
         m = len(tiers)
         hit_tokens = req.tokens_in_first(m)
@@ -968,7 +973,8 @@ class Replica:
             self.cache.unreserve(HBM, req.held_private)
             req.held_private = 0
         if req.held_named:
-            self.cache.release(HBM, req.blocks[: req.held_named], self._context_of(req))
+            ctx = self._context_of(req) if self.cache.wants_request_context else None
+            self.cache.release(HBM, req.blocks[: req.held_named], ctx)
             req.held_named = 0
 
     # ================================================================== preemption
@@ -1156,11 +1162,12 @@ class Replica:
 
     # ================================================================== accounting
     def _track_peaks(self) -> None:
+        peaks, check = self.peak_blocks, self.cache.check_invariants
         for i, tier in enumerate(self.cache.tiers):
-            used = tier.used
-            if used > self.peak_blocks[i]:
-                self.peak_blocks[i] = used
-            if self.cache.check_invariants and used > tier.capacity:
+            used = len(tier.blocks) + tier.reserved + tier.leaving  # Tier.used, twice a step
+            if used > peaks[i]:
+                peaks[i] = used
+            if check and used > tier.capacity:
                 raise InvariantError(f"{tier.name}: {used} blocks held, capacity {tier.capacity}")
 
     def occupancy(self) -> list[int]:
