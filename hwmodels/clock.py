@@ -60,6 +60,8 @@ class ClockModel:
         # As arrays once: np.interp converts a tuple at every call, and a run asks per step.
         object.__setattr__(self, "_shares", np.asarray(self.shares, dtype=np.float64))
         object.__setattr__(self, "_multipliers", np.asarray(self.multipliers, dtype=np.float64))
+        object.__setattr__(self, "_log_gemm_rows", np.log(self.gemm_rows) if self.gemm_rows else None)
+        object.__setattr__(self, "_gemm_fractions", np.asarray(self.gemm_clock_bound_fractions, dtype=np.float64))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ClockModel:
@@ -83,7 +85,7 @@ class ClockModel:
             return 0.0 * np.asarray(rows, dtype=np.float64)
         log_rows = np.log(np.maximum(np.asarray(rows, dtype=np.float64), 1.0))
         first = np.log(self.gemm_rows[0])
-        inside = np.interp(log_rows, np.log(self.gemm_rows), self.gemm_clock_bound_fractions)
+        inside = np.interp(log_rows, self._log_gemm_rows, self._gemm_fractions)
         out = np.where(log_rows < first, 0.0, inside)
         return out if out.ndim else float(out)
 
