@@ -26,6 +26,7 @@ replayer has no time and names none: its slots are free at once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -45,6 +46,11 @@ class Move(NamedTuple):
     block: int
     src: int
     dst: int
+
+
+# Move(...) runs NamedTuple's generated Python __new__; an eviction cascade makes one per
+# victim, so _evict_one builds them from a tuple at C speed (the same Move).
+_new_move = functools.partial(tuple.__new__, Move)
 
 
 class Tier:
@@ -202,7 +208,7 @@ class TieredCache:
         tier.evictions += 1
         dest_name = self.admission.demote_to(tier.name)
         if dest_name is None:
-            moves.append(Move(victim, tier.index, DROPPED))
+            moves.append(_new_move((victim, tier.index, DROPPED)))
             return
         dest = self._index.get(dest_name, DROPPED)
         if dest <= tier.index:
@@ -211,14 +217,14 @@ class TieredCache:
         if victim in lower.blocks:
             # The inclusive lower copy is still there: nothing to write.
             lower.policy.on_access(victim, position)
-            moves.append(Move(victim, tier.index, DROPPED))
+            moves.append(_new_move((victim, tier.index, DROPPED)))
             return
         if self.insert(dest, victim, position, moves, pin=False):
-            moves.append(Move(victim, tier.index, dest))
+            moves.append(_new_move((victim, tier.index, dest)))
             if tier.index in self._hold_demoted:
                 tier.leaving += 1
         else:
-            moves.append(Move(victim, tier.index, DROPPED))
+            moves.append(_new_move((victim, tier.index, DROPPED)))
 
     def _checked_destination(self, name: str, below: int, method: str) -> None:
         dest = self._index.get(name)

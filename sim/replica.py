@@ -176,6 +176,7 @@ class Replica:
         self.prefetch_used_blocks = 0
         self.prefetch_wasted_blocks = 0
         self.issued_bytes: dict[str, int] = {name: 0 for name in links}
+        self._paths: dict[tuple[int, int], tuple[Hop, ...]] = {}  # _path's answers: the links are fixed
         self.peak_blocks = [0] * len(cache.tiers)
         env.process(self._loop())
 
@@ -580,7 +581,7 @@ class Replica:
             events.append(done)
         return events
 
-    def _copy_up(self, path: list[Hop], src: int, dest: int, blocks: list[int]):
+    def _copy_up(self, path: Sequence[Hop], src: int, dest: int, blocks: list[int]):
         """Process: the copy hop by hop (SSD -> host -> HBM), each hop queued on its link
         when the previous one lands; then the sources are unpinned. A source block whose own
         copy down into ``src`` is still in flight is read once that copy has landed: the
@@ -605,7 +606,7 @@ class Replica:
             if inflight.get((dest, block)) is copy:
                 del inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, on_read: Callable[[], None] | None = None):
+    def _copy_down(self, after: simpy.Event, path: Sequence[Hop], n: int, on_read: Callable[[], None] | None = None):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
         queued on its link once ``after`` (the hop before) fires. ``on_read``: called once its
         first hop has read the blocks out of their source tier."""
@@ -641,11 +642,14 @@ class Replica:
             return self._pool_inflight, self._pool_lands_at
         return self._inflight, self._lands_at
 
-    def _path(self, src: int, dst: int) -> list[Hop]:
+    def _path(self, src: int, dst: int) -> tuple[Hop, ...]:
         """The hops a copy from tier ``src`` to tier ``dst`` makes, in order. SSD data always
         passes through host memory, whether or not DRAM is a cache tier."""
-        pair = (self.cache.names[src], self.cache.names[dst])
-        return [self._hop(name) for name in _PATHS[pair]]
+        path = self._paths.get((src, dst))
+        if path is None:
+            pair = (self.cache.names[src], self.cache.names[dst])
+            path = self._paths[src, dst] = tuple(self._hop(name) for name in _PATHS[pair])
+        return path
 
     def _hop(self, name: str) -> Hop:
         server_side = self.links.get(SERVER_SIDE.get(name, ""))
@@ -675,8 +679,10 @@ class Replica:
     def _pay(self, moves: Sequence[Move]) -> float:
         """Issue the copies evictions caused; return when the HBM slots they freed are
         reusable (once their old contents have left HBM), or now if none was written."""
+        if not moves:
+            return self.env.now  # most steps evict nothing
         down: dict[tuple[int, int], list[int]] = {}
-        staged = self._staged
+        staged, pool = self._staged, self._pool_tier
         pool_changed = False
         for move in moves:
             if staged and (move.src, move.block) in staged:
@@ -684,7 +690,8 @@ class Replica:
                 self.prefetch_wasted_blocks += 1
             if move.dst != DROPPED:
                 down.setdefault((move.src, move.dst), []).append(move.block)
-            pool_changed = pool_changed or self._pool_tier in (move.src, move.dst)
+            if pool >= 0 and not pool_changed:
+                pool_changed = pool in (move.src, move.dst)
         if pool_changed:
             self._pool_changed()
         slots_free_at = self.env.now
@@ -920,8 +927,11 @@ class Replica:
                 cache.insert(HBM, block, j, moves, pin=True)
             # Each copy is written from the nearest tier above it that got one (HBM -> DRAM ->
             # pool crosses PCIe once), once that copy has landed there.
+            through_tiers = self._write_through_tiers(j)
+            if not through_tiers:
+                continue  # the default placements write nothing through
             source = HBM
-            for t in sorted(self._write_through_tiers(j)):
+            for t in sorted(through_tiers):
                 if block in cache.tiers[t].blocks:
                     source = t
                 elif cache.insert(t, block, j, moves, pin=False):
