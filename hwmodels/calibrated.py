@@ -92,8 +92,11 @@ def _loglog(x: ArrayLike, xs: list[float], ys: list[float]) -> ArrayLike:
     lx = np.log(np.maximum(np.asarray(x, dtype=np.float64), 1e-12))
     xs_a, ys_a = np.asarray(xs), np.asarray(ys)
     inside = np.exp(np.interp(lx, xs_a, ys_a))
+    past = lx > xs_a[-1]
+    if not past.any():
+        return inside if inside.ndim else float(inside)  # what np.where would give, priced once
     beyond = np.exp(ys_a[-1]) * np.exp(lx - xs_a[-1])
-    out = np.where(lx > xs_a[-1], beyond, inside)
+    out = np.where(past, beyond, inside)
     return out if out.ndim else float(out)
 
 
