@@ -328,7 +328,11 @@ class Replica:
         budget = self.token_budget - self.n_decode
         prefill: list[tuple[Request, int]] = []
         self._prefill_plan = prefill  # a request preempted while the step is planned leaves it
-        for req in list(self.running):
+        # The batch is mostly decoders: pick the prefills out in one pass. A request is
+        # checked again as its turn comes, for one this loop preempted; none becomes a prefill
+        # meanwhile (a finished load does so only in a later event).
+        prefilling = [req for req in self.running if req.state is State.PREFILL]
+        for req in prefilling:
             if budget <= 0:
                 break
             if req.state is not State.PREFILL:
