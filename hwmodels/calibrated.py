@@ -92,8 +92,11 @@ def _loglog(x: ArrayLike, xs: list[float], ys: list[float]) -> ArrayLike:
     lx = np.log(np.maximum(np.asarray(x, dtype=np.float64), 1e-12))
     xs_a, ys_a = np.asarray(xs), np.asarray(ys)
     inside = np.exp(np.interp(lx, xs_a, ys_a))
+    past = lx > xs_a[-1]
+    if not past.any():
+        return inside if inside.ndim else float(inside)  # what np.where would give, priced once
     beyond = np.exp(ys_a[-1]) * np.exp(lx - xs_a[-1])
-    out = np.where(lx > xs_a[-1], beyond, inside)
+    out = np.where(past, beyond, inside)
     return out if out.ndim else float(out)
 
 
@@ -144,6 +147,9 @@ class CalibratedProfile:
     params: dict[str, Any]
     # Head configurations already looked up: a run asks for the same one at every step.
     _heads_memo: dict[tuple[str, int, int, int], tuple[Any, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _prefill_curves: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -248,7 +254,7 @@ class CalibratedProfile:
         p, scale = self._heads("prefill", q_heads, kv_heads, head_dim, by="query")
         seq = np.maximum(np.asarray(seq_len, dtype=np.float64), 1.0)
         prefix = np.asarray(prefix_len, dtype=np.float64)
-        causal = scale * _loglog(seq, p["log_seq"], p["log_s"])
+        causal = scale * _loglog(seq, *self._prefill_curve(q_heads, kv_heads, head_dim))
         if "cross_waves" in p:
             a, b = p["cross_waves"]
             fill = wave_fill(seq if step_new_tokens is None else step_new_tokens, q_heads, self._sms())
@@ -258,6 +264,17 @@ class CalibratedProfile:
             cross = scale * (a + b * seq * prefix)
         out = causal + np.where(prefix > 0, cross, 0.0)
         return out if np.ndim(out) else float(out)
+
+    def _prefill_curve(self, q_heads: int, kv_heads: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The causal prefill curve of a head configuration as arrays, converted once: every
+        prefill step prices its chunks on it, and converting the lists each time cost as much
+        as the interpolation."""
+        key = (q_heads, kv_heads, head_dim)
+        found = self._prefill_curves.get(key)
+        if found is None:
+            p, _ = self._heads("prefill", q_heads, kv_heads, head_dim, by="query")
+            found = self._prefill_curves[key] = (np.asarray(p["log_seq"]), np.asarray(p["log_s"]))
+        return found
 
     def attention_wave_fill(self, step_new_tokens: float, q_heads: int) -> float:
         """How full a step's prefill attention keeps the GPU (:func:`wave_fill`): what share of
@@ -274,6 +291,10 @@ class CalibratedProfile:
         a, b, c = p
         # The fixed cost of the kernel is the same for every head count (4.7-4.9 us for each
         # measured configuration on an H200); only the per-sequence and per-token work scales.
+        if isinstance(ctx_len, (int, float)):
+            # One step, in plain floats (the same IEEE operations in the same order as the
+            # array path, without NumPy's per-call overhead).
+            return a + scale * (b * batch + c * batch * float(ctx_len))
         out = a + scale * (b * batch + c * batch * np.asarray(ctx_len, dtype=np.float64))
         return out if np.ndim(out) else float(out)
 

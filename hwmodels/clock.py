@@ -57,6 +57,11 @@ class ClockModel:
             raise ValueError("clock model: time constants and bandwidth must be positive")
         if len(self.gemm_rows) != len(self.gemm_clock_bound_fractions):
             raise ValueError("clock model: gemm_rows and gemm_clock_bound_fractions need the same length")
+        # As arrays once: np.interp converts a tuple at every call, and a run asks per step.
+        object.__setattr__(self, "_shares", np.asarray(self.shares, dtype=np.float64))
+        object.__setattr__(self, "_multipliers", np.asarray(self.multipliers, dtype=np.float64))
+        object.__setattr__(self, "_log_gemm_rows", np.log(self.gemm_rows) if self.gemm_rows else None)
+        object.__setattr__(self, "_gemm_fractions", np.asarray(self.gemm_clock_bound_fractions, dtype=np.float64))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ClockModel:
@@ -80,13 +85,13 @@ class ClockModel:
             return 0.0 * np.asarray(rows, dtype=np.float64)
         log_rows = np.log(np.maximum(np.asarray(rows, dtype=np.float64), 1.0))
         first = np.log(self.gemm_rows[0])
-        inside = np.interp(log_rows, np.log(self.gemm_rows), self.gemm_clock_bound_fractions)
+        inside = np.interp(log_rows, self._log_gemm_rows, self._gemm_fractions)
         out = np.where(log_rows < first, 0.0, inside)
         return out if out.ndim else float(out)
 
     def steady_multiplier(self, share: float) -> float:
         """Multiplier on clock-bound seconds once work of this share has run for a while."""
-        return float(np.interp(share, self.shares, self.multipliers))
+        return float(np.interp(share, self._shares, self._multipliers))
 
     def _tau(self, multiplier: float, target: float) -> float:
         """Heating and cooling run at their own pace."""

@@ -65,18 +65,30 @@ class ExecutionModel:
         assert self.profile.clock is not None
         return np.maximum(0.0, seconds - nbytes / self.profile.clock.stream_bytes_per_s)
 
-    def _gemm_clock_bound_s(self, rows: float | np.ndarray, k: int, n: int) -> float | np.ndarray:
+    def _gemm_clock_bound_s(
+        self, rows: float | np.ndarray, k: int, n: int, fraction: float | np.ndarray | None = None
+    ) -> float | np.ndarray:
         """A GEMM's clock-bound seconds: beyond streaming its operands, and at least the share
-        measured for its row count (:meth:`hwmodels.clock.ClockModel.gemm_clock_bound_fraction`)."""
+        measured for its row count (:meth:`hwmodels.clock.ClockModel.gemm_clock_bound_fraction`,
+        or ``fraction`` where the caller has it for these rows)."""
         assert self.profile.clock is not None
         seconds = self.profile.gemm_s(rows, k, n)
         beyond = self._beyond_streaming(seconds, self.model.bytes_per_param * (rows * k + k * n + rows * n))
-        return np.maximum(beyond, seconds * self.profile.clock.gemm_clock_bound_fraction(rows))
+        if fraction is None:
+            fraction = self.profile.clock.gemm_clock_bound_fraction(rows)
+        return np.maximum(beyond, seconds * fraction)
 
     def _linear_clock_bound_s(self, tokens: float | np.ndarray) -> float | np.ndarray:
         """The clock-bound seconds of :meth:`_linear_s` (the all-reduce has none)."""
-        b = self.model.bytes_per_param
-        out = sum(self._gemm_clock_bound_s(rows, k, n) for rows, k, n in self._layer_gemms(tokens))
+        p, b = self.profile, self.model.bytes_per_param
+        assert p.clock is not None
+        # Most GEMMs have the step's rows (a mixture's experts have their own): look their
+        # clock-bound fraction up once; the others look theirs up, which gives the same bits.
+        fraction = p.clock.gemm_clock_bound_fraction(tokens)
+        out = sum(
+            self._gemm_clock_bound_s(rows, k, n, fraction if rows is tokens else None)
+            for rows, k, n in self._layer_gemms(tokens)
+        )
         for kernel, elements in self._layer_kernels():
             nbytes = elements * b * tokens
             out = out + self._beyond_streaming(self._kernel_s(kernel, nbytes), nbytes)
@@ -179,7 +191,7 @@ class ExecutionModel:
         q_heads, kv_heads = self._heads()
         new = np.asarray(new_tokens, dtype=np.float64)
         prefix = np.asarray(prefix_tokens, dtype=np.float64)
-        step = _tiled_tokens(new)
+        step = _tiled_tokens(new_tokens)  # the ints: iterating the array would box each one
         seconds = float(
             np.sum(self.profile.attention_prefill_s(new, q_heads, kv_heads, self.model.head_dim, prefix, step))
         )

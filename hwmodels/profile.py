@@ -12,6 +12,7 @@ steps in one call.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -57,6 +58,12 @@ def wave_fill(new_tokens: ArrayLike, q_heads: int, sms: int) -> ArrayLike:
     prefix, against 660-690 for 1,024-2,048 new tokens); 768 tokens make 192 blocks, a wave
     and a half (480). A conversation's next turn on a long cached history is that case.
     """
+    if isinstance(new_tokens, (int, float)):
+        # One step's count, in plain numbers (NumPy's per-call overhead on 0-d arrays was most
+        # of the cost): every value is a whole number below 2**53, so each division is the
+        # same correctly rounded one and the result is the array path's to the bit.
+        scalar_blocks = math.ceil(max(float(new_tokens), 1.0) / QUERY_TILE) * q_heads
+        return scalar_blocks / (math.ceil(scalar_blocks / sms) * sms)
     blocks = np.ceil(np.maximum(np.asarray(new_tokens, dtype=np.float64), 1.0) / QUERY_TILE) * q_heads
     return blocks / (np.ceil(blocks / sms) * sms)
 

@@ -26,6 +26,7 @@ replayer has no time and names none: its slots are free at once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -45,6 +46,11 @@ class Move(NamedTuple):
     block: int
     src: int
     dst: int
+
+
+# Move(...) runs NamedTuple's generated Python __new__; an eviction cascade makes one per
+# victim, so _evict_one builds them from a tuple at C speed (the same Move).
+_new_move = functools.partial(tuple.__new__, Move)
 
 
 class Tier:
@@ -110,6 +116,9 @@ class TieredCache:
         admission.bind(self.names)
         self.check_invariants = check_invariants
         self._index = {t.name: t.index for t in self.tiers}
+        #: Whether any tier's policy reads the request context (overrides ``on_request``): the
+        #: engine builds one per admission and release only then.
+        self.wants_request_context = any(type(t.policy).on_request is not EvictionPolicy.on_request for t in self.tiers)
 
     # ------------------------------------------------------------------ queries
     def tier_index(self, name: str) -> int:
@@ -128,12 +137,16 @@ class TieredCache:
         A prefix block is only useful if every block before it is too, so the walk stops at
         the first block no tier holds.
         """
+        # find() inlined: admission walks every waiting head's prefix at every step.
+        residency = [(tier.index, tier.blocks) for tier in self.tiers]
         found: list[int] = []
         for block in blocks:
-            where = self.find(block)
-            if where == DROPPED:
+            for index, resident in residency:
+                if block in resident:
+                    found.append(index)
+                    break
+            else:
                 break
-            found.append(where)
         return found
 
     def begin(self, ctx: RequestContext) -> None:
@@ -153,8 +166,9 @@ class TieredCache:
             return True
         if free + len(tier.blocks) - len(tier.pinned) < n:
             return False
+        evict_one = self._evict_one
         for _ in range(n - free):
-            self._evict_one(tier, moves)
+            evict_one(tier, moves)
         return tier.free >= n
 
     def reserve(self, t: int, n: int, moves: list[Move]) -> bool:
@@ -183,17 +197,18 @@ class TieredCache:
         tier.reserved -= n
 
     def _evict_one(self, tier: Tier, moves: list[Move]) -> None:
-        victim = tier.policy.victim(tier.pinned)
+        pinned, blocks = tier.pinned, tier.blocks
+        victim = tier.policy.victim(pinned)
         if self.check_invariants:
-            if victim in tier.pinned:
+            if victim in pinned:
                 raise InvariantError(f"{tier.name}: {type(tier.policy).__name__} evicted pinned block {victim}")
-            if victim not in tier.blocks:
+            if victim not in blocks:
                 raise InvariantError(f"{tier.name}: {type(tier.policy).__name__} evicted non-resident block {victim}")
-        position = tier.blocks.pop(victim)
+        position = blocks.pop(victim)
         tier.evictions += 1
         dest_name = self.admission.demote_to(tier.name)
         if dest_name is None:
-            moves.append(Move(victim, tier.index, DROPPED))
+            moves.append(_new_move((victim, tier.index, DROPPED)))
             return
         dest = self._index.get(dest_name, DROPPED)
         if dest <= tier.index:
@@ -202,14 +217,14 @@ class TieredCache:
         if victim in lower.blocks:
             # The inclusive lower copy is still there: nothing to write.
             lower.policy.on_access(victim, position)
-            moves.append(Move(victim, tier.index, DROPPED))
+            moves.append(_new_move((victim, tier.index, DROPPED)))
             return
         if self.insert(dest, victim, position, moves, pin=False):
-            moves.append(Move(victim, tier.index, dest))
+            moves.append(_new_move((victim, tier.index, dest)))
             if tier.index in self._hold_demoted:
                 tier.leaving += 1
         else:
-            moves.append(Move(victim, tier.index, DROPPED))
+            moves.append(_new_move((victim, tier.index, DROPPED)))
 
     def _checked_destination(self, name: str, below: int, method: str) -> None:
         dest = self._index.get(name)
@@ -227,17 +242,19 @@ class TieredCache:
         told at once.
         """
         tier = self.tiers[t]
-        if self.check_invariants and block in tier.blocks:
+        blocks = tier.blocks
+        if self.check_invariants and block in blocks:
             raise InvariantError(f"{tier.name}: block {block} inserted twice")
-        if not self.make_room(t, 1, moves):
+        # Tier.free spelled out: this runs for every block named, loaded or demoted.
+        if tier.capacity - len(blocks) - tier.reserved - tier.leaving < 1 and not self.make_room(t, 1, moves):
             return False
-        tier.blocks[block] = position
+        blocks[block] = position
         if pin:
             tier.pinned[block] = tier.pinned.get(block, 0) + 1
             tier.untold.add(block)
         else:
             tier.policy.on_insert(block, position)
-        if self.check_invariants and tier.used > tier.capacity:
+        if self.check_invariants and len(blocks) + tier.reserved + tier.leaving > tier.capacity:
             raise InvariantError(f"{tier.name}: {tier.used} blocks held, capacity {tier.capacity}")
         return True
 

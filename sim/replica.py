@@ -152,6 +152,9 @@ class Replica:
         self._queue_dirty = False
         # Showing the queue costs a partial sort; skip it for policies that ignore it.
         self._watches_queue = type(prefetch).on_queue_change is not PrefetchPolicy.on_queue_change
+        # Listing the preemptable requests scans the batch at every admission that does not
+        # fit; the default preempt_for never preempts, so skip it for schedulers that keep it.
+        self._preempts_for = type(scheduler).preempt_for is not Scheduler.preempt_for
         self._wake = env.event()
         self.outstanding_tokens_total = 0
         # Totals for the summary.
@@ -181,6 +184,7 @@ class Replica:
         self.prefetch_used_blocks = 0
         self.prefetch_wasted_blocks = 0
         self.issued_bytes: dict[str, int] = {name: 0 for name in links}
+        self._paths: dict[tuple[int, int], tuple[Hop, ...]] = {}  # _path's answers: the links are fixed
         self.peak_blocks = [0] * len(cache.tiers)
         env.process(self._loop())
 
@@ -271,7 +275,7 @@ class Replica:
                 durations = self._after_layer_loads(durations, prefill)
             batch = self.n_decode + len(prefill)
             start, start_counter = env.now, self.counter
-            cumulative = np.cumsum(durations)
+            cumulative = durations.cumsum()
             if k == 1:
                 yield env.timeout(float(cumulative[0]))
                 done = 1
@@ -304,10 +308,14 @@ class Replica:
         """The planned step waited ``waited`` seconds on KV copies (write-backs freeing its HBM
         slots, or layer-wise loads): KV stall of every request it runs (its decoders and its
         prefill chunks)."""
-        decoders = [req for req in self.running if req.state is State.DECODE]
-        for req in (*decoders, *(req for req, _ in prefill)):
+        stall_s = self.log.stall_s
+        for req in self.running:
+            if req.state is State.DECODE:
+                req.stall_s += waited
+                stall_s[req.index] += waited
+        for req, _ in prefill:
             req.stall_s += waited
-            self.log.stall_s[req.index] += waited
+            stall_s[req.index] += waited
 
     def _after_layer_loads(self, durations: np.ndarray, prefill: list[tuple[Request, int]]) -> np.ndarray:
         """The step's durations once it waits for the layer-wise loads issued while it was
@@ -346,7 +354,11 @@ class Replica:
         budget = self.token_budget - self.n_decode
         prefill: list[tuple[Request, int]] = []
         self._prefill_plan = prefill  # a request preempted while the step is planned leaves it
-        for req in list(self.running):
+        # The batch is mostly decoders: pick the prefills out in one pass. A request is
+        # checked again as its turn comes, for one this loop preempted; none becomes a prefill
+        # meanwhile (a finished load does so only in a later event).
+        prefilling = [req for req in self.running if req.state is State.PREFILL]
+        for req in prefilling:
             if budget <= 0:
                 break
             if req.state is not State.PREFILL:
@@ -429,7 +441,7 @@ class Replica:
                     self._release_holds()
                     chunk = self._try_admit(req, budget)
                     continue
-                candidates = self._preemptable()
+                candidates = self._preemptable() if self._preempts_for else []
                 victim = self.scheduler.preempt_for(req, candidates) if candidates else None
                 if victim is None:
                     break
@@ -460,7 +472,8 @@ class Replica:
         if req.swapped_blocks:
             return self._swap_in(req, budget)
         cache, now = self.cache, self.env.now
-        cache.begin(self._context_of(req))
+        if cache.wants_request_context:
+            cache.begin(self._context_of(req))
         tiers = cache.match_prefix(req.blocks)
         m = len(tiers)
         hit_tokens = req.tokens_in_first(m)
@@ -637,7 +650,7 @@ class Replica:
             self.cache.unpin(src, block)
         self._landed_up(HBM, blocks, copy)
 
-    def _copy_up(self, path: list[Hop], src: int, dest: int, blocks: list[int]):
+    def _copy_up(self, path: Sequence[Hop], src: int, dest: int, blocks: list[int]):
         """Process: the copy hop by hop (SSD -> host -> HBM), each hop queued on its link
         when the previous one lands; then the sources are unpinned. A source block whose own
         copy down into ``src`` is still in flight is read once that copy has landed: the
@@ -662,7 +675,7 @@ class Replica:
             if inflight.get((dest, block)) is copy:
                 del inflight[(dest, block)]
 
-    def _copy_down(self, after: simpy.Event, path: list[Hop], n: int, on_read: Callable[[], None] | None = None):
+    def _copy_down(self, after: simpy.Event, path: Sequence[Hop], n: int, on_read: Callable[[], None] | None = None):
         """Process: a downward copy's later hops (host -> SSD after PCIe) of ``n`` blocks, each
         queued on its link once ``after`` (the hop before) fires. ``on_read``: called once its
         first hop has read the blocks out of their source tier."""
@@ -698,11 +711,14 @@ class Replica:
             return self._pool_inflight, self._pool_lands_at
         return self._inflight, self._lands_at
 
-    def _path(self, src: int, dst: int) -> list[Hop]:
+    def _path(self, src: int, dst: int) -> tuple[Hop, ...]:
         """The hops a copy from tier ``src`` to tier ``dst`` makes, in order. SSD data always
         passes through host memory, whether or not DRAM is a cache tier."""
-        pair = (self.cache.names[src], self.cache.names[dst])
-        return [self._hop(name) for name in _PATHS[pair]]
+        path = self._paths.get((src, dst))
+        if path is None:
+            pair = (self.cache.names[src], self.cache.names[dst])
+            path = self._paths[src, dst] = tuple(self._hop(name) for name in _PATHS[pair])
+        return path
 
     def _hop(self, name: str) -> Hop:
         server_side = self.links.get(SERVER_SIDE.get(name, ""))
@@ -732,8 +748,10 @@ class Replica:
     def _pay(self, moves: Sequence[Move]) -> float:
         """Issue the copies evictions caused; return when the HBM slots they freed are
         reusable (once their old contents have left HBM), or now if none was written."""
+        if not moves:
+            return self.env.now  # most steps evict nothing
         down: dict[tuple[int, int], list[int]] = {}
-        staged = self._staged
+        staged, pool = self._staged, self._pool_tier
         pool_changed = False
         for move in moves:
             if staged and (move.src, move.block) in staged:
@@ -741,7 +759,8 @@ class Replica:
                 self.prefetch_wasted_blocks += 1
             if move.dst != DROPPED:
                 down.setdefault((move.src, move.dst), []).append(move.block)
-            pool_changed = pool_changed or self._pool_tier in (move.src, move.dst)
+            if pool >= 0 and not pool_changed:
+                pool_changed = pool in (move.src, move.dst)
         if pool_changed:
             self._pool_changed()
         slots_free_at = self.env.now
@@ -977,8 +996,11 @@ class Replica:
                 cache.insert(HBM, block, j, moves, pin=True)
             # Each copy is written from the nearest tier above it that got one (HBM -> DRAM ->
             # pool crosses PCIe once), once that copy has landed there.
+            through_tiers = self._write_through_tiers(j)
+            if not through_tiers:
+                continue  # the default placements write nothing through
             source = HBM
-            for t in sorted(self._write_through_tiers(j)):
+            for t in sorted(through_tiers):
                 if block in cache.tiers[t].blocks:
                     source = t
                 elif cache.insert(t, block, j, moves, pin=False):
@@ -1030,7 +1052,8 @@ class Replica:
             self.cache.unreserve(HBM, req.held_private)
             req.held_private = 0
         if req.held_named:
-            self.cache.release(HBM, req.blocks[: req.held_named], self._context_of(req))
+            ctx = self._context_of(req) if self.cache.wants_request_context else None
+            self.cache.release(HBM, req.blocks[: req.held_named], ctx)
             req.held_named = 0
 
     # ================================================================== preemption
@@ -1218,11 +1241,12 @@ class Replica:
 
     # ================================================================== accounting
     def _track_peaks(self) -> None:
+        peaks, check = self.peak_blocks, self.cache.check_invariants
         for i, tier in enumerate(self.cache.tiers):
-            used = tier.used
-            if used > self.peak_blocks[i]:
-                self.peak_blocks[i] = used
-            if self.cache.check_invariants and used > tier.capacity:
+            used = len(tier.blocks) + tier.reserved + tier.leaving  # Tier.used, twice a step
+            if used > peaks[i]:
+                peaks[i] = used
+            if check and used > tier.capacity:
                 raise InvariantError(f"{tier.name}: {used} blocks held, capacity {tier.capacity}")
 
     def occupancy(self) -> list[int]:

@@ -30,14 +30,21 @@ class LRU(EvictionPolicy):
         del self._order[block]
 
     def victim(self, pinned: Container[int]) -> int:
+        # One walk from the old end; the pinned blocks met before the victim then go to the
+        # recent end in the order met, which is where moving each as it is met puts them.
         order = self._order
-        for _ in range(len(order)):
-            block = next(iter(order))
+        skipped = []
+        for block in order:
             if block not in pinned:
-                del order[block]
-                return block
-            order.move_to_end(block)
-        raise RuntimeError("LRU.victim called with every block pinned")
+                break
+            skipped.append(block)
+        else:
+            raise RuntimeError("LRU.victim called with every block pinned")
+        del order[block]
+        move = order.move_to_end
+        for kept in skipped:
+            move(kept)
+        return block
 
     @staticmethod
     def replay_hits(keys: Iterable[int], n_keys: int, capacity_blocks: int) -> bytearray:
