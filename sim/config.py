@@ -35,7 +35,7 @@ class ModelConfig:
 
     name: str = "llama-3.1-8b"  # one of hwmodels.models.MODELS
     # A Hugging Face config.json to read the model's shape from instead (name is then ignored):
-    # any dense decoder with grouped-query attention and a gated MLP (hwmodels.models).
+    # a decoder with grouped-query attention and a gated MLP, dense or a mixture of experts (hwmodels.models).
     config_json: str | None = None
     kv_bytes_per_element: float | None = None  # None: the model's (2 = bf16); 1 = FP8 KV
     kv_compression_ratio: float = 1.0  # bytes kept / bytes raw, for KV compression schemes
